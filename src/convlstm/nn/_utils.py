@@ -1,0 +1,92 @@
+"""Argument normalisation and padding arithmetic shared by the cells and layers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Union
+
+IntOrTuple = Union[int, Sequence[int]]
+Padding = Union[str, int, Sequence[int]]
+
+
+def as_tuple(value: IntOrTuple, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """Expand an int to an ``ndim``-tuple, or check a given tuple has ``ndim`` entries."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got a bool")
+    if isinstance(value, int):
+        result = (value,) * ndim
+    elif isinstance(value, Sequence) and all(isinstance(v, int) for v in value):
+        result = tuple(int(v) for v in value)
+        if len(result) != ndim:
+            raise ValueError(
+                f"{name} must be an int or a tuple of {ndim} ints (one per spatial dimension), "
+                f"got {tuple(value)!r} with {len(result)} entries"
+            )
+    else:
+        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {value!r}")
+    if any(v < minimum for v in result):
+        raise ValueError(f"{name} entries must be >= {minimum}, got {result}")
+    return result
+
+
+def normalize_padding(padding: Padding, ndim: int) -> str | tuple[int, ...]:
+    """Return ``"same"``, ``"valid"`` or an explicit symmetric ``ndim``-tuple."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode not in ("same", "valid"):
+            raise ValueError(f'padding must be "same", "valid" or an int/tuple, got {padding!r}')
+        return mode
+    return as_tuple(padding, ndim, "padding", minimum=0)
+
+
+def same_padding(
+    size: int, kernel: int, stride: int, dilation: int
+) -> tuple[int, int]:
+    """TensorFlow/Keras "same" padding (before, after) for one dimension.
+
+    The output has ``ceil(size / stride)`` positions; an odd total goes to the end,
+    exactly as TensorFlow and Keras pad.
+    """
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def input_padding(
+    padding: str | tuple[int, ...],
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[tuple[int, int], ...]:
+    """(before, after) padding per spatial dimension for the input-to-hidden convolution."""
+    if padding == "valid":
+        return tuple((0, 0) for _ in spatial)
+    if padding == "same":
+        return tuple(
+            same_padding(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)
+        )
+    return tuple((p, p) for p in padding)
+
+
+def conv_output_size(
+    spatial: Sequence[int],
+    pads: Sequence[tuple[int, int]],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """Spatial size after a convolution (floor division, as PyTorch and Keras compute it)."""
+    return tuple(
+        (n + a + b - d * (k - 1) - 1) // s + 1
+        for n, (a, b), k, s, d in zip(spatial, pads, kernel, stride, dilation)
+    )
+
+
+def flat_pad(pads: Sequence[tuple[int, int]]) -> list[int]:
+    """(before, after) per dimension -> the flat, last-dimension-first list ``F.pad`` takes."""
+    flat: list[int] = []
+    for before, after in reversed(pads):
+        flat.extend((before, after))
+    return flat

@@ -1,0 +1,370 @@
+"""One dimension-generic ConvLSTM cell; ``ConvLSTMCell1d/2d/3d`` name its three uses."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._utils import (
+    IntOrTuple,
+    Padding,
+    as_tuple,
+    conv_output_size,
+    flat_pad,
+    input_padding,
+    normalize_padding,
+)
+from .activations import Activation, get_activation
+from .functional import lstm_pointwise
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+PEEPHOLE_MODES = (False, "channel", "pixel")
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How a cell convolves inputs of one spatial size (computed once per sequence).
+
+    ``fused`` means the input and the padded hidden state are concatenated along
+    channels and convolved by one call with the concatenated kernel: possible when
+    the input path has stride 1 and dilation 1, like the recurrent path.
+    """
+
+    input_size: tuple[int, ...]
+    output_size: tuple[int, ...]
+    input_pad: tuple[int, ...]  # flat F.pad list for the input path
+    hidden_pad: tuple[int, ...]  # flat F.pad list for the recurrent path ("same", stride 1)
+    fused: bool
+
+
+class ConvLSTMCellNd(nn.Module):
+    """A ConvLSTM cell for ``ndim`` spatial dimensions (Shi et al. 2015).
+
+    One step maps an input ``x_t`` of shape ``(B, C_in, *spatial)`` and a state
+    ``(h, c)`` of shapes ``(B, F, *spatial')`` to the new ``(h, c)``. The gate
+    pre-activations come from one fused convolution with ``4F`` output channels in
+    gate order ``i, f, g, o`` (input, forget, candidate, output; Keras's order)::
+
+        z = W_x * x_t + W_h * h_{t-1} + b        (* is convolution)
+
+    The input path honours ``stride``, ``padding`` and ``dilation``; the recurrent
+    path always uses stride 1, dilation 1 and "same" padding (as Keras does), so valid
+    padding and strides shrink only the input path: ``spatial'`` is the size of the
+    input convolution's output.
+
+    Args:
+        in_channels: ``C_in``.
+        hidden_channels: ``F``, channels of the hidden and cell state.
+        kernel_size: int or ``ndim``-tuple, shared by both paths.
+        ndim: number of spatial dimensions (1, 2 or 3).
+        stride: input-path stride. Default 1.
+        padding: ``"same"`` (TensorFlow-style, odd totals padded at the end),
+            ``"valid"`` or an int/tuple of symmetric padding. Default ``"same"``.
+        dilation: input-path dilation. Default 1.
+        bias: learn the ``4F`` gate bias. Default ``True``.
+        peephole: ``False``, ``"channel"`` (one weight per channel and gate; any
+            spatial size) or ``"pixel"`` (the paper's ``(F, *spatial')`` Hadamard
+            weights; needs ``spatial_size``). Default ``False``.
+        spatial_size: the input's spatial size ``(H, W)``; required by
+            ``peephole="pixel"``, which then rejects other sizes.
+        layer_norm: layer-normalise each gate's pre-activation (over its channels and
+            positions) and the cell state before the output activation. Default ``False``.
+        activation: ``φ`` for the candidate and the cell output. Default ``"tanh"``.
+        recurrent_activation: ``σ`` for the gates; ``"hard_sigmoid"`` is Keras 3's
+            ``clip(x / 6 + 0.5, 0, 1)``. Default ``"sigmoid"``.
+        unit_forget_bias: initialise the forget-gate bias to 1 (Keras's default).
+
+    Parameters:
+        weight_ih: ``(4F, C_in, *kernel_size)``; ``weight_hh``: ``(4F, F, *kernel_size)``;
+        bias: ``(4F,)``; peephole_weight: ``(3, F, 1, ...)`` or ``(3, F, *spatial')``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: IntOrTuple,
+        *,
+        ndim: int,
+        stride: IntOrTuple = 1,
+        padding: Padding = "same",
+        dilation: IntOrTuple = 1,
+        bias: bool = True,
+        peephole: bool | str = False,
+        spatial_size: IntOrTuple | None = None,
+        layer_norm: bool = False,
+        activation: Activation = "tanh",
+        recurrent_activation: Activation = "sigmoid",
+        unit_forget_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if ndim not in _CONV:
+            raise ValueError(f"ndim must be 1, 2 or 3, got {ndim}")
+        for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if peephole is True:
+            peephole = "channel"
+        if peephole not in PEEPHOLE_MODES:
+            raise ValueError(f'peephole must be False, "channel" or "pixel", got {peephole!r}')
+        self.ndim = ndim
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        self.kernel_size = as_tuple(kernel_size, ndim, "kernel_size")
+        self.stride = as_tuple(stride, ndim, "stride")
+        self.dilation = as_tuple(dilation, ndim, "dilation")
+        self.padding = normalize_padding(padding, ndim)
+        self.peephole = peephole
+        self.layer_norm = layer_norm
+        self.activation_name = activation if isinstance(activation, str) else "custom"
+        self.recurrent_activation_name = (
+            recurrent_activation if isinstance(recurrent_activation, str) else "custom"
+        )
+        self.activation = get_activation(activation, "activation")
+        self.recurrent_activation = get_activation(recurrent_activation, "recurrent_activation")
+        self.unit_forget_bias = unit_forget_bias
+        self.spatial_size = None if spatial_size is None else as_tuple(spatial_size, ndim, "spatial_size")
+        if peephole == "pixel" and self.spatial_size is None:
+            raise ValueError('peephole="pixel" needs spatial_size, the input frame size (e.g. (H, W))')
+
+        gates = 4 * hidden_channels
+        self.weight_ih = nn.Parameter(torch.empty(gates, in_channels, *self.kernel_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates, hidden_channels, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(gates)) if bias else None
+        if peephole == "channel":
+            self.peephole_weight = nn.Parameter(torch.empty(3, hidden_channels, *(1,) * ndim))
+        elif peephole == "pixel":
+            out_size = self.plan(self.spatial_size).output_size
+            self.peephole_weight = nn.Parameter(torch.empty(3, hidden_channels, *out_size))
+        else:
+            self.peephole_weight = None
+        if layer_norm:
+            self.gate_norm_weight = nn.Parameter(torch.empty(gates))
+            self.gate_norm_bias = nn.Parameter(torch.empty(gates))
+            self.cell_norm_weight = nn.Parameter(torch.empty(hidden_channels))
+            self.cell_norm_bias = nn.Parameter(torch.empty(hidden_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Keras's initialisers: Glorot-uniform input kernel, orthogonal recurrent kernel,
+        zero bias (forget gate 1 with ``unit_forget_bias``), zero peepholes, unit norms."""
+        F_ = self.hidden_channels
+        nn.init.xavier_uniform_(self.weight_ih)
+        with torch.no_grad():
+            # Keras makes the (prod(k) * F, 4F) matrix orthogonal.
+            flat = torch.empty(math.prod(self.kernel_size) * F_, 4 * F_)
+            nn.init.orthogonal_(flat)
+            kernel = flat.reshape(*self.kernel_size, F_, 4 * F_)
+            self.weight_hh.copy_(kernel.permute(-1, -2, *range(self.ndim)))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+            if self.unit_forget_bias:
+                with torch.no_grad():
+                    self.bias[F_ : 2 * F_] = 1.0
+        if self.peephole_weight is not None:
+            nn.init.zeros_(self.peephole_weight)
+        if self.layer_norm:
+            nn.init.ones_(self.gate_norm_weight)
+            nn.init.zeros_(self.gate_norm_bias)
+            nn.init.ones_(self.cell_norm_weight)
+            nn.init.zeros_(self.cell_norm_bias)
+
+    def extra_repr(self) -> str:
+        parts = [
+            f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}",
+            f"stride={self.stride}",
+            f"padding={self.padding!r}",
+        ]
+        if any(d != 1 for d in self.dilation):
+            parts.append(f"dilation={self.dilation}")
+        if self.bias is None:
+            parts.append("bias=False")
+        if self.peephole:
+            parts.append(f"peephole={self.peephole!r}")
+        if self.layer_norm:
+            parts.append("layer_norm=True")
+        if self.activation_name != "tanh":
+            parts.append(f"activation={self.activation_name!r}")
+        if self.recurrent_activation_name != "sigmoid":
+            parts.append(f"recurrent_activation={self.recurrent_activation_name!r}")
+        return ", ".join(parts)
+
+    # ---------------------------------------------------------------- planning
+    def plan(self, spatial: tuple[int, ...]) -> StepPlan:
+        """Padding and output size for inputs of spatial size ``spatial``."""
+        spatial = tuple(int(s) for s in spatial)
+        pads = input_padding(self.padding, spatial, self.kernel_size, self.stride, self.dilation)
+        out = conv_output_size(spatial, pads, self.kernel_size, self.stride, self.dilation)
+        if any(o < 1 for o in out):
+            raise ValueError(
+                f"input of spatial size {spatial} is too small for kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, dilation={self.dilation}, padding={self.padding!r}: "
+                f"the output would have size {out}"
+            )
+        if self.peephole == "pixel":
+            expected = conv_output_size(
+                self.spatial_size,
+                input_padding(
+                    self.padding, self.spatial_size, self.kernel_size, self.stride, self.dilation
+                ),
+                self.kernel_size,
+                self.stride,
+                self.dilation,
+            )
+            if out != expected:
+                raise ValueError(
+                    f'peephole="pixel" was built for spatial_size={self.spatial_size}; '
+                    f"got an input of spatial size {spatial}"
+                )
+        hidden = tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in self.kernel_size)
+        fused = all(s == 1 for s in self.stride) and all(d == 1 for d in self.dilation)
+        return StepPlan(spatial, out, tuple(flat_pad(pads)), tuple(flat_pad(hidden)), fused)
+
+    def step_weight(self, plan: StepPlan) -> torch.Tensor:
+        """The kernel one step convolves with: ``[W_x, W_h]`` concatenated when fused."""
+        if plan.fused:
+            return torch.cat([self.weight_ih, self.weight_hh], dim=1)
+        return self.weight_hh
+
+    def init_state(self, x: torch.Tensor, plan: StepPlan) -> State:
+        """Zero ``(h, c)`` for a batch like ``x`` (``(B, C_in, *spatial)``)."""
+        shape = (x.shape[0], self.hidden_channels, *plan.output_size)
+        zeros = x.new_zeros(shape)
+        return zeros, zeros
+
+    def input_projection(self, x: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        """``W_x * x + b`` for the unfused path; ``x`` is ``(N, C_in, *spatial)``."""
+        if any(plan.input_pad):
+            x = F.pad(x, list(plan.input_pad))
+        return _CONV[self.ndim](x, self.weight_ih, self.bias, stride=self.stride, dilation=self.dilation)
+
+    # ---------------------------------------------------------------- stepping
+    def step(
+        self,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        c: torch.Tensor,
+        plan: StepPlan,
+        weight: torch.Tensor,
+        recurrent_mask: torch.Tensor | None = None,
+    ) -> State:
+        """One time step.
+
+        Args:
+            x: ``(B, C_in, *spatial)`` on the fused path, or the precomputed input
+                projection ``(B, 4F, *spatial')`` otherwise.
+            h, c: ``(B, F, *spatial')``.
+            plan, weight: from ``plan`` and ``step_weight``.
+            recurrent_mask: ``(B, F, *spatial')`` recurrent-dropout mask applied to ``h``.
+        """
+        if recurrent_mask is not None:
+            h = h * recurrent_mask
+        conv = _CONV[self.ndim]
+        h_padded = F.pad(h, list(plan.hidden_pad)) if any(plan.hidden_pad) else h
+        if plan.fused:
+            if any(plan.input_pad):
+                x = F.pad(x, list(plan.input_pad))
+            stacked = torch.cat([x, h_padded.to(x.dtype)], dim=1)
+            if self.ndim in _CHANNELS_LAST and x.device.type == "cpu":
+                # oneDNN convolves channels-last tensors about twice as fast here.
+                stacked = stacked.contiguous(memory_format=_CHANNELS_LAST[self.ndim])
+            gates = conv(stacked, weight, self.bias)
+        else:
+            gates = conv(h_padded, weight)
+            gates = gates + x
+        gate_norm = cell_norm = None
+        if self.layer_norm:
+            gate_norm = (self.gate_norm_weight, self.gate_norm_bias)
+            cell_norm = (self.cell_norm_weight, self.cell_norm_bias)
+        return lstm_pointwise(
+            gates,
+            c,
+            peephole=self.peephole_weight,
+            gate_norm=gate_norm,
+            cell_norm=cell_norm,
+            activation=self.activation,
+            recurrent_activation=self.recurrent_activation,
+        )
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> State:
+        """One step: ``x`` ``(B, C_in, *spatial)``, ``state`` ``(h, c)`` or ``None`` (zeros).
+
+        Returns:
+            ``(h, c)``, each ``(B, F, *spatial')``.
+        """
+        self.check_input(x, step=True)
+        plan = self.plan(tuple(x.shape[2:]))
+        if state is None:
+            h, c = self.init_state(x, plan)
+        else:
+            h, c = state
+            self.check_state(h, c, x.shape[0], plan)
+        if not plan.fused:
+            x = self.input_projection(x, plan)
+        return self.step(x, h, c, plan, self.step_weight(plan))
+
+    # ---------------------------------------------------------------- checks
+    def check_input(self, x: torch.Tensor, *, step: bool) -> None:
+        """Check rank, dtype and channel count of a step (``step=True``) or sequence input."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        rank = self.ndim + (2 if step else 3)
+        layout = "(B, C, " if step else "(B, T, C, "
+        layout += ", ".join("DHW"[3 - self.ndim :]) + ")"
+        if x.dim() != rank:
+            raise ValueError(
+                f"expected input of rank {rank} {layout}, got shape {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+        channels = x.shape[1] if step else x.shape[2]
+        if channels != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channels in {layout}, "
+                f"got shape {tuple(x.shape)} with {channels}"
+            )
+
+    def check_state(self, h: torch.Tensor, c: torch.Tensor, batch: int, plan: StepPlan) -> None:
+        """Check a given ``(h, c)`` against the batch size and planned output size."""
+        expected = (batch, self.hidden_channels, *plan.output_size)
+        for name, value in (("h", h), ("c", c)):
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"state {name} must have shape {expected}, got {got}")
+
+
+class ConvLSTMCell1d(ConvLSTMCellNd):
+    """ConvLSTM cell over 1-D signals: input ``(B, C_in, L)``, state ``(B, F, L')``.
+
+    See ``ConvLSTMCellNd`` for the arguments.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: IntOrTuple, **kwargs):
+        super().__init__(in_channels, hidden_channels, kernel_size, ndim=1, **kwargs)
+
+
+class ConvLSTMCell2d(ConvLSTMCellNd):
+    """ConvLSTM cell over images: input ``(B, C_in, H, W)``, state ``(B, F, H', W')``.
+
+    See ``ConvLSTMCellNd`` for the arguments.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: IntOrTuple, **kwargs):
+        super().__init__(in_channels, hidden_channels, kernel_size, ndim=2, **kwargs)
+
+
+class ConvLSTMCell3d(ConvLSTMCellNd):
+    """ConvLSTM cell over volumes: input ``(B, C_in, D, H, W)``, state ``(B, F, D', H', W')``.
+
+    See ``ConvLSTMCellNd`` for the arguments.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: IntOrTuple, **kwargs):
+        super().__init__(in_channels, hidden_channels, kernel_size, ndim=3, **kwargs)

@@ -1,0 +1,388 @@
+"""Multi-layer, optionally bidirectional ConvLSTM with the ``torch.nn.LSTM`` conventions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint as checkpoint_fn
+
+from ._utils import IntOrTuple, Padding
+from .activations import Activation
+from .cell import ConvLSTMCellNd, StepPlan
+
+State = Union[tuple[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], list[torch.Tensor]]]
+
+
+def _per_layer(value: Any, num_layers: int, name: str) -> list[Any]:
+    """A ``list`` gives one value per layer; anything else (an int, a tuple) is shared."""
+    if isinstance(value, list):
+        if len(value) != num_layers:
+            raise ValueError(
+                f"{name} given as a list must have one entry per layer ({num_layers}), "
+                f"got {len(value)}: {value!r}"
+            )
+        return list(value)
+    return [value] * num_layers
+
+
+class ConvLSTMNd(nn.Module):
+    """Stacked ConvLSTM over sequences of ``ndim``-dimensional frames.
+
+    Shapes (``batch_first=True``; otherwise ``T`` and ``B`` swap)::
+
+        input   x     (B, T, C_in, *spatial)
+        state   h, c  (num_layers * D, B, F, *spatial')    D = 2 if bidirectional else 1
+        output        (B, T, D * F, *spatial')             the last layer's hidden states
+
+    ``spatial'`` is the last layer's output size (smaller than ``spatial`` with valid
+    padding or strides). When layers differ in ``F`` or spatial size, ``h_n``/``c_n``
+    (and an input ``state``) are lists with one ``(B, F_l, *spatial_l)`` tensor per
+    layer and direction instead, in the order layer 0 forward, layer 0 backward, ...
+
+    Args:
+        in_channels: channels of each input frame.
+        hidden_channels: ``F`` per layer (an int, or a list with one entry per layer).
+        kernel_size: int, ``ndim``-tuple, or a per-layer list of them.
+        num_layers: stacked layers; taken from list arguments when those are longer.
+        ndim: spatial dimensions (1, 2 or 3).
+        stride, padding, dilation: the input path of each layer (see
+            ``ConvLSTMCellNd``); a ``list`` gives one value per layer.
+        bias: learn gate biases. Default ``True``.
+        batch_first: input and output are ``(B, T, ...)``. Default ``True``.
+        bidirectional: add a backward-in-time direction per layer. Default ``False``.
+        dropout: dropout on the outputs of every layer but the last (training only).
+        recurrent_dropout: Keras-style dropout on the hidden state entering the
+            recurrent convolution, one mask per sequence reused at every step.
+        peephole: ``False``, ``"channel"`` or ``"pixel"`` (Shi et al.'s terms).
+        spatial_size: input frame size; needed for ``peephole="pixel"``.
+        layer_norm: layer norm on the gate pre-activations and the cell state.
+        activation, recurrent_activation: as in Keras (``"tanh"``, ``"sigmoid"``,
+            ``"hard_sigmoid"``, ...).
+        unit_forget_bias: forget-gate bias initialised to 1.
+        return_all_layers: ``output`` is a list of every layer's output sequence.
+        checkpoint: gradient checkpointing through time: during training, activations
+            of each step are recomputed in the backward pass, so memory beyond the
+            states stays constant in ``T``.
+
+    Gates use one fused convolution with ``4F`` output channels in order ``i, f, g, o``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int | list[int],
+        kernel_size: IntOrTuple | list[IntOrTuple],
+        num_layers: int = 1,
+        *,
+        ndim: int,
+        stride: IntOrTuple | list[IntOrTuple] = 1,
+        padding: Padding | list[Padding] = "same",
+        dilation: IntOrTuple | list[IntOrTuple] = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        peephole: bool | str = False,
+        spatial_size: IntOrTuple | None = None,
+        layer_norm: bool = False,
+        activation: Activation = "tanh",
+        recurrent_activation: Activation = "sigmoid",
+        unit_forget_bias: bool = True,
+        return_all_layers: bool = False,
+        checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        list_lengths = [
+            len(v)
+            for v in (hidden_channels, kernel_size, stride, padding, dilation)
+            if isinstance(v, list)
+        ]
+        if num_layers == 1 and list_lengths:
+            num_layers = list_lengths[0]
+        for name, p in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
+        self.ndim = ndim
+        self.in_channels = in_channels
+        self.num_layers = num_layers
+        self.hidden_channels = _per_layer(hidden_channels, num_layers, "hidden_channels")
+        self.batch_first = batch_first
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.return_all_layers = return_all_layers
+        self.checkpoint = checkpoint
+
+        kernels = _per_layer(kernel_size, num_layers, "kernel_size")
+        strides = _per_layer(stride, num_layers, "stride")
+        paddings = _per_layer(padding, num_layers, "padding")
+        dilations = _per_layer(dilation, num_layers, "dilation")
+        self.cells = nn.ModuleList()
+        layer_in, layer_size = in_channels, spatial_size
+        for layer in range(num_layers):
+            for _ in range(self.num_directions):
+                self.cells.append(
+                    ConvLSTMCellNd(
+                        layer_in,
+                        self.hidden_channels[layer],
+                        kernels[layer],
+                        ndim=ndim,
+                        stride=strides[layer],
+                        padding=paddings[layer],
+                        dilation=dilations[layer],
+                        bias=bias,
+                        peephole=peephole,
+                        spatial_size=layer_size,
+                        layer_norm=layer_norm,
+                        activation=activation,
+                        recurrent_activation=recurrent_activation,
+                        unit_forget_bias=unit_forget_bias,
+                    )
+                )
+            cell = self.cells[-1]
+            if layer_size is not None:
+                layer_size = cell.plan(cell.spatial_size).output_size
+            layer_in = self.hidden_channels[layer] * self.num_directions
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_layers={self.num_layers}, batch_first={self.batch_first}, "
+            f"bidirectional={self.bidirectional}, dropout={self.dropout}, "
+            f"recurrent_dropout={self.recurrent_dropout}, checkpoint={self.checkpoint}"
+        )
+
+    def cell(self, layer: int, direction: int = 0) -> ConvLSTMCellNd:
+        """The cell of ``layer`` (0-based) and ``direction`` (0 forward, 1 backward)."""
+        return self.cells[layer * self.num_directions + direction]
+
+    def output_size(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        """Spatial size of the output for input frames of size ``spatial``."""
+        size = tuple(spatial)
+        for layer in range(self.num_layers):
+            size = self.cell(layer).plan(size).output_size
+        return size
+
+    # ---------------------------------------------------------------- forward
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: State | None = None,
+        *,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        reverse: bool = False,
+    ) -> tuple[torch.Tensor | list[torch.Tensor], State]:
+        """Run the whole sequence.
+
+        Args:
+            x: ``(B, T, C_in, *spatial)`` (``(T, B, ...)`` unless ``batch_first``).
+            state: ``(h_0, c_0)`` as returned in ``(h_n, c_n)``, or ``None`` for zeros.
+                Passing the returned state to the next chunk of a long sequence gives the
+                same result as one pass over the whole sequence.
+            lengths: ``(B,)`` valid steps per sequence (1..T). Later steps leave the state
+                unchanged and output zeros; ``h_n``/``c_n`` are taken at each sequence's
+                last valid step, and the backward direction starts there.
+            reverse: process time backwards (last step first). Outputs stay aligned with
+                the input: ``output[:, t]`` is the state after steps ``T-1 ... t``.
+
+        Returns:
+            ``(output, (h_n, c_n))`` as described in the class docstring.
+        """
+        first = self.cell(0)
+        first.check_input(x, step=False)
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        batch, steps = x.shape[0], x.shape[1]
+        mask = self._step_mask(lengths, batch, steps, x.device)
+        states = self._split_state(state, x, batch)
+
+        h_n: list[torch.Tensor] = []
+        c_n: list[torch.Tensor] = []
+        outputs: list[torch.Tensor] = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            directions = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                backwards = (direction == 1) != reverse
+                out, h, c = self._run_direction(
+                    self.cells[index], layer_input, states[index], mask, backwards
+                )
+                directions.append(out)
+                h_n.append(h)
+                c_n.append(c)
+            layer_output = directions[0] if len(directions) == 1 else torch.cat(directions, dim=2)
+            outputs.append(layer_output)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_output = F.dropout(layer_output, self.dropout, training=True)
+            layer_input = layer_output
+
+        if not self.batch_first:
+            outputs = [o.transpose(0, 1) for o in outputs]
+        output = outputs if self.return_all_layers else outputs[-1]
+        return output, self._merge_state(h_n, c_n)
+
+    def _run_direction(
+        self,
+        cell: ConvLSTMCellNd,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+        backwards: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, steps = x.shape[0], x.shape[1]
+        plan = cell.plan(tuple(x.shape[3:]))
+        if state is None:
+            h, c = cell.init_state(x[:, 0], plan)
+        else:
+            h, c = state
+        recurrent_mask = None
+        if self.recurrent_dropout > 0 and self.training:
+            keep = 1.0 - self.recurrent_dropout
+            recurrent_mask = h.new_empty(h.shape).bernoulli_(keep) / keep
+        inputs = self._step_inputs(cell, x, plan)
+        weight = cell.step_weight(plan)
+        use_checkpoint = self.checkpoint and self.training and torch.is_grad_enabled()
+
+        order = range(steps - 1, -1, -1) if backwards else range(steps)
+        outputs: list[torch.Tensor | None] = [None] * steps
+        for t in order:
+            if use_checkpoint:
+                h_new, c_new = checkpoint_fn(
+                    cell.step, inputs[t], h, c, plan, weight, recurrent_mask, use_reentrant=False
+                )
+            else:
+                h_new, c_new = cell.step(inputs[t], h, c, plan, weight, recurrent_mask)
+            if mask is None:
+                h, c = h_new, c_new
+                outputs[t] = h_new
+            else:
+                valid = mask[t]
+                h = torch.where(valid, h_new, h)
+                c = torch.where(valid, c_new, c)
+                outputs[t] = h_new * valid
+        return torch.stack(outputs, dim=1), h, c
+
+    @staticmethod
+    def _step_inputs(cell: ConvLSTMCellNd, x: torch.Tensor, plan: StepPlan) -> list[torch.Tensor]:
+        """Per-step inputs ``(B, ...)`` via ``unbind`` (slicing ``[:, t]`` in the loop makes
+        the backward pass quadratic in ``T``)."""
+        if plan.fused:
+            return list(x.unbind(1))
+        # The input projection does not depend on the recurrence: one batched call.
+        batch, steps = x.shape[0], x.shape[1]
+        projected = cell.input_projection(x.reshape(batch * steps, *x.shape[2:]), plan)
+        return list(projected.reshape(batch, steps, *projected.shape[1:]).unbind(1))
+
+    # ---------------------------------------------------------------- helpers
+    def _step_mask(
+        self,
+        lengths: torch.Tensor | Sequence[int] | None,
+        batch: int,
+        steps: int,
+        device: torch.device,
+    ) -> torch.Tensor | None:
+        """``(T, B, 1, ...)`` booleans, True where step t is within sequence b's length."""
+        if lengths is None:
+            return None
+        lengths = torch.as_tensor(lengths, device=device)
+        if lengths.dim() != 1 or lengths.shape[0] != batch:
+            raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        if not torch.jit.is_tracing() and (lengths.min() < 1 or lengths.max() > steps):
+            raise ValueError(
+                f"lengths must lie in [1, T={steps}], got min {int(lengths.min())} "
+                f"and max {int(lengths.max())}"
+            )
+        time = torch.arange(steps, device=device).unsqueeze(1)
+        mask = time < lengths.unsqueeze(0)
+        return mask.reshape(steps, batch, 1, *(1,) * self.ndim)
+
+    def _split_state(
+        self, state: State | None, x: torch.Tensor, batch: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Turn a user state into one ``(h, c)`` per cell, checking every shape."""
+        count = self.num_layers * self.num_directions
+        if state is None:
+            return [None] * count
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError("state must be a pair (h_0, c_0) as returned by forward")
+        h0, c0 = state
+        if isinstance(h0, torch.Tensor) and isinstance(c0, torch.Tensor):
+            for name, value in (("h_0", h0), ("c_0", c0)):
+                if value.dim() < 1 or value.shape[0] != count:
+                    raise ValueError(
+                        f"state {name} must have shape (num_layers * num_directions = {count}, "
+                        f"B, F, ...), got {tuple(value.shape)}"
+                    )
+            h_list, c_list = list(h0.unbind(0)), list(c0.unbind(0))
+        else:
+            h_list, c_list = list(h0), list(c0)
+            if len(h_list) != count or len(c_list) != count:
+                raise ValueError(
+                    f"state lists must hold num_layers * num_directions = {count} tensors, "
+                    f"got {len(h_list)} and {len(c_list)}"
+                )
+        size = tuple(x.shape[3:])
+        pairs: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for layer in range(self.num_layers):
+            plan = self.cell(layer).plan(size)
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                self.cells[index].check_state(h_list[index], c_list[index], batch, plan)
+                pairs.append((h_list[index], c_list[index]))
+            size = plan.output_size
+        return pairs
+
+    @staticmethod
+    def _merge_state(h_n: list[torch.Tensor], c_n: list[torch.Tensor]) -> State:
+        if all(h.shape == h_n[0].shape and h.dtype == h_n[0].dtype for h in h_n) and all(
+            c.dtype == c_n[0].dtype for c in c_n
+        ):
+            return torch.stack(h_n), torch.stack(c_n)
+        return h_n, c_n
+
+
+class ConvLSTM1d(ConvLSTMNd):
+    """ConvLSTM over sequences of 1-D signals: input ``(B, T, C_in, L)``.
+
+    See ``ConvLSTMNd`` for arguments and shapes.
+    """
+
+    def __init__(self, in_channels, hidden_channels, kernel_size, num_layers: int = 1, **kwargs):
+        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, ndim=1, **kwargs)
+
+
+class ConvLSTM2d(ConvLSTMNd):
+    """ConvLSTM over sequences of images: input ``(B, T, C_in, H, W)``.
+
+    Example::
+
+        >>> layer = ConvLSTM2d(3, 16, kernel_size=3, num_layers=2)
+        >>> out, (h_n, c_n) = layer(torch.randn(4, 10, 3, 32, 32))
+        >>> out.shape, h_n.shape
+        (torch.Size([4, 10, 16, 32, 32]), torch.Size([2, 4, 16, 32, 32]))
+
+    See ``ConvLSTMNd`` for arguments and shapes.
+    """
+
+    def __init__(self, in_channels, hidden_channels, kernel_size, num_layers: int = 1, **kwargs):
+        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, ndim=2, **kwargs)
+
+
+class ConvLSTM3d(ConvLSTMNd):
+    """ConvLSTM over sequences of volumes: input ``(B, T, C_in, D, H, W)``.
+
+    See ``ConvLSTMNd`` for arguments and shapes.
+    """
+
+    def __init__(self, in_channels, hidden_channels, kernel_size, num_layers: int = 1, **kwargs):
+        super().__init__(in_channels, hidden_channels, kernel_size, num_layers, ndim=3, **kwargs)
