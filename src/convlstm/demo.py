@@ -17,7 +17,11 @@ from .nn import ConvLSTM2d
 
 
 def bouncing_squares(
-    batch: int, steps: int, size: int = 32, square: int = 6, generator: torch.Generator | None = None
+    batch: int,
+    steps: int,
+    size: int = 32,
+    square: int = 6,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``(batch, steps, 1, size, size)`` frames of one square bouncing off the edges."""
     frames = torch.zeros(batch, steps, 1, size, size)
@@ -26,7 +30,7 @@ def bouncing_squares(
     vel = (torch.rand(batch, 2, generator=generator) * 2 - 1) * 2.5 + 0.5
     for t in range(steps):
         for b in range(batch):
-            y, x = (int(round(v)) for v in pos[b].tolist())
+            y, x = (round(v) for v in pos[b].tolist())
             frames[b, t, 0, y : y + square, x : x + square] = 1.0
         pos = pos + vel
         hit_low, hit_high = pos < 0, pos > free
@@ -78,8 +82,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         mse = nn.functional.mse_loss(pred, truth).item()
         naive = nn.functional.mse_loss(test[:, 2:-1], truth).item()
     print(f"trained {step} steps in {time.perf_counter() - start:.0f} s")
-    print(f"next-frame MSE: ConvLSTM {mse:.5f}  vs repeat-last-frame {naive:.5f} "
-          f"({naive / max(mse, 1e-12):.1f}x lower error)")
+    print(
+        f"next-frame MSE: ConvLSTM {mse:.5f}  vs repeat-last-frame {naive:.5f} "
+        f"({naive / max(mse, 1e-12):.1f}x lower error)"
+    )
     return {"mse": mse, "naive_mse": naive, "steps": float(step)}
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
-IntOrTuple = Union[int, Sequence[int]]
-Padding = Union[str, int, Sequence[int]]
+IntOrTuple = int | Sequence[int]
+Padding = str | int | Sequence[int]
 
 
 def as_tuple(value: IntOrTuple, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
@@ -40,9 +39,7 @@ def normalize_padding(padding: Padding, ndim: int) -> str | tuple[int, ...]:
     return as_tuple(padding, ndim, "padding", minimum=0)
 
 
-def same_padding(
-    size: int, kernel: int, stride: int, dilation: int
-) -> tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
     """TensorFlow/Keras "same" padding (before, after) for one dimension.
 
     The output has ``ceil(size / stride)`` positions; an odd total goes to the end,

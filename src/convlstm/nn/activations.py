@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Union
 
 import torch
 import torch.nn.functional as F
 
-Activation = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+Activation = str | Callable[[torch.Tensor], torch.Tensor]
 
 
 def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -44,4 +43,6 @@ def get_activation(activation: Activation, name: str = "activation") -> Callable
         return activation
     if isinstance(activation, str) and activation.lower() in ACTIVATIONS:
         return ACTIVATIONS[activation.lower()]
-    raise ValueError(f"{name} must be one of {sorted(ACTIVATIONS)} or a callable, got {activation!r}")
+    raise ValueError(
+        f"{name} must be one of {sorted(ACTIVATIONS)} or a callable, got {activation!r}"
+    )

@@ -20,12 +20,15 @@ from ._utils import (
 )
 from .activations import Activation, get_activation
 from .functional import lstm_pointwise
+from .sam import SelfAttentionMemory
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 PEEPHOLE_MODES = (False, "channel", "pixel")
 
-State = tuple[torch.Tensor, torch.Tensor]
+#: ``(h, c)``, or ``(h, c, m)`` with the self-attention memory ``m``.
+State = tuple[torch.Tensor, ...]
+ATTENTION_MODES = (None, "sam")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,10 @@ class ConvLSTMCellNd(nn.Module):
         recurrent_activation: ``σ`` for the gates; ``"hard_sigmoid"`` is Keras 3's
             ``clip(x / 6 + 0.5, 0, 1)``. Default ``"sigmoid"``.
         unit_forget_bias: initialise the forget-gate bias to 1 (Keras's default).
+        attention: ``None`` or ``"sam"``: the self-attention memory of SA-ConvLSTM
+            (``SelfAttentionMemory``) after every step; the state becomes ``(h, c, m)``.
+        attention_options: keyword arguments of ``SelfAttentionMemory``
+            (``key_channels``, ``key_stride``).
 
     Parameters:
         weight_ih: ``(4F, C_in, *kernel_size)``; ``weight_hh``: ``(4F, F, *kernel_size)``;
@@ -103,6 +110,8 @@ class ConvLSTMCellNd(nn.Module):
         activation: Activation = "tanh",
         recurrent_activation: Activation = "sigmoid",
         unit_forget_bias: bool = True,
+        attention: str | None = None,
+        attention_options: dict | None = None,
     ) -> None:
         super().__init__()
         if ndim not in _CONV:
@@ -114,6 +123,8 @@ class ConvLSTMCellNd(nn.Module):
             peephole = "channel"
         if peephole not in PEEPHOLE_MODES:
             raise ValueError(f'peephole must be False, "channel" or "pixel", got {peephole!r}')
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f'attention must be None or "sam", got {attention!r}')
         self.ndim = ndim
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
@@ -130,9 +141,13 @@ class ConvLSTMCellNd(nn.Module):
         self.activation = get_activation(activation, "activation")
         self.recurrent_activation = get_activation(recurrent_activation, "recurrent_activation")
         self.unit_forget_bias = unit_forget_bias
-        self.spatial_size = None if spatial_size is None else as_tuple(spatial_size, ndim, "spatial_size")
+        self.spatial_size = (
+            None if spatial_size is None else as_tuple(spatial_size, ndim, "spatial_size")
+        )
         if peephole == "pixel" and self.spatial_size is None:
-            raise ValueError('peephole="pixel" needs spatial_size, the input frame size (e.g. (H, W))')
+            raise ValueError(
+                'peephole="pixel" needs spatial_size, the input frame size (e.g. (H, W))'
+            )
 
         gates = 4 * hidden_channels
         self.weight_ih = nn.Parameter(torch.empty(gates, in_channels, *self.kernel_size))
@@ -145,6 +160,12 @@ class ConvLSTMCellNd(nn.Module):
             self.peephole_weight = nn.Parameter(torch.empty(3, hidden_channels, *out_size))
         else:
             self.peephole_weight = None
+        self.attention = (
+            SelfAttentionMemory(hidden_channels, ndim, **(attention_options or {}))
+            if attention == "sam"
+            else None
+        )
+        self.state_size = 2 if self.attention is None else 3
         if layer_norm:
             self.gate_norm_weight = nn.Parameter(torch.empty(gates))
             self.gate_norm_bias = nn.Parameter(torch.empty(gates))
@@ -190,6 +211,8 @@ class ConvLSTMCellNd(nn.Module):
             parts.append(f"peephole={self.peephole!r}")
         if self.layer_norm:
             parts.append("layer_norm=True")
+        if self.attention is not None:
+            parts.append('attention="sam"')
         if self.activation_name != "tanh":
             parts.append(f"activation={self.activation_name!r}")
         if self.recurrent_activation_name != "sigmoid":
@@ -234,36 +257,39 @@ class ConvLSTMCellNd(nn.Module):
         return self.weight_hh
 
     def init_state(self, x: torch.Tensor, plan: StepPlan) -> State:
-        """Zero ``(h, c)`` for a batch like ``x`` (``(B, C_in, *spatial)``)."""
+        """Zero ``(h, c)`` (or ``(h, c, m)``) for a batch like ``x`` (``(B, C_in, *spatial)``)."""
         shape = (x.shape[0], self.hidden_channels, *plan.output_size)
-        zeros = x.new_zeros(shape)
-        return zeros, zeros
+        return (x.new_zeros(shape),) * self.state_size
 
     def input_projection(self, x: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """``W_x * x + b`` for the unfused path; ``x`` is ``(N, C_in, *spatial)``."""
         if any(plan.input_pad):
             x = F.pad(x, list(plan.input_pad))
-        return _CONV[self.ndim](x, self.weight_ih, self.bias, stride=self.stride, dilation=self.dilation)
+        return _CONV[self.ndim](
+            x, self.weight_ih, self.bias, stride=self.stride, dilation=self.dilation
+        )
 
     # ---------------------------------------------------------------- stepping
     def step(
         self,
         x: torch.Tensor,
-        h: torch.Tensor,
-        c: torch.Tensor,
+        state: State,
         plan: StepPlan,
         weight: torch.Tensor,
         recurrent_mask: torch.Tensor | None = None,
-    ) -> State:
+        need_weights: bool = False,
+    ) -> State | tuple[State, dict[str, torch.Tensor]]:
         """One time step.
 
         Args:
             x: ``(B, C_in, *spatial)`` on the fused path, or the precomputed input
                 projection ``(B, 4F, *spatial')`` otherwise.
-            h, c: ``(B, F, *spatial')``.
+            state: ``(h, c)`` (``(h, c, m)`` with attention), each ``(B, F, *spatial')``.
             plan, weight: from ``plan`` and ``step_weight``.
             recurrent_mask: ``(B, F, *spatial')`` recurrent-dropout mask applied to ``h``.
+            need_weights: also return the attention maps (``{"hidden", "memory"}``).
         """
+        h, c = state[0], state[1]
         if recurrent_mask is not None:
             h = h * recurrent_mask
         conv = _CONV[self.ndim]
@@ -283,7 +309,7 @@ class ConvLSTMCellNd(nn.Module):
         if self.layer_norm:
             gate_norm = (self.gate_norm_weight, self.gate_norm_bias)
             cell_norm = (self.cell_norm_weight, self.cell_norm_bias)
-        return lstm_pointwise(
+        h, c = lstm_pointwise(
             gates,
             c,
             peephole=self.peephole_weight,
@@ -292,23 +318,31 @@ class ConvLSTMCellNd(nn.Module):
             activation=self.activation,
             recurrent_activation=self.recurrent_activation,
         )
+        if self.attention is None:
+            return ((h, c), {}) if need_weights else (h, c)
+        result = self.attention(h, state[2].to(h.dtype), need_weights=need_weights)
+        if need_weights:
+            h, m, weights = result
+            return (h, c, m), weights
+        h, m = result
+        return h, c, m
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> State:
-        """One step: ``x`` ``(B, C_in, *spatial)``, ``state`` ``(h, c)`` or ``None`` (zeros).
+        """One step: ``x`` ``(B, C_in, *spatial)``, ``state`` ``(h, c)`` (``(h, c, m)`` with
+        attention) or ``None`` (zeros).
 
         Returns:
-            ``(h, c)``, each ``(B, F, *spatial')``.
+            The new state, each tensor ``(B, F, *spatial')``.
         """
         self.check_input(x, step=True)
         plan = self.plan(tuple(x.shape[2:]))
         if state is None:
-            h, c = self.init_state(x, plan)
+            state = self.init_state(x, plan)
         else:
-            h, c = state
-            self.check_state(h, c, x.shape[0], plan)
+            self.check_state(state, x.shape[0], plan)
         if not plan.fused:
             x = self.input_projection(x, plan)
-        return self.step(x, h, c, plan, self.step_weight(plan))
+        return self.step(x, tuple(state), plan, self.step_weight(plan))
 
     # ---------------------------------------------------------------- checks
     def check_input(self, x: torch.Tensor, *, step: bool) -> None:
@@ -319,9 +353,7 @@ class ConvLSTMCellNd(nn.Module):
         layout = "(B, C, " if step else "(B, T, C, "
         layout += ", ".join("DHW"[3 - self.ndim :]) + ")"
         if x.dim() != rank:
-            raise ValueError(
-                f"expected input of rank {rank} {layout}, got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input of rank {rank} {layout}, got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
         channels = x.shape[1] if step else x.shape[2]
@@ -331,12 +363,18 @@ class ConvLSTMCellNd(nn.Module):
                 f"got shape {tuple(x.shape)} with {channels}"
             )
 
-    def check_state(self, h: torch.Tensor, c: torch.Tensor, batch: int, plan: StepPlan) -> None:
-        """Check a given ``(h, c)`` against the batch size and planned output size."""
+    def check_state(self, state: State, batch: int, plan: StepPlan) -> None:
+        """Check a given state against the batch size and planned output size."""
+        names = ("h", "c", "m")[: self.state_size]
+        if not isinstance(state, (tuple, list)) or len(state) != self.state_size:
+            got = len(state) if isinstance(state, (tuple, list)) else type(state).__name__
+            raise ValueError(f"state must be a tuple ({', '.join(names)}), got {got} entries")
         expected = (batch, self.hidden_channels, *plan.output_size)
-        for name, value in (("h", h), ("c", c)):
+        for name, value in zip(names, state):
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
-                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                got = (
+                    tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                )
                 raise ValueError(f"state {name} must have shape {expected}, got {got}")
 
 

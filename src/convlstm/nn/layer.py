@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,8 @@ from ._utils import IntOrTuple, Padding
 from .activations import Activation
 from .cell import ConvLSTMCellNd, StepPlan
 
-State = Union[tuple[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], list[torch.Tensor]]]
+#: ``(h_n, c_n)`` (``(h_n, c_n, m_n)`` with ``attention="sam"``): stacked tensors, or lists.
+State = tuple[torch.Tensor, ...] | tuple[list[torch.Tensor], ...]
 
 
 def _per_layer(value: Any, num_layers: int, name: str) -> list[Any]:
@@ -67,6 +68,10 @@ class ConvLSTMNd(nn.Module):
         checkpoint: gradient checkpointing through time: during training, activations
             of each step are recomputed in the backward pass, so memory beyond the
             states stays constant in ``T``.
+        attention: ``None`` or ``"sam"`` (SA-ConvLSTM's self-attention memory in every
+            cell; the state gains a memory: ``(h, c, m)``).
+        attention_options: ``SelfAttentionMemory`` keyword arguments (``key_channels``,
+            ``key_stride``).
 
     Gates use one fused convolution with ``4F`` output channels in order ``i, f, g, o``.
     """
@@ -95,6 +100,8 @@ class ConvLSTMNd(nn.Module):
         unit_forget_bias: bool = True,
         return_all_layers: bool = False,
         checkpoint: bool = False,
+        attention: str | None = None,
+        attention_options: dict | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(num_layers, int) or num_layers < 1:
@@ -145,12 +152,15 @@ class ConvLSTMNd(nn.Module):
                         activation=activation,
                         recurrent_activation=recurrent_activation,
                         unit_forget_bias=unit_forget_bias,
+                        attention=attention,
+                        attention_options=attention_options,
                     )
                 )
             cell = self.cells[-1]
             if layer_size is not None:
                 layer_size = cell.plan(cell.spatial_size).output_size
             layer_in = self.hidden_channels[layer] * self.num_directions
+        self.state_size = self.cells[0].state_size
 
     def extra_repr(self) -> str:
         return (
@@ -178,7 +188,8 @@ class ConvLSTMNd(nn.Module):
         *,
         lengths: torch.Tensor | Sequence[int] | None = None,
         reverse: bool = False,
-    ) -> tuple[torch.Tensor | list[torch.Tensor], State]:
+        return_attention: bool = False,
+    ):
         """Run the whole sequence.
 
         Args:
@@ -191,9 +202,14 @@ class ConvLSTMNd(nn.Module):
                 last valid step, and the backward direction starts there.
             reverse: process time backwards (last step first). Outputs stay aligned with
                 the input: ``output[:, t]`` is the state after steps ``T-1 ... t``.
+            return_attention: with ``attention="sam"``, also return the attention maps:
+                a dict with keys ``"layer{l}.hidden"`` and ``"layer{l}.memory"`` (suffix
+                ``".reverse"`` for the backward direction), each ``(B, T, N, N_k)`` over
+                the ``N`` positions of the layer's hidden state.
 
         Returns:
-            ``(output, (h_n, c_n))`` as described in the class docstring.
+            ``(output, (h_n, c_n))`` as described in the class docstring, and the
+            attention dict as a third element when ``return_attention`` is set.
         """
         first = self.cell(0)
         first.check_input(x, step=False)
@@ -203,21 +219,22 @@ class ConvLSTMNd(nn.Module):
         mask = self._step_mask(lengths, batch, steps, x.device)
         states = self._split_state(state, x, batch)
 
-        h_n: list[torch.Tensor] = []
-        c_n: list[torch.Tensor] = []
+        finals: list[tuple[torch.Tensor, ...]] = []
         outputs: list[torch.Tensor] = []
+        attention: dict[str, torch.Tensor] = {}
         layer_input = x
         for layer in range(self.num_layers):
             directions = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 backwards = (direction == 1) != reverse
-                out, h, c = self._run_direction(
-                    self.cells[index], layer_input, states[index], mask, backwards
+                out, final, maps = self._run_direction(
+                    self.cells[index], layer_input, states[index], mask, backwards, return_attention
                 )
                 directions.append(out)
-                h_n.append(h)
-                c_n.append(c)
+                finals.append(final)
+                suffix = ".reverse" if direction == 1 else ""
+                attention.update({f"layer{layer}.{k}{suffix}": v for k, v in maps.items()})
             layer_output = directions[0] if len(directions) == 1 else torch.cat(directions, dim=2)
             outputs.append(layer_output)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
@@ -227,48 +244,55 @@ class ConvLSTMNd(nn.Module):
         if not self.batch_first:
             outputs = [o.transpose(0, 1) for o in outputs]
         output = outputs if self.return_all_layers else outputs[-1]
-        return output, self._merge_state(h_n, c_n)
+        merged = self._merge_state(finals)
+        if return_attention:
+            return output, merged, attention
+        return output, merged
 
     def _run_direction(
         self,
         cell: ConvLSTMCellNd,
         x: torch.Tensor,
-        state: tuple[torch.Tensor, torch.Tensor] | None,
+        state: tuple[torch.Tensor, ...] | None,
         mask: torch.Tensor | None,
         backwards: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch, steps = x.shape[0], x.shape[1]
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+        steps = x.shape[1]
         plan = cell.plan(tuple(x.shape[3:]))
         if state is None:
-            h, c = cell.init_state(x[:, 0], plan)
-        else:
-            h, c = state
+            state = cell.init_state(x[:, 0], plan)
         recurrent_mask = None
         if self.recurrent_dropout > 0 and self.training:
             keep = 1.0 - self.recurrent_dropout
-            recurrent_mask = h.new_empty(h.shape).bernoulli_(keep) / keep
+            recurrent_mask = state[0].new_empty(state[0].shape).bernoulli_(keep) / keep
         inputs = self._step_inputs(cell, x, plan)
         weight = cell.step_weight(plan)
         use_checkpoint = self.checkpoint and self.training and torch.is_grad_enabled()
+        need_weights = need_weights and cell.attention is not None
 
         order = range(steps - 1, -1, -1) if backwards else range(steps)
         outputs: list[torch.Tensor | None] = [None] * steps
+        maps: list[dict[str, torch.Tensor] | None] = [None] * steps
         for t in order:
+            args = (inputs[t], state, plan, weight, recurrent_mask, need_weights)
             if use_checkpoint:
-                h_new, c_new = checkpoint_fn(
-                    cell.step, inputs[t], h, c, plan, weight, recurrent_mask, use_reentrant=False
-                )
+                new = checkpoint_fn(cell.step, *args, use_reentrant=False)
             else:
-                h_new, c_new = cell.step(inputs[t], h, c, plan, weight, recurrent_mask)
+                new = cell.step(*args)
+            if need_weights:
+                new, maps[t] = new
             if mask is None:
-                h, c = h_new, c_new
-                outputs[t] = h_new
+                state = new
+                outputs[t] = new[0]
             else:
                 valid = mask[t]
-                h = torch.where(valid, h_new, h)
-                c = torch.where(valid, c_new, c)
-                outputs[t] = h_new * valid
-        return torch.stack(outputs, dim=1), h, c
+                state = tuple(torch.where(valid, n, s) for n, s in zip(new, state))
+                outputs[t] = new[0] * valid
+        weights = {}
+        if need_weights:
+            weights = {key: torch.stack([m[key] for m in maps], dim=1) for key in maps[0]}
+        return torch.stack(outputs, dim=1), state, weights
 
     @staticmethod
     def _step_inputs(cell: ConvLSTMCellNd, x: torch.Tensor, plan: StepPlan) -> list[torch.Tensor]:
@@ -308,47 +332,59 @@ class ConvLSTMNd(nn.Module):
 
     def _split_state(
         self, state: State | None, x: torch.Tensor, batch: int
-    ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
-        """Turn a user state into one ``(h, c)`` per cell, checking every shape."""
+    ) -> list[tuple[torch.Tensor, ...] | None]:
+        """Turn a user state into one state tuple per cell, checking every shape."""
         count = self.num_layers * self.num_directions
         if state is None:
             return [None] * count
-        if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise TypeError("state must be a pair (h_0, c_0) as returned by forward")
-        h0, c0 = state
-        if isinstance(h0, torch.Tensor) and isinstance(c0, torch.Tensor):
-            for name, value in (("h_0", h0), ("c_0", c0)):
+        names = ("h_0", "c_0", "m_0")[: self.state_size]
+        if not isinstance(state, (tuple, list)) or len(state) != self.state_size:
+            raise TypeError(
+                f"state must be a tuple ({', '.join(names)}) as returned by forward, got "
+                + (
+                    f"{len(state)} entries"
+                    if isinstance(state, (tuple, list))
+                    else type(state).__name__
+                )
+            )
+        per_cell: list[list[torch.Tensor]] = []
+        for name, value in zip(names, state):
+            if isinstance(value, torch.Tensor):
                 if value.dim() < 1 or value.shape[0] != count:
                     raise ValueError(
                         f"state {name} must have shape (num_layers * num_directions = {count}, "
                         f"B, F, ...), got {tuple(value.shape)}"
                     )
-            h_list, c_list = list(h0.unbind(0)), list(c0.unbind(0))
-        else:
-            h_list, c_list = list(h0), list(c0)
-            if len(h_list) != count or len(c_list) != count:
-                raise ValueError(
-                    f"state lists must hold num_layers * num_directions = {count} tensors, "
-                    f"got {len(h_list)} and {len(c_list)}"
-                )
+                per_cell.append(list(value.unbind(0)))
+            else:
+                if len(value) != count:
+                    raise ValueError(
+                        f"state {name} as a list must hold num_layers * num_directions = {count} "
+                        f"tensors, got {len(value)}"
+                    )
+                per_cell.append(list(value))
         size = tuple(x.shape[3:])
-        pairs: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        pairs: list[tuple[torch.Tensor, ...] | None] = []
         for layer in range(self.num_layers):
             plan = self.cell(layer).plan(size)
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
-                self.cells[index].check_state(h_list[index], c_list[index], batch, plan)
-                pairs.append((h_list[index], c_list[index]))
+                cell_state = tuple(part[index] for part in per_cell)
+                self.cells[index].check_state(cell_state, batch, plan)
+                pairs.append(cell_state)
             size = plan.output_size
         return pairs
 
     @staticmethod
-    def _merge_state(h_n: list[torch.Tensor], c_n: list[torch.Tensor]) -> State:
-        if all(h.shape == h_n[0].shape and h.dtype == h_n[0].dtype for h in h_n) and all(
-            c.dtype == c_n[0].dtype for c in c_n
-        ):
-            return torch.stack(h_n), torch.stack(c_n)
-        return h_n, c_n
+    def _merge_state(finals: list[tuple[torch.Tensor, ...]]) -> State:
+        """Stack the per-cell final states when their shapes and dtypes agree, else lists."""
+        merged = []
+        for part in zip(*finals):
+            same = all(p.shape == part[0].shape and p.dtype == part[0].dtype for p in part)
+            merged.append(torch.stack(part) if same else list(part))
+        if any(isinstance(p, list) for p in merged):
+            merged = [list(p) for p in merged]
+        return tuple(merged)
 
 
 class ConvLSTM1d(ConvLSTMNd):
