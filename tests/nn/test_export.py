@@ -1,0 +1,101 @@
+"""torch.compile, the fused gate kernel, autocast, channels-last and ONNX export."""
+
+import pytest
+import torch
+
+import convlstm
+from convlstm import ConvLSTM2d
+from convlstm.nn import functional
+
+from .conftest import perturb
+
+
+@pytest.fixture
+def fusion_always():
+    previous = functional.get_fusion()
+    convlstm.set_fusion("always")
+    yield
+    convlstm.set_fusion(previous)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(peephole="channel", recurrent_activation="hard_sigmoid", layer_norm=True)],
+)
+def test_fused_gate_kernel_matches_eager(fusion_always, options):
+    layer = perturb(ConvLSTM2d(2, 4, 3, **options))
+    x = torch.randn(2, 4, 2, 6, 6, requires_grad=True)
+    out, (h_n, c_n) = layer(x)
+    out.square().sum().backward()
+    fused_grads = [x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+    assert not functional._fusion_failed, "the fused kernel fell back to eager"
+
+    convlstm.set_fusion("never")
+    x.grad = None
+    layer.zero_grad()
+    ref, (ref_h, ref_c) = layer(x)
+    ref.square().sum().backward()
+    eager_grads = [x.grad] + [p.grad for p in layer.parameters()]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(c_n, ref_c, atol=1e-5, rtol=1e-4)
+    for fused, eager in zip(fused_grads, eager_grads):
+        torch.testing.assert_close(fused, eager, atol=1e-4, rtol=1e-3)
+
+
+def test_torch_compile_of_whole_layer_matches_eager():
+    layer = perturb(ConvLSTM2d(2, 3, 3, num_layers=2, padding=["valid", "same"]))
+    x = torch.randn(2, 4, 2, 7, 7)
+    ref, (ref_h, _) = layer(x)
+    compiled = torch.compile(layer)
+    out, (h_n, _) = compiled(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(h_n, ref_h, atol=1e-5, rtol=1e-4)
+
+
+def test_bfloat16_autocast_close_to_float32():
+    layer = perturb(ConvLSTM2d(2, 4, 3, num_layers=2), scale=0.1)
+    x = torch.randn(2, 5, 2, 8, 8)
+    ref, (_, ref_c) = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (_, c_n) = layer(x)
+    assert out.dtype == torch.bfloat16
+    assert c_n.dtype == torch.float32  # the cell state accumulates in float32
+    assert (out.float() - ref).abs().max() < 0.05
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+def test_channels_last_input_gives_same_result():
+    layer = perturb(ConvLSTM2d(3, 4, 3))
+    x = torch.randn(2, 3, 3, 6, 6)
+    cl = torch.stack([f.contiguous(memory_format=torch.channels_last) for f in x.unbind(1)], 1)
+    torch.testing.assert_close(layer(cl)[0], layer(x)[0])
+
+
+def test_onnx_export_matches_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    layer = perturb(
+        ConvLSTM2d(2, 3, 3, num_layers=2, padding=["valid", "same"], peephole="channel")
+    )
+    layer.eval()
+    x = torch.randn(2, 4, 2, 7, 7)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, inp):
+            out, (h, c) = self.inner(inp)
+            return out, h, c
+
+    path = tmp_path / "convlstm.onnx"
+    wrapper = Wrapper(layer).eval()
+    torch.onnx.export(wrapper, (x,), str(path), input_names=["x"], output_names=["y", "h", "c"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y, h, c = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        ref, (ref_h, ref_c) = layer(x)
+    torch.testing.assert_close(torch.from_numpy(y), ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(c), ref_c, atol=1e-5, rtol=1e-4)
