@@ -1,0 +1,646 @@
+"""Import Keras ``ConvLSTM1D/2D/3D`` layers: weights, configs and saved model files.
+
+Two entry points, neither of which needs TensorFlow or Keras itself:
+
+* ``from_keras_weights(config, weights)`` builds a module from a Keras layer's
+  ``get_config()`` dict and ``get_weights()`` list.
+* ``load_keras_convlstm(path, layer_name=None)`` does the same from a saved model: a
+  Keras 3 ``.keras`` archive or a legacy ``.h5`` model file (read with ``zipfile``,
+  ``json`` and ``h5py``; ``pip install convlstm[keras]`` provides h5py).
+
+Both return a ``KerasConvLSTM``, which reproduces the Keras layer's inference
+outputs (full sequence) and final states. Our layers are channels-first: whatever
+``data_format`` the Keras layer used (the weights do not depend on it), the module
+takes ``(B, T, C, *spatial)``. Turn channels-last data around first, e.g. for
+frames ``(B, T, H, W, C)``: ``x.permute(0, 1, 4, 2, 3)``.
+
+Weight layout. Keras stores ``kernel (*k, C_in, 4F)``, ``recurrent_kernel
+(*k, F, 4F)`` and ``bias (4F,)`` with the gates in order ``i, f, c, o``; our cells
+hold ``weight_ih (4F, C_in, *k)``, ``weight_hh (4F, F, *k)`` and ``bias (4F,)`` in
+the same gate order, so the import is a transpose, no gate shuffling.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.activations import ACTIVATIONS
+from ..nn.cell import ConvLSTMCellNd
+from ..nn.layer import ConvLSTMNd
+
+__all__ = [
+    "CONVLSTM_CLASSES",
+    "KERAS_ACTIVATIONS",
+    "KerasConvLSTM",
+    "from_keras_weights",
+    "load_keras_convlstm",
+]
+
+#: Keras class names of the layers this module imports, with their rank.
+CONVLSTM_CLASSES: dict[str, int] = {"ConvLSTM1D": 1, "ConvLSTM2D": 2, "ConvLSTM3D": 3}
+
+
+def _keras2_hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Keras 2 (tf.keras) ``hard_sigmoid``: ``clip(0.2 * x + 0.5, 0, 1)``."""
+    return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
+
+
+def _keras_leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    """Keras 3 ``leaky_relu`` with its default slope 0.2."""
+    return torch.nn.functional.leaky_relu(x, 0.2)
+
+
+#: Keras activation names accepted in a config, and the function each maps to
+#: (Keras 3 definitions; each is checked against Keras in the tests).
+KERAS_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    **ACTIVATIONS,
+    "softplus": torch.nn.functional.softplus,
+    "exponential": torch.exp,
+    "leaky_relu": _keras_leaky_relu,
+    "mish": torch.nn.functional.mish,
+    "hard_silu": torch.nn.functional.hardswish,
+    "hard_swish": torch.nn.functional.hardswish,
+    "celu": torch.nn.functional.celu,
+    "log_sigmoid": torch.nn.functional.logsigmoid,
+}
+
+
+class KerasConvLSTM(nn.Module):
+    """A ConvLSTM layer imported from Keras, with Keras's output conventions.
+
+    Wraps one of our ``ConvLSTM1d/2d/3d`` layers (``self.layer``) holding the Keras
+    weights, and keeps the Keras layer config as ``self.keras_config``.
+
+    Shapes (``N`` = 1, 2 or 3 spatial dimensions; always channels-first, whatever the
+    Keras ``data_format`` was)::
+
+        input   x         (B, T, C_in, *spatial)
+        state   h_0, c_0  (1, B, F, *spatial')     optional; zeros when omitted
+        output  output    (B, T, F, *spatial')     every step, as Keras's
+                                                   return_sequences=True gives it
+                h_n, c_n  (1, B, F, *spatial')     Keras's return_state=True states
+
+    ``spatial'`` is the Keras output size (smaller with ``padding="valid"`` or strides).
+    With ``go_backwards=True`` the sequence is processed last step first and, like
+    Keras, ``output`` is in processing order: ``output[:, 0]`` follows input step
+    ``T-1``, and ``output[:, -1]`` (Keras's ``return_sequences=False`` output) follows
+    input step 0.
+
+    Dropout and recurrent dropout of the Keras layer are not applied: the module
+    reproduces the Keras layer at inference.
+
+    Args:
+        layer: the ``ConvLSTMNd`` holding the weights (one layer, one direction).
+        keras_config: the Keras ``get_config()`` dict it was built from.
+        go_backwards: process time backwards and return outputs in processing order.
+    """
+
+    def __init__(
+        self, layer: ConvLSTMNd, keras_config: Mapping[str, Any], *, go_backwards: bool = False
+    ) -> None:
+        super().__init__()
+        if layer.num_layers != 1 or layer.bidirectional or not layer.batch_first:
+            raise ValueError(
+                "KerasConvLSTM wraps a single-layer, unidirectional, batch_first ConvLSTM"
+            )
+        self.layer = layer
+        self.keras_config = dict(keras_config)
+        self.go_backwards = bool(go_backwards)
+
+    @property
+    def cell(self) -> ConvLSTMCellNd:
+        """The ``ConvLSTMCellNd`` holding ``weight_ih``, ``weight_hh`` and ``bias``."""
+        return self.layer.cell(0)
+
+    def extra_repr(self) -> str:
+        name = self.keras_config.get("name")
+        parts = [] if name is None else [f"name={name!r}"]
+        if self.go_backwards:
+            parts.append("go_backwards=True")
+        return ", ".join(parts)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Run the whole sequence.
+
+        Args:
+            x: ``(B, T, C_in, *spatial)``, channels-first.
+            state: ``(h_0, c_0)``, each ``(1, B, F, *spatial')`` (Keras's
+                ``initial_state=[h_0[0], c_0[0]]`` in channels-first), or ``None``.
+
+        Returns:
+            ``(output, (h_n, c_n))``: ``output`` ``(B, T, F, *spatial')`` in Keras's
+            order, ``h_n`` and ``c_n`` ``(1, B, F, *spatial')``.
+        """
+        output, (h_n, c_n) = self.layer(x, state, reverse=self.go_backwards)
+        if self.go_backwards:
+            # Ours stays aligned with input time; Keras returns processing order.
+            output = output.flip(1)
+        return output, (h_n, c_n)
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def _config_error(key: str, expected: str, given: Any) -> ValueError:
+    return ValueError(
+        f"unsupported Keras ConvLSTM config: {key!r} must be {expected}, got {given!r}"
+    )
+
+
+def _int_tuple(config: Mapping[str, Any], key: str, rank: int, default: int | None) -> tuple:
+    value = config.get(key, default)
+    if value is None:
+        raise _config_error(key, f"an int or a list of {rank} positive ints", value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value),) * rank
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != rank
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+        or any(v < 1 for v in value)
+    ):
+        raise _config_error(key, f"an int or a list of {rank} positive ints", value)
+    return tuple(int(v) for v in value)
+
+
+def _activation_name(value: Any) -> Any:
+    """The activation name in a serialised activation (a str, None or a Keras dict)."""
+    if value is None:
+        return "linear"
+    if isinstance(value, Mapping):
+        # Keras serialises functions as {"class_name": "function", "config": "relu", ...}.
+        inner = value.get("config")
+        if isinstance(inner, str):
+            return inner
+        return value
+    return value
+
+
+def _activation(config: Mapping[str, Any], key: str, default: str, keras_version: str | None):
+    given = config.get(key, default)
+    name = _activation_name(given)
+    if isinstance(name, str) and name.lower() in KERAS_ACTIVATIONS:
+        name = name.lower()
+        if name == "hard_sigmoid" and _major_version(keras_version) == 2:
+            return _keras2_hard_sigmoid
+        # Our layers' own names where they have them (readable repr), else the function.
+        return name if name in ACTIVATIONS else KERAS_ACTIVATIONS[name]
+    raise _config_error(key, f"one of {sorted(KERAS_ACTIVATIONS)}", given)
+
+
+def _major_version(version: str | None) -> int | None:
+    if not version:
+        return None
+    match = re.match(r"\s*(\d+)", str(version))
+    return int(match.group(1)) if match else None
+
+
+def _bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = config.get(key, default)
+    if not isinstance(value, (bool, np.bool_)):
+        raise _config_error(key, "True or False", value)
+    return bool(value)
+
+
+def _infer_rank(config: Mapping[str, Any], weights: Sequence[Any], rank: int | None) -> int:
+    if rank is None:
+        for key in ("kernel_size", "strides", "dilation_rate"):
+            value = config.get(key)
+            if isinstance(value, (list, tuple)):
+                rank = len(value)
+                break
+    if rank is None and weights:
+        rank = np.ndim(weights[0]) - 2
+    if rank not in (1, 2, 3):
+        raise ValueError(
+            "cannot tell the ConvLSTM rank (1, 2 or 3) from the Keras config "
+            f"(kernel_size={config.get('kernel_size')!r}) or the kernel's shape; got {rank!r}"
+        )
+    return rank
+
+
+def _as_array(value: Any, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # e.g. a ragged list
+        raise ValueError(f"{what} is not an array: {error}") from error
+    if array.dtype.kind not in "fiu":
+        try:
+            array = array.astype(np.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{what} must hold numbers, got dtype {array.dtype}") from error
+    return array
+
+
+def from_keras_weights(
+    config: Mapping[str, Any],
+    weights: Sequence[Any],
+    *,
+    keras_version: str | None = None,
+    rank: int | None = None,
+) -> KerasConvLSTM:
+    """Build a ``KerasConvLSTM`` from a Keras ConvLSTM layer's config and weights.
+
+    Example::
+
+        >>> k = keras.layers.ConvLSTM2D(8, 3, padding="same")     # built on (B, T, H, W, C)
+        >>> module = from_keras_weights(k.get_config(), k.get_weights())
+        >>> out, (h_n, c_n) = module(x.permute(0, 1, 4, 2, 3))    # channels-first input
+
+    Args:
+        config: ``layer.get_config()`` of a Keras ``ConvLSTM1D``, ``ConvLSTM2D`` or
+            ``ConvLSTM3D`` (Keras 3, or tf.keras 2 with ``time_major=False``). Used
+            keys: ``filters``, ``kernel_size``, ``strides``, ``padding``
+            (``"same"``/``"valid"``), ``dilation_rate``, ``activation``,
+            ``recurrent_activation``, ``use_bias``, ``go_backwards``, ``data_format``
+            (either value: the weights do not depend on it), ``stateful`` (must be
+            False). Initialisers, regularisers, constraints and dropout are ignored.
+        weights: ``layer.get_weights()``: ``kernel (*k, C_in, 4F)``,
+            ``recurrent_kernel (*k, F, 4F)`` and, with ``use_bias``, ``bias (4F,)``.
+        keras_version: the Keras version that wrote the config. Keras 2 defined
+            ``hard_sigmoid`` as ``clip(0.2 x + 0.5, 0, 1)``; Keras 3 (the default
+            assumption) as ``relu6(x + 3) / 6``.
+        rank: spatial rank (1, 2 or 3), when known from the class name; otherwise
+            taken from ``kernel_size`` or the kernel's shape.
+
+    Returns:
+        A ``KerasConvLSTM`` (float32 parameters) mapping ``(B, T, C_in, *spatial)`` to
+        ``(output (B, T, F, *spatial'), (h_n, c_n) (1, B, F, *spatial'))``.
+
+    Raises:
+        ValueError: an unsupported config value (naming the key, the accepted and the
+            given value) or a weight array of the wrong shape (naming the array, the
+            expected and the given shape).
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict from layer.get_config(), got {type(config)}")
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights must be a list from layer.get_weights(), got {type(weights)}")
+    rank = _infer_rank(config, weights, rank)
+
+    if _bool(config, "stateful", False):
+        raise _config_error("stateful", "False (stateful layers are not supported)", True)
+    if _bool(config, "time_major", False):
+        raise _config_error("time_major", "False", True)
+    go_backwards = _bool(config, "go_backwards", False)
+    use_bias = _bool(config, "use_bias", True)
+
+    filters = config.get("filters")
+    if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) or filters < 1:
+        raise _config_error("filters", "a positive int", filters)
+    filters = int(filters)
+    kernel_size = _int_tuple(config, "kernel_size", rank, None)
+    strides = _int_tuple(config, "strides", rank, 1)
+    dilation = _int_tuple(config, "dilation_rate", rank, 1)
+
+    padding = config.get("padding", "valid")
+    if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
+        raise _config_error("padding", "'same' or 'valid'", padding)
+    data_format = config.get("data_format")
+    if data_format not in (None, "channels_last", "channels_first"):
+        raise _config_error("data_format", "'channels_last' or 'channels_first'", data_format)
+    activation = _activation(config, "activation", "tanh", keras_version)
+    recurrent_activation = _activation(config, "recurrent_activation", "sigmoid", keras_version)
+
+    # -- weights
+    names = ["kernel", "recurrent_kernel"] + (["bias"] if use_bias else [])
+    if len(weights) != len(names):
+        raise ValueError(
+            f"expected {len(names)} Keras weight arrays [{', '.join(names)}] "
+            f"(use_bias={use_bias}), got {len(weights)}"
+        )
+    arrays = [_as_array(w, name) for w, name in zip(weights, names)]
+    kernel = arrays[0]
+    gates = 4 * filters
+    in_channels = kernel.shape[-2] if kernel.ndim == rank + 2 else None
+    expected_kernel = (*kernel_size, "C_in", gates)
+    if in_channels is None or in_channels < 1 or kernel.shape != (*kernel_size, in_channels, gates):
+        raise ValueError(
+            f"Keras weight 'kernel' must have shape {_fmt(expected_kernel)} "
+            f"(kernel_size + (C_in, 4 * filters)), got {tuple(kernel.shape)}"
+        )
+    expected = {
+        "recurrent_kernel": (*kernel_size, filters, gates),
+        "bias": (gates,),
+    }
+    for name, array in zip(names[1:], arrays[1:]):
+        if tuple(array.shape) != expected[name]:
+            raise ValueError(
+                f"Keras weight {name!r} must have shape {_fmt(expected[name])}, "
+                f"got {tuple(array.shape)}"
+            )
+
+    layer = ConvLSTMNd(
+        int(in_channels),
+        filters,
+        kernel_size,
+        ndim=rank,
+        stride=strides,
+        padding=padding.lower(),
+        dilation=dilation,
+        bias=use_bias,
+        batch_first=True,
+        activation=activation,
+        recurrent_activation=recurrent_activation,
+        unit_forget_bias=bool(config.get("unit_forget_bias", True)),
+    )
+    cell = layer.cell(0)
+    # Keras (*k, C, 4F) -> torch (4F, C, *k).
+    order = (rank + 1, rank, *range(rank))
+    with torch.no_grad():
+        cell.weight_ih.copy_(torch.from_numpy(np.ascontiguousarray(kernel.transpose(order))))
+        cell.weight_hh.copy_(
+            torch.from_numpy(np.ascontiguousarray(arrays[1].transpose(order)))
+        )
+        if use_bias:
+            cell.bias.copy_(torch.from_numpy(np.ascontiguousarray(arrays[2])))
+    return KerasConvLSTM(layer, config, go_backwards=go_backwards).eval()
+
+
+def _fmt(shape: tuple) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+# ---------------------------------------------------------------------------- files
+
+
+@dataclass
+class _Found:
+    """A ConvLSTM layer found in a model config."""
+
+    name: str
+    class_name: str
+    config: dict
+    weights_path: str  # where a Keras 3 ``.keras`` archive stores its variables
+    ancestors: tuple[str, ...]  # names of the nested models holding it (top model excluded)
+
+
+def _to_snake_case(name: str) -> str:
+    """Keras's ``naming.to_snake_case`` (paths in ``.keras`` weight files use it)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _walk_model(
+    model: Mapping[str, Any], prefix: str, ancestors: tuple[str, ...], wrapped: list[str]
+) -> Iterator[_Found]:
+    """ConvLSTM layers in a serialised Functional/Sequential model, nested models included.
+
+    ``prefix`` is the model's path in a ``.keras`` weights file. Keras 3 names each
+    layer's group after its snake-cased class, numbered in order of ``model.layers``
+    (``conv_lstm2d``, ``conv_lstm2d_1``, ...); a Sequential model leaves its
+    ``InputLayer`` out of ``model.layers``.
+    """
+    config = model.get("config")
+    layers = config.get("layers") if isinstance(config, Mapping) else None
+    if not isinstance(layers, list):
+        return
+    sequential = model.get("class_name") == "Sequential"
+    used: dict[str, int] = {}
+    for entry in layers:
+        if not isinstance(entry, Mapping):
+            continue
+        class_name = str(entry.get("class_name", ""))
+        layer_config = entry.get("config")
+        if not isinstance(layer_config, Mapping):
+            layer_config = {}
+        if sequential and class_name == "InputLayer":
+            continue
+        segment = _to_snake_case(class_name)
+        if segment in used:
+            used[segment] += 1
+            segment = f"{segment}_{used[segment]}"
+        else:
+            used[segment] = 0
+        path = f"{prefix}layers/{segment}"
+        name = str(layer_config.get("name", entry.get("name", segment)))
+        if class_name in CONVLSTM_CLASSES:
+            yield _Found(name, class_name, dict(layer_config), path, ancestors)
+        elif isinstance(layer_config.get("layers"), list):
+            yield from _walk_model(entry, path + "/", (*ancestors, name), wrapped)
+        else:
+            for key in ("layer", "forward_layer", "backward_layer"):
+                inner = layer_config.get(key)
+                if isinstance(inner, Mapping) and inner.get("class_name") in CONVLSTM_CLASSES:
+                    wrapped.append(f"{name!r} ({class_name})")
+                    break
+
+
+def _select(
+    found: list[_Found], wrapped: list[str], layer_name: str | None, path: Path
+) -> _Found:
+    listing = ", ".join(f"{f.name!r} ({f.class_name})" for f in found)
+    if layer_name is None:
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            message = f"no ConvLSTM1D/2D/3D layer in {path}"
+            if wrapped:
+                message += (
+                    "; ConvLSTM layers inside wrappers are not supported: " + ", ".join(wrapped)
+                )
+            raise ValueError(message)
+        raise ValueError(
+            f"{path} holds {len(found)} ConvLSTM layers: {listing}; "
+            "choose one with layer_name="
+        )
+    matches = [f for f in found if f.name == layer_name]
+    if not matches:
+        raise ValueError(
+            f"no ConvLSTM layer named {layer_name!r} in {path}; "
+            f"ConvLSTM layers found: {listing or 'none'}"
+        )
+    if len(matches) > 1:
+        raise ValueError(
+            f"{len(matches)} ConvLSTM layers are named {layer_name!r} in {path} "
+            "(in different nested models); cannot tell them apart"
+        )
+    return matches[0]
+
+
+def _require_h5py():
+    try:
+        import h5py
+    except ImportError as error:  # pragma: no cover - h5py is a test dependency
+        raise ImportError(
+            "reading Keras model files needs h5py: pip install 'convlstm[keras]'"
+        ) from error
+    return h5py
+
+
+def _decode(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _read_vars(group: Any) -> list[np.ndarray]:
+    """Datasets ``0, 1, 2, ...`` of a Keras 3 ``vars`` group, in order."""
+    keys = sorted(group.keys(), key=lambda k: int(k) if str(k).isdigit() else 1 << 30)
+    return [np.asarray(group[k]) for k in keys]
+
+
+def _load_keras_v3(path: Path, layer_name: str | None) -> KerasConvLSTM:
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if "config.json" not in names:
+            raise ValueError(f"{path} is a zip file without config.json: not a .keras model")
+        model = json.loads(archive.read("config.json"))
+        version = None
+        if "metadata.json" in names:
+            version = json.loads(archive.read("metadata.json")).get("keras_version")
+        if "model.weights.h5" not in names:
+            stored = sorted(n for n in names if n.startswith("model.weights"))
+            raise ValueError(
+                f"{path} has no model.weights.h5 (found {stored or 'no weights'}); "
+                "only unsharded HDF5 weights are supported"
+            )
+        weights_bytes = archive.read("model.weights.h5")
+
+    wrapped: list[str] = []
+    if isinstance(model, Mapping) and model.get("class_name") in CONVLSTM_CLASSES:
+        config = model.get("config", {})
+        found = [_Found(str(config.get("name")), model["class_name"], dict(config), "", ())]
+    else:
+        found = list(_walk_model(model, "", (), wrapped))
+    chosen = _select(found, wrapped, layer_name, path)
+
+    h5py = _require_h5py()
+    with h5py.File(io.BytesIO(weights_bytes), "r") as h5:
+        group = _locate_v3(h5, chosen)
+        if group is None:
+            raise ValueError(
+                f"{path}: no weights found for ConvLSTM layer {chosen.name!r} "
+                f"(looked for {chosen.weights_path or '/'}/cell/vars)"
+            )
+        weights = _read_vars(group)
+    return from_keras_weights(
+        chosen.config, weights, keras_version=version, rank=CONVLSTM_CLASSES[chosen.class_name]
+    )
+
+
+def _locate_v3(h5: Any, chosen: _Found) -> Any:
+    """The ``cell/vars`` group of ``chosen`` in a Keras 3 weights file.
+
+    The path follows Keras's naming; files written by Keras 3.x releases that record
+    each layer's name (attribute ``name`` of its ``vars`` group) are checked against it,
+    and searched by it when the path does not match.
+    """
+    def recorded_name(layer_group: Any) -> str | None:
+        vars_group = layer_group.get("vars")
+        if vars_group is None or "name" not in vars_group.attrs:
+            return None
+        return _decode(vars_group.attrs["name"])
+
+    base = chosen.weights_path
+    candidate = h5.get(base) if base else h5
+    if (
+        candidate is not None
+        and "cell/vars" in candidate
+        and recorded_name(candidate) in (None, chosen.name)
+    ):
+        return candidate["cell/vars"]
+
+    hits: list[Any] = []
+
+    def visit(_: str, obj: Any) -> None:
+        if (
+            hasattr(obj, "keys")
+            and "cell" in obj
+            and "vars" in obj["cell"]
+            and recorded_name(obj) == chosen.name
+        ):
+            hits.append(obj["cell/vars"])
+
+    h5.visititems(visit)
+    return hits[0] if len(hits) == 1 else None
+
+
+def _load_legacy_h5(path: Path, layer_name: str | None) -> KerasConvLSTM:
+    h5py = _require_h5py()
+    with h5py.File(path, "r") as h5:
+        if "model_config" not in h5.attrs:
+            raise ValueError(
+                f"{path} has no model_config attribute: a weights-only file? Build the "
+                "module with from_keras_weights(config, weights) instead"
+            )
+        model = json.loads(_decode(h5.attrs["model_config"]))
+        version = _decode(h5.attrs["keras_version"]) if "keras_version" in h5.attrs else None
+        wrapped: list[str] = []
+        found = list(_walk_model(model, "", (), wrapped))
+        chosen = _select(found, wrapped, layer_name, path)
+        root = h5.get("model_weights", h5)
+        if version is None and "keras_version" in root.attrs:
+            version = _decode(root.attrs["keras_version"])
+        top = chosen.ancestors[0] if chosen.ancestors else chosen.name
+        if top not in root:
+            raise ValueError(f"{path}: no weight group {top!r} for layer {chosen.name!r}")
+        group = root[top]
+        weight_names = [_decode(n) for n in group.attrs.get("weight_names", [])]
+        if chosen.ancestors:
+            # A nested model's group holds every weight of every layer inside it, named
+            # like "seq/layer/conv_lstm_cell/kernel": keep those of the chosen layer.
+            weight_names = [n for n in weight_names if chosen.name in n.split("/")[:-1]]
+        weights = [np.asarray(group[n]) for n in _order_weight_names(weight_names)]
+    return from_keras_weights(
+        chosen.config, weights, keras_version=version, rank=CONVLSTM_CLASSES[chosen.class_name]
+    )
+
+
+def _order_weight_names(names: list[str]) -> list[str]:
+    """kernel, recurrent_kernel, bias, by name when the names say so, else as stored."""
+    rank = {"kernel": 0, "recurrent_kernel": 1, "bias": 2}
+    keys = [n.split("/")[-1].split(":")[0] for n in names]
+    if len(set(keys)) == len(keys) and all(k in rank for k in keys):
+        return [n for _, n in sorted(zip(keys, names), key=lambda pair: rank[pair[0]])]
+    return names
+
+
+def load_keras_convlstm(
+    path: str | PathLike[str], layer_name: str | None = None
+) -> KerasConvLSTM:
+    """Load one ConvLSTM layer of a saved Keras model as a ``KerasConvLSTM``.
+
+    Reads the file directly (``zipfile``, ``json``, ``h5py``): neither TensorFlow nor
+    Keras is imported.
+
+    Args:
+        path: a Keras 3 ``.keras`` archive (``model.save("m.keras")``) or a legacy
+            HDF5 model file (``model.save("m.h5")``, Keras 3 or tf.keras 2), holding a
+            Functional or Sequential model; ConvLSTM layers inside nested models are
+            found too. Weights-only files carry no config and are not accepted.
+        layer_name: the Keras name of the ConvLSTM layer to load; ``None`` takes the
+            only ConvLSTM layer of the model.
+
+    Returns:
+        A ``KerasConvLSTM``: channels-first input ``(B, T, C_in, *spatial)``, output
+        ``(B, T, F, *spatial')`` and states ``(1, B, F, *spatial')`` (see its docs).
+
+    Raises:
+        ValueError: no ConvLSTM layer (or none named ``layer_name``), several with
+            ``layer_name=None`` (the message lists them), or an unsupported file, config
+            or weight shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if zipfile.is_zipfile(path):
+        return _load_keras_v3(path, layer_name)
+    if _require_h5py().is_hdf5(path):
+        return _load_legacy_h5(path, layer_name)
+    raise ValueError(f"{path} is neither a .keras archive nor an HDF5 (.h5) model file")
