@@ -1,0 +1,192 @@
+"""XarraySequences: forecasting windows from a NetCDF or Zarr variable through xarray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._utils import SPLITS, check_choice, check_positive, optional_import
+from .normalization import NormStats
+from .registry import register_dataset
+from .splits import time_split_bounds, window_starts
+
+
+def _time_dim(da: Any, time_dim: str | None, where: str) -> str:
+    if time_dim is not None:
+        if time_dim not in da.dims:
+            raise ValueError(f"{where} has dims {da.dims}, no time dimension {time_dim!r}")
+        return time_dim
+    for dim in da.dims:
+        if dim in ("time", "t", "valid_time") or (
+            dim in da.coords and np.issubdtype(da.coords[dim].dtype, np.datetime64)
+        ):
+            return dim
+    raise ValueError(
+        f"{where} has dims {da.dims} and no time dimension; expected a dim named 'time' or "
+        "with datetime coordinates (or set time_dim=...)"
+    )
+
+
+@register_dataset("xarray")
+class XarraySequences(Dataset):
+    """Forecasting windows of a gridded variable (NetCDF, Zarr) read lazily via xarray.
+
+    The variable needs a time dimension and two spatial dimensions (its last two other
+    dimensions); one more dimension (levels, bands) becomes channels. After an optional
+    crop (by coordinate values), time resampling and spatial coarsening, the time axis
+    is split in order at ``split_fractions`` and each part cut into windows ``stride``
+    frames apart: no window straddles a split boundary. With ``normalize`` the
+    statistics come from the training part only (also for ``split="val"``/``"test"``)
+    and are available as :attr:`stats` to store with a run. Missing values become
+    ``fill_value`` (after normalisation).
+
+    Resampling and coarsening load the (cropped) variable into memory; without them only
+    the frames of a window are read.
+
+    Sample: ``(inputs, targets)`` of shapes ``(input_frames, C, H, W)`` and
+    ``(output_frames, C, H, W)``, float32.
+
+    Args:
+        path: NetCDF file or Zarr store (needs ``convlstm[data]``).
+        variable: the data variable's name.
+        input_frames, output_frames: Default 10 and 10.
+        stride: frames between window starts. Default 1.
+        time_dim: name of the time dimension. Default: ``"time"``, ``"t"`` or the
+            dimension with datetime coordinates.
+        crop: ``{dim: [start, stop]}`` in coordinate values, e.g.
+            ``{"lat": [30, 50], "lon": [-10, 20]}``; descending coordinates work too.
+        resample: time resampling frequency such as ``"1h"`` (mean). Default ``None``.
+        coarsen: spatial block-mean factor (int). Default ``None``.
+        normalize: ``None``, ``"standard"`` (zero mean, unit std) or ``"minmax"`` ([0, 1]).
+        stats: precomputed statistics (``NormStats.to_dict()``) to use instead of
+            computing them, e.g. a trained run's.
+        split: ``None``, ``"train"``, ``"val"`` or ``"test"``.
+        split_fractions: Default ``[0.7, 0.15, 0.15]``.
+        fill_value: replaces NaN. Default 0.0.
+        engine: xarray backend (``"h5netcdf"``, ``"zarr"``, ...). Default: guessed.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        variable: str,
+        input_frames: int = 10,
+        output_frames: int = 10,
+        stride: int = 1,
+        time_dim: str | None = None,
+        crop: dict[str, list[float]] | None = None,
+        resample: str | None = None,
+        coarsen: int | None = None,
+        normalize: str | None = None,
+        stats: dict | None = None,
+        split: str | None = None,
+        split_fractions: list[float] | tuple[float, ...] = (0.7, 0.15, 0.15),
+        fill_value: float = 0.0,
+        engine: str | None = None,
+    ) -> None:
+        xr = optional_import("xarray", "data", "XarraySequences")
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"gridded data file not found: {self.path}")
+        self.input_frames = check_positive("input_frames", input_frames)
+        self.output_frames = check_positive("output_frames", output_frames, 0)
+        self.stride = check_positive("stride", stride)
+        check_choice("normalize", normalize, (None, "standard", "minmax"))
+        check_choice("split", split, (None, *SPLITS))
+        self.fill_value = float(fill_value)
+        if engine is None and self.path.is_dir():
+            engine = "zarr"
+        try:
+            ds = xr.open_dataset(self.path, engine=engine, chunks=None)
+        except Exception as err:  # backends raise many types
+            raise ValueError(f"cannot open {self.path} with xarray: {err}") from err
+        if variable not in ds.data_vars:
+            raise KeyError(f"no variable {variable!r} in {self.path}; it has {list(ds.data_vars)}")
+        where = f"variable {variable!r} in {self.path}"
+        da = ds[variable]
+        tdim = _time_dim(da, time_dim, where)
+        da = self._crop(da, crop or {}, where)
+        if resample:
+            da = da.resample({tdim: resample}).mean()
+        others = [d for d in da.dims if d != tdim]
+        if len(others) not in (2, 3):
+            raise ValueError(
+                f"{where} has dims {da.dims}: expected time plus 2 spatial dims and at most "
+                "one channel dim"
+            )
+        if coarsen:
+            da = da.coarsen({d: int(coarsen) for d in others[-2:]}, boundary="trim").mean()
+        self.dims = (tdim, *others) if len(others) == 3 else (tdim, None, *others)
+        self.data = da.transpose(tdim, *others)
+        self.times = np.asarray(da[tdim].values) if tdim in da.coords else None
+        length = self.data.sizes[tdim]
+        window = self.input_frames + self.output_frames
+        if length < window:
+            raise ValueError(
+                f"{where} has {length} time steps after cropping/resampling, fewer than "
+                f"input_frames + output_frames = {window}"
+            )
+        bounds = time_split_bounds(length, split_fractions)
+        lo, hi = (0, length) if split is None else bounds[split]
+        self.starts = window_starts(lo, hi, window, self.stride)
+        self.window = window
+        self.normalize = normalize
+        self.stats = NormStats.from_dict(stats) if stats else None
+        if normalize and self.stats is None:
+            self.stats = self._compute_stats(*bounds["train"])
+
+    @staticmethod
+    def _crop(da: Any, crop: dict[str, list[float]], where: str) -> Any:
+        for dim, bounds in crop.items():
+            if dim not in da.dims:
+                raise ValueError(f"crop names dim {dim!r}, but {where} has dims {da.dims}")
+            if len(bounds) != 2:
+                raise ValueError(f"crop[{dim!r}] must be [start, stop], got {bounds!r}")
+            low, high = sorted(bounds)
+            values = da[dim].values
+            descending = len(values) > 1 and values[0] > values[-1]
+            da = da.sel({dim: slice(high, low) if descending else slice(low, high)})
+            if da.sizes[dim] == 0:
+                raise ValueError(f"crop {dim}={list(bounds)} leaves no data in {where}")
+        return da
+
+    def _frames(self, start: int, stop: int) -> np.ndarray:
+        block = np.asarray(self.data[start:stop].values, dtype=np.float32)
+        return block[:, None] if block.ndim == 3 else block
+
+    def _compute_stats(self, start: int, stop: int, chunk: int = 64) -> NormStats:
+        total = squares = 0.0
+        count, low, high = 0, np.inf, -np.inf
+        for t in range(start, max(stop, start + 1), chunk):
+            block = self._frames(t, min(t + chunk, stop))
+            values = block[np.isfinite(block)].astype(np.float64)
+            if values.size:
+                total, squares = total + values.sum(), squares + (values**2).sum()
+                count += values.size
+                low, high = min(low, values.min()), max(high, values.max())
+        if count == 0:
+            raise ValueError(f"no finite values in the training part of {self.path}")
+        mean = total / count
+        std = max(float(np.sqrt(max(squares / count - mean**2, 0.0))), 1e-12)
+        if self.normalize == "minmax":
+            mean, std = low, max(high - low, 1e-12)
+        return NormStats([float(mean)], [float(std)], [float(low)], [float(high)], count)
+
+    @property
+    def spans(self) -> np.ndarray:
+        return np.stack([self.starts, self.starts + self.window], 1)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = int(self.starts[index])
+        clip = torch.from_numpy(self._frames(start, start + self.window))
+        if self.stats is not None:
+            clip = self.stats.normalize(clip)
+        clip = torch.nan_to_num(clip, nan=self.fill_value)
+        return clip[: self.input_frames], clip[self.input_frames :]
