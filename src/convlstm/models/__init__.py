@@ -1,0 +1,21 @@
+"""Models built on the ConvLSTM layers, each with a registry name for configs."""
+
+from .clip_classifier import ClipClassifier
+from .cnn_lstm import CNNLSTMClassifier
+from .encoder_forecaster import EncoderForecaster, patchify, sampling_ratios, unpatchify
+from .frame_classifier import FrameClassifier
+from .registry import create_model, get_model_builder, list_models, register_model
+
+__all__ = [
+    "CNNLSTMClassifier",
+    "ClipClassifier",
+    "EncoderForecaster",
+    "FrameClassifier",
+    "create_model",
+    "get_model_builder",
+    "list_models",
+    "patchify",
+    "register_model",
+    "sampling_ratios",
+    "unpatchify",
+]

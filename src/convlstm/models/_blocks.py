@@ -1,0 +1,121 @@
+"""Small building blocks and argument checks shared by the models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+GLOBAL_POOLS = ("max", "avg")
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, or a ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_probability(name: str, value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+def int_list(name: str, value: Any, length: int | None = None) -> list[int]:
+    """An int or a list/tuple of positive ints as a list (of ``length`` when given)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value] * (length or 1)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{name} must be a positive int or a non-empty list, got {value!r}")
+    for v in value:
+        check_int(name, v)
+    if length is not None and len(value) != length:
+        raise ValueError(f"{name} must have {length} entries (one per layer), got {list(value)}")
+    return list(value)
+
+
+def check_clip(x: torch.Tensor, ndim: int, in_channels: int) -> None:
+    """Check a clip batch ``(B, T, C, *spatial)``."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point torch.Tensor, got {type(x).__name__}")
+    rank = ndim + 3
+    if x.dim() != rank or x.shape[2] != in_channels:
+        raise ValueError(
+            f"expected input (B, T, C={in_channels}, *spatial) of rank {rank}, "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
+def per_step(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Apply ``module`` to every step of ``(B, T, ...)`` (Keras's TimeDistributed)."""
+    batch, steps = x.shape[:2]
+    y = module(x.reshape(batch * steps, *x.shape[2:]))
+    return y.reshape(batch, steps, *y.shape[1:])
+
+
+def global_pool(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """``(N, C, *spatial)`` -> ``(N, C)`` by max or mean over positions."""
+    flat = x.flatten(2)
+    return flat.amax(-1) if mode == "max" else flat.mean(-1)
+
+
+def make_head(in_features: int, num_classes: int, hidden: int, dropout: float) -> nn.Sequential:
+    """Dropout -> [Linear -> ReLU -> Dropout] -> Linear(num_classes)."""
+    layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
+    if hidden > 0:
+        layers += [nn.Linear(in_features, hidden), nn.ReLU()]
+        layers += [nn.Dropout(dropout)] if dropout > 0 else []
+        in_features = hidden
+    layers.append(nn.Linear(in_features, num_classes))
+    return nn.Sequential(*layers)
+
+
+class FrameCNN(nn.Module):
+    """A small per-frame CNN: ``[conv -> batch norm -> ReLU -> max pool 2]`` per entry of
+    ``channels``, then global pooling to a ``(N, channels[-1])`` feature vector.
+
+    Shapes: ``(N, C, *spatial)`` -> ``(N, channels[-1])``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        kernel_size: int = 3,
+        ndim: int = 2,
+        batch_norm: bool = True,
+        pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        check_int("kernel_size", kernel_size)
+        check_choice("pool", pool, GLOBAL_POOLS)
+        layers: list[nn.Module] = []
+        for i, width in enumerate(channels):
+            layers.append(
+                CONV[ndim](in_channels, width, kernel_size, padding=kernel_size // 2,
+                           bias=not batch_norm)
+            )
+            if batch_norm:
+                layers.append(BATCH_NORM[ndim](width))
+            layers.append(nn.ReLU())
+            if i < len(channels) - 1:
+                layers.append(MAX_POOL[ndim](2, ceil_mode=True))
+            in_channels = width
+        self.body = nn.Sequential(*layers)
+        self.pool = pool
+        self.out_features = channels[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return global_pool(self.body(x), self.pool)

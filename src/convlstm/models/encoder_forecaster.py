@@ -1,0 +1,310 @@
+"""EncoderForecaster: Shi et al.'s encoder-forecaster ConvLSTM for frame prediction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..nn.activations import get_activation
+from ..nn.layer import ConvLSTMNd
+from ._blocks import CONV, check_choice, check_clip, check_int, int_list
+from .registry import register_model
+
+SCHEDULES = ("linear", "reverse", "teacher_forcing", "free_running")
+
+
+def patchify(x: torch.Tensor, patch_size: int, ndim: int) -> torch.Tensor:
+    """Space-to-depth: ``(N, C, *S)`` -> ``(N, C * p^ndim, *S/p)`` (PyTorch's
+    ``pixel_unshuffle`` channel order for 2-D)."""
+    if patch_size == 1:
+        return x
+    p, spatial = patch_size, x.shape[2:]
+    if any(s % p for s in spatial):
+        raise ValueError(f"spatial size {tuple(spatial)} must be divisible by patch_size={p}")
+    shape = [x.shape[0], x.shape[1]]
+    for s in spatial:
+        shape += [s // p, p]
+    x = x.reshape(shape)
+    order = [0, 1, *range(3, 3 + 2 * ndim, 2), *range(2, 2 + 2 * ndim, 2)]
+    return x.permute(order).reshape(x.shape[0], -1, *(s // p for s in spatial))
+
+
+def unpatchify(x: torch.Tensor, patch_size: int, ndim: int) -> torch.Tensor:
+    """Inverse of ``patchify``: ``(N, C * p^ndim, *S/p)`` -> ``(N, C, *S)``."""
+    if patch_size == 1:
+        return x
+    p, spatial = patch_size, x.shape[2:]
+    x = x.reshape(x.shape[0], -1, *(p,) * ndim, *spatial)
+    order = [0, 1]
+    for i in range(ndim):
+        order += [2 + ndim + i, 2 + i]
+    return x.permute(order).reshape(x.shape[0], x.shape[1], *(s * p for s in spatial))
+
+
+def sampling_ratios(schedule: str, step: int, start: int, steps: int) -> tuple[float, float]:
+    """``(encoder_ratio, decoder_ratio)``: the probabilities of feeding a true frame.
+
+    - ``"linear"`` (scheduled sampling, Bengio et al. 2015, as PredRNN uses it): the
+      decoder ratio falls linearly from 1 at ``start`` to 0 at ``start + steps``; the
+      encoder always sees true frames.
+    - ``"reverse"`` (reverse scheduled sampling, PredRNN-V2): the decoder ratio falls
+      linearly from 0.5 to 0 while the encoder ratio rises from 0.5 to 1 as
+      ``1 - 0.5 exp(-(step - start) / (steps / 5))``, between ``start`` and
+      ``start + steps``.
+    - ``"teacher_forcing"``: ``(1, 1)``; ``"free_running"``: ``(1, 0)``.
+    """
+    check_choice("scheduled_sampling", schedule, SCHEDULES)
+    progress = min(max((step - start) / steps, 0.0), 1.0)
+    if schedule == "linear":
+        return 1.0, 1.0 - progress
+    if schedule == "reverse":
+        if progress >= 1.0:
+            return 1.0, 0.0
+        return 1.0 - 0.5 * math.exp(-5.0 * progress), 0.5 * (1.0 - progress)
+    return 1.0, 1.0 if schedule == "teacher_forcing" else 0.0
+
+
+@register_model("encoder-forecaster")
+class EncoderForecaster(nn.Module):
+    """Encoder-forecaster ConvLSTM (Shi et al. 2015) for frame prediction.
+
+    The encoder stack reads ``input_frames`` frames; its final states initialise a
+    forecaster stack of the same widths (layer ``l`` from layer ``l``), which runs for
+    ``output_frames`` steps. At each step a 1x1 convolution over the concatenated hidden
+    states of all forecaster layers gives the next frame, through ``output_activation``.
+    The forecaster's input at step ``k`` is the previous frame: the last input frame at
+    ``k = 0``, then the true frame ``k - 1`` (teacher forcing) or the model's own
+    prediction (free running); during training each sample picks the true frame with
+    probability ``decoder_ratio`` (scheduled sampling). At inference the forecaster
+    always runs free. With ``scheduled_sampling="reverse"`` the encoder also mixes in
+    its own predictions of the next input frame (from ``encoder_head``), with
+    probability ``1 - encoder_ratio``; ``return_encoder_predictions`` returns them so
+    that a loss can supervise them, as PredRNN-V2 does.
+
+    Shapes::
+
+        x       (B, input_frames, C, *S)
+        target  (B, output_frames, C, *S)      (training only; optional)
+        output  (B, output_frames, C, *S)
+
+    Args:
+        in_channels: channels ``C`` of a frame (predictions have the same channels).
+        hidden_channels: ConvLSTM widths per layer (both stacks). Default ``[64, 64]``.
+        kernel_size: int or one per layer. Default 3.
+        input_frames, output_frames: sequence lengths. Defaults 10, 10.
+        ndim: spatial dimensions (1, 2 or 3). Default 2.
+        patch_size: space-to-depth patching of every frame by ``p`` (PredRNN/OpenSTL);
+            ``S`` must be divisible by ``p``; the ConvLSTMs then run on ``S / p`` with
+            ``C p^ndim`` channels. Default 1 (off).
+        output_activation: ``"sigmoid"`` for images in [0, 1], ``"identity"`` for
+            physical units, or any name of ``convlstm.nn.get_activation``.
+        attention: ``None`` or ``"sam"`` (self-attention memory in every cell).
+        attention_options: ``SelfAttentionMemory`` options (``key_channels``, ``key_stride``).
+        activation, recurrent_activation, peephole, layer_norm, checkpoint: passed to the
+            ConvLSTM stacks.
+        scheduled_sampling: ``"linear"``, ``"reverse"``, ``"teacher_forcing"`` or
+            ``"free_running"`` (see ``sampling_ratios``). Default ``"linear"``.
+        sampling_start, sampling_steps: where the schedule starts and how many training
+            steps it lasts. Defaults 0, 10000. Set the step with ``set_sampling_step``.
+
+    Attention dict (``return_attention=True``, with ``attention="sam"``):
+        ``"encoder.layer{l}.hidden"``/``".memory"``: ``(B, input_frames, N, N_k)`` and
+        ``"forecaster.layer{l}.hidden"``/``".memory"``: ``(B, output_frames, N, N_k)``,
+        over the ``N`` positions of the (patched) hidden state.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden_channels: int | Sequence[int] = (64, 64),
+        kernel_size: int | Sequence[int] = 3,
+        input_frames: int = 10,
+        output_frames: int = 10,
+        *,
+        ndim: int = 2,
+        patch_size: int = 1,
+        output_activation: str = "sigmoid",
+        attention: str | None = None,
+        attention_options: dict | None = None,
+        activation: str = "tanh",
+        recurrent_activation: str = "sigmoid",
+        peephole: bool | str = False,
+        layer_norm: bool = False,
+        checkpoint: bool = False,
+        scheduled_sampling: str = "linear",
+        sampling_start: int = 0,
+        sampling_steps: int = 10000,
+    ) -> None:
+        super().__init__()
+        check_int("in_channels", in_channels)
+        check_choice("ndim", ndim, (1, 2, 3))
+        widths = int_list("hidden_channels", hidden_channels)
+        kernels = int_list("kernel_size", kernel_size, len(widths))
+        for name, value in (("input_frames", input_frames), ("output_frames", output_frames)):
+            check_int(name, value)
+        check_int("patch_size", patch_size)
+        check_choice("attention", attention, (None, "sam"))
+        check_choice("scheduled_sampling", scheduled_sampling, SCHEDULES)
+        check_int("sampling_start", sampling_start, minimum=0)
+        check_int("sampling_steps", sampling_steps)
+        self.output_activation_name = output_activation
+        self.output_activation = (
+            nn.Identity()
+            if output_activation in (None, "identity", "linear")
+            else get_activation(output_activation, "output_activation")
+        )
+        self.in_channels, self.ndim, self.patch_size = in_channels, ndim, patch_size
+        self.input_frames, self.output_frames = input_frames, output_frames
+        self.schedule = scheduled_sampling
+        self.sampling_start, self.sampling_steps = sampling_start, sampling_steps
+        self.sampling_step = 0
+        channels = in_channels * patch_size**ndim
+
+        def stack() -> ConvLSTMNd:
+            return ConvLSTMNd(
+                channels, widths, kernels, ndim=ndim, activation=activation,
+                recurrent_activation=recurrent_activation, peephole=peephole,
+                layer_norm=layer_norm, checkpoint=checkpoint, attention=attention,
+                attention_options=attention_options, return_all_layers=True,
+            )  # fmt: skip
+
+        self.encoder = stack()
+        self.forecaster = stack()
+        self.head = CONV[ndim](sum(widths), channels, 1)
+        self.encoder_head = (
+            CONV[ndim](sum(widths), channels, 1) if scheduled_sampling == "reverse" else None
+        )
+
+    def set_sampling_step(self, step: int) -> None:
+        """Set the training step the sampling schedule is evaluated at."""
+        self.sampling_step = check_int("step", step, minimum=0)
+
+    def sampling_ratios(self) -> tuple[float, float]:
+        """``(encoder_ratio, decoder_ratio)`` at the current ``sampling_step``."""
+        return sampling_ratios(
+            self.schedule, self.sampling_step, self.sampling_start, self.sampling_steps
+        )
+
+    def _frame(self, head: nn.Module, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenated hidden states of one step -> a (patched) frame."""
+        return self.output_activation(head(torch.cat([o[:, 0] for o in outputs], dim=1)))
+
+    def _unroll(
+        self,
+        stack: ConvLSTMNd,
+        head: nn.Module | None,
+        first: torch.Tensor,
+        truth: torch.Tensor | None,
+        ratio: float,
+        state,
+        steps: int,
+        maps: dict[str, list[torch.Tensor]] | None,
+        prefix: str,
+    ):
+        """Run ``stack`` one step at a time; the input of step ``k > 0`` is ``truth[:, k-1]``
+        with probability ``ratio`` per sample (always when ``ratio`` is 1, never when it is 0
+        or ``truth`` is None), else the prediction of step ``k - 1``."""
+        frames, inp = [], first
+        for k in range(steps):
+            if k > 0:
+                inp = frames[-1]
+                if truth is not None:
+                    use_truth = torch.rand(first.shape[0], device=first.device) < ratio
+                    use_truth = use_truth.view(-1, *(1,) * (first.dim() - 1))
+                    inp = torch.where(use_truth, truth[:, k - 1], inp)
+            result = stack(inp.unsqueeze(1), state, return_attention=maps is not None)
+            outputs, state = result[0], result[1]
+            if maps is not None:
+                for key, value in result[2].items():
+                    maps.setdefault(f"{prefix}.{key}", []).append(value)
+            if head is not None:
+                frames.append(self._frame(head, outputs))
+        return frames, state
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor | None = None,
+        *,
+        teacher_forcing_ratio: float | None = None,
+        encoder_ratio: float | None = None,
+        return_encoder_predictions: bool = False,
+        return_attention: bool = False,
+    ):
+        """Predict ``output_frames`` frames after ``x``.
+
+        Args:
+            x: ``(B, input_frames, C, *S)``.
+            target: ``(B, output_frames, C, *S)`` true future frames, used only in
+                training mode for teacher forcing / scheduled sampling.
+            teacher_forcing_ratio: override the schedule's decoder ratio (1: teacher
+                forcing, 0: free running). Only used with a ``target`` in training.
+            encoder_ratio: override the schedule's encoder ratio (reverse sampling).
+            return_encoder_predictions: also return the encoder's predictions of input
+                frames ``1 .. input_frames - 1``, ``(B, input_frames - 1, C, *S)``
+                (needs ``scheduled_sampling="reverse"``).
+            return_attention: also return the attention dict (see the class docstring).
+
+        Returns:
+            ``output`` ``(B, output_frames, C, *S)``, followed by the encoder predictions
+            and the attention dict when asked for, in that order.
+        """
+        check_clip(x, self.ndim, self.in_channels)
+        if x.shape[1] != self.input_frames:
+            raise ValueError(
+                f"x must have input_frames={self.input_frames} steps, got {x.shape[1]}"
+            )
+        if return_encoder_predictions and self.encoder_head is None:
+            raise ValueError('return_encoder_predictions needs scheduled_sampling="reverse"')
+        enc_ratio, dec_ratio = 1.0, 0.0
+        if self.training and target is not None:
+            expected = (x.shape[0], self.output_frames, *x.shape[2:])
+            if tuple(target.shape) != expected:
+                raise ValueError(f"target must have shape {expected}, got {tuple(target.shape)}")
+            enc_ratio, dec_ratio = self.sampling_ratios()
+            if teacher_forcing_ratio is not None:
+                dec_ratio = float(teacher_forcing_ratio)
+            if encoder_ratio is not None:
+                enc_ratio = float(encoder_ratio)
+        for name, value in (("teacher_forcing_ratio", dec_ratio), ("encoder_ratio", enc_ratio)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if enc_ratio < 1.0 and self.encoder_head is None:
+            raise ValueError('encoder_ratio < 1 needs scheduled_sampling="reverse"')
+
+        batch, p, nd = x.shape[0], self.patch_size, self.ndim
+
+        def patch(seq: torch.Tensor) -> torch.Tensor:
+            return patchify(seq.flatten(0, 1), p, nd).unflatten(0, (seq.shape[0], -1))
+
+        xs = patch(x)
+        maps: dict[str, list[torch.Tensor]] | None = {} if return_attention else None
+        encoder_frames: list[torch.Tensor] = []
+        if enc_ratio >= 1.0 and not return_encoder_predictions:
+            result = self.encoder(xs, return_attention=return_attention)
+            state = result[1]
+            if maps is not None:
+                maps.update({f"encoder.{k}": [v] for k, v in result[2].items()})
+        else:
+            encoder_frames, state = self._unroll(
+                self.encoder, self.encoder_head, xs[:, 0], xs[:, 1:], enc_ratio, None,
+                self.input_frames, maps, "encoder",
+            )  # fmt: skip
+        truth = patch(target) if self.training and target is not None else None
+        frames, _ = self._unroll(
+            self.forecaster, self.head, xs[:, -1], truth, dec_ratio, state,
+            self.output_frames, maps, "forecaster",
+        )  # fmt: skip
+
+        def unpatch(seq: list[torch.Tensor]) -> torch.Tensor:
+            return unpatchify(torch.stack(seq, 1).flatten(0, 1), p, nd).unflatten(0, (batch, -1))
+
+        results = [unpatch(frames)]
+        if return_encoder_predictions:
+            results.append(unpatch(encoder_frames[:-1]))
+        if maps is not None:
+            results.append({k: torch.cat(v, dim=1) for k, v in maps.items()})
+        return results[0] if len(results) == 1 else tuple(results)

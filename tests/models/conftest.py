@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    """Seeded, single-threaded: on 2 shared cores, intra-op threads on these tiny tensors
+    oversubscribe the machine and make a training step 20-50x slower."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_fusion():
+    """Eager gate arithmetic (no torch.compile) for tests on large frames."""
+    from convlstm.nn.functional import get_fusion, set_fusion
+
+    mode = get_fusion()
+    set_fusion("never")
+    yield
+    set_fusion(mode)
+
+
+def overfit(model, inputs, targets, loss_fn, steps: int, lr: float = 0.02) -> float:
+    """Train on one fixed batch with Adam; return the final loss."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
+def first_step_grad(model, x, output_fn=lambda out: out) -> torch.Tensor:
+    """Gradient of the summed output with respect to the first input step."""
+    x = x.clone().requires_grad_(True)
+    output_fn(model(x)).float().pow(2).sum().backward()
+    return x.grad[:, 0]
