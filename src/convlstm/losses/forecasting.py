@@ -1,0 +1,123 @@
+"""Forecasting losses on frames: MSE, MAE, their sum, and SSIM.
+
+Predictions and targets have the same shape, ``(B, T, C, H, W)`` or ``(N, C, H, W)``;
+MSE and MAE average over every element (per pixel).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> None:
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+
+
+class MSELoss(nn.Module):
+    """Mean squared error over all elements."""
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        return F.mse_loss(prediction, target)
+
+
+class MAELoss(nn.Module):
+    """Mean absolute error over all elements."""
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        return F.l1_loss(prediction, target)
+
+
+class MSEMAELoss(nn.Module):
+    """``mse_weight * MSE + mae_weight * MAE``. Defaults 1, 1."""
+
+    def __init__(self, mse_weight: float = 1.0, mae_weight: float = 1.0):
+        super().__init__()
+        if mse_weight < 0 or mae_weight < 0:
+            raise ValueError(f"weights must be >= 0, got mse_weight={mse_weight}, "
+                             f"mae_weight={mae_weight}")  # fmt: skip
+        self.mse_weight, self.mae_weight = mse_weight, mae_weight
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        mse = F.mse_loss(prediction, target)
+        return self.mse_weight * mse + self.mae_weight * F.l1_loss(prediction, target)
+
+
+def gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian of ``size`` taps."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+) -> torch.Tensor:
+    """Mean structural similarity (Wang et al. 2004) of 2-D frames.
+
+    Local means, variances and covariance come from a Gaussian window (``window_size``
+    taps, ``sigma``) over the valid region of each channel, with
+    ``C1 = (0.01 L)^2`` and ``C2 = (0.03 L)^2`` for ``L = data_range``::
+
+        SSIM = (2 μx μy + C1)(2 σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2))
+
+    averaged over positions, channels and frames. Frames smaller than the window use
+    the largest odd window that fits. Inputs ``(..., C, H, W)``; returns a scalar.
+    """
+    _check_pair(prediction, target)
+    if prediction.dim() < 3:
+        raise ValueError(f"ssim expects frames (..., C, H, W), got {tuple(prediction.shape)}")
+    height, width = prediction.shape[-2:]
+    size = min(window_size, height, width)
+    size -= 1 - size % 2  # odd
+    channels = prediction.shape[-3]
+    x = prediction.reshape(-1, channels, height, width)
+    y = target.reshape(-1, channels, height, width).to(x.dtype)
+    g = gaussian_window(size, sigma).to(x)
+    window = (g[:, None] * g[None, :]).expand(channels, 1, size, size)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, window, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    return (numerator / denominator).mean()
+
+
+class SSIMLoss(nn.Module):
+    """``1 - ssim(prediction, target)`` (see ``ssim``).
+
+    Args:
+        data_range: ``L``, the value range of the frames (1 for [0, 1]). Default 1.
+        window_size: Gaussian window taps. Default 11.
+        sigma: Gaussian window width. Default 1.5.
+    """
+
+    def __init__(self, data_range: float = 1.0, window_size: int = 11, sigma: float = 1.5):
+        super().__init__()
+        if data_range <= 0 or sigma <= 0 or window_size < 1:
+            raise ValueError(
+                f"data_range and sigma must be > 0 and window_size >= 1, got "
+                f"data_range={data_range}, window_size={window_size}, sigma={sigma}"
+            )
+        self.data_range, self.window_size, self.sigma = data_range, window_size, sigma
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 1 - ssim(prediction, target, self.data_range, self.window_size, self.sigma)
