@@ -140,3 +140,13 @@ def test_corrupt_and_truncated_files(tmp_path):
     bad_zip.write_bytes(b"PK\x03\x04 broken")
     with pytest.raises(ValueError, match=r"bad.npz"):
         ArraySequences(str(bad_zip))
+
+
+def test_dataloader_workers_open_their_own_handles(tmp_path):
+    path, _ = _write("h5", tmp_path)
+    ds = ArraySequences(str(path), "TNHW", input_frames=2, output_frames=1, stride=6)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
+    batches = list(loader)
+    inputs = torch.cat([b[0] for b in batches])
+    assert inputs.shape == (len(ds), 2, 1, 6, 5)
+    torch.testing.assert_close(inputs[4], ds[4][0])

@@ -16,12 +16,18 @@ def _av(path: Path | str) -> Any:
     return optional_import("av", "video", f"decoding video {path}")
 
 
+def _reason(err: BaseException, path: Path | str) -> str:
+    """An error's text without the file name PyAV repeats in it."""
+    text = str(err).replace(f": '{path}'", "").replace(str(path), "the file").strip()
+    return text or type(err).__name__
+
+
 def _open_stream(path: Path | str):
     av = _av(path)
     container = av.open(str(path))
     if not container.streams.video:
         container.close()
-        raise ValueError(f"{path} has no video stream")
+        raise ValueError("no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     return container, stream
@@ -52,7 +58,7 @@ def probe_video(path: Path | str, count: bool = False) -> dict:
             elif frames > 0:  # check the first frame decodes
                 next(container.decode(stream))
     except (av.FFmpegError, ValueError, StopIteration, OSError) as err:
-        raise ValueError(f"cannot decode video {path}: {err or type(err).__name__}") from err
+        raise ValueError(f"cannot decode video {path}: {_reason(err, path)}") from err
     if frames <= 0:
         raise ValueError(f"video {path} has no decodable frames")
     return {"frames": frames, **info}
@@ -119,8 +125,8 @@ def read_frames(
                     found[position] = _convert(frame, size, grayscale)
                 if len(found) == len(wanted):
                     break
-    except (av.FFmpegError, OSError) as err:
-        raise ValueError(f"cannot decode video {path}: {err or type(err).__name__}") from err
+    except (av.FFmpegError, ValueError, OSError) as err:
+        raise ValueError(f"cannot decode video {path}: {_reason(err, path)}") from err
     missing = [i for i in wanted if i not in found]
     if missing:
         raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -191,6 +192,7 @@ class ArraySequences(Dataset):
         self.scale = scale
         self.key, self.load_compressed = key, load_compressed
         self._handle: Any = None
+        self._pid: int | None = None
         if isinstance(path, np.ndarray):
             self.path, self._array = "<array>", path
         else:
@@ -231,14 +233,16 @@ class ArraySequences(Dataset):
 
     @property
     def array(self) -> Any:
-        if self._array is None:
+        """The opened array; each process (DataLoader worker) opens its own handle."""
+        if self.path != "<array>" and (self._array is None or self._pid != os.getpid()):
             self._array, self._handle = open_array(self.path, self.key, self.load_compressed)
+            self._pid = os.getpid()
         return self._array
 
-    def __getstate__(self) -> dict:  # reopen lazily in DataLoader workers (h5py handles)
+    def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         if self.path != "<array>":
-            state["_array"], state["_handle"] = None, None
+            state["_array"], state["_handle"], state["_pid"] = None, None, None
         return state
 
     def _load_labels(self, labels: str | list[int] | None) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,12 @@ class TimeChannelClips(Dataset):
         first = max(self.clip_length - 1, lo + self.clip_length - 1)
         last = min(total - 2 - self.horizon, hi - 2 - self.horizon)
         self.frame_index = np.arange(first, last + 1, self.stride, dtype=np.int64)
+        if len(self.frame_index) == 0:
+            warnings.warn(
+                f"split {split!r} of {self.source} (frames [{lo}, {hi})) is too short for a "
+                f"clip of {self.clip_length} frames plus a horizon of {self.horizon}: no samples",
+                stacklevel=2,
+            )
 
     def _ordered(self, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` as a ``(T, C, H, W)`` array (lazy for memory maps)."""
@@ -258,7 +265,7 @@ class TimeChannelClips(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         i = int(self.frame_index[index])
-        block = np.asarray(self._ordered(i - self.clip_length + 1, i + 1), dtype=np.float32)
+        block = np.array(self._ordered(i - self.clip_length + 1, i + 1), dtype=np.float32)
         if self.frames.dtype == np.uint8:
             block /= 255.0
         t, c, h, w = block.shape

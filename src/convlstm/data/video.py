@@ -23,10 +23,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 INDEX_VERSION = 1
 
 
-def _warn_list(what: str, items: list[tuple[str, str]], root: Path) -> None:
-    shown = "; ".join(f"{p}: {r}" for p, r in items[:5])
+def _warn_list(what: str, items: list[tuple[str, str]], root: Path, verb: str = "skipped") -> None:
+    shown = "; ".join(f"{Path(p).relative_to(root)}: {r}" for p, r in items[:5])
     more = f"; and {len(items) - 5} more" if len(items) > 5 else ""
-    warnings.warn(f"skipped {len(items)} {what} under {root}: {shown}{more}", stacklevel=3)
+    # stacklevel 5: _warn_list <- _scan/_build_index <- _ClipFolder <- subclass <- caller
+    warnings.warn(f"{verb} {len(items)} {what} under {root}: {shown}{more}", stacklevel=5)
 
 
 class _ClipFolder(Dataset):
@@ -102,8 +103,8 @@ class _ClipFolder(Dataset):
                 starts = starts[np.linspace(0, len(starts) - 1, max_clips).round().astype(int)]
             rows.extend((s, int(t)) for t in starts)
         if short:
-            what = "padded " if self.short_clips == "pad" else ""
-            _warn_list(f"{what}{self.kind}s shorter than a clip", short, self.root)
+            verb = "padded" if self.short_clips == "pad" else "skipped"
+            _warn_list(f"{self.kind}s shorter than a clip", short, self.root, verb)
             if self.short_clips == "skip":
                 self.skipped.extend((p, f"too short: {r}") for p, r in short)
         if not rows:
@@ -292,7 +293,7 @@ class VideoFolder(_ClipFolder):
                     try:
                         entry.update(probe_video(file, count=self.count_frames))
                     except ValueError as err:
-                        entry["error"] = str(err)
+                        entry["error"] = str(err).replace(f"cannot decode video {file}: ", "")
                 fresh[rel] = entry
                 if "error" in entry:
                     self.skipped.append((str(file), entry["error"]))

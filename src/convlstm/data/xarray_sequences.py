@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +90,7 @@ class XarraySequences(Dataset):
         fill_value: float = 0.0,
         engine: str | None = None,
     ) -> None:
-        xr = optional_import("xarray", "data", "XarraySequences")
+        optional_import("xarray", "data", "XarraySequences")
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"gridded data file not found: {self.path}")
@@ -98,37 +100,23 @@ class XarraySequences(Dataset):
         check_choice("normalize", normalize, (None, "standard", "minmax"))
         check_choice("split", split, (None, *SPLITS))
         self.fill_value = float(fill_value)
-        if engine is None and self.path.is_dir():
-            engine = "zarr"
-        try:
-            ds = xr.open_dataset(self.path, engine=engine, chunks=None)
-        except Exception as err:  # backends raise many types
-            raise ValueError(f"cannot open {self.path} with xarray: {err}") from err
-        if variable not in ds.data_vars:
-            raise KeyError(f"no variable {variable!r} in {self.path}; it has {list(ds.data_vars)}")
-        where = f"variable {variable!r} in {self.path}"
-        da = ds[variable]
-        tdim = _time_dim(da, time_dim, where)
-        da = self._crop(da, crop or {}, where)
-        if resample:
-            da = da.resample({tdim: resample}).mean()
-        others = [d for d in da.dims if d != tdim]
-        if len(others) not in (2, 3):
-            raise ValueError(
-                f"{where} has dims {da.dims}: expected time plus 2 spatial dims and at most "
-                "one channel dim"
-            )
-        if coarsen:
-            da = da.coarsen({d: int(coarsen) for d in others[-2:]}, boundary="trim").mean()
-        self.dims = (tdim, *others) if len(others) == 3 else (tdim, None, *others)
-        self.data = da.transpose(tdim, *others)
-        self.times = np.asarray(da[tdim].values) if tdim in da.coords else None
+        self._options = {
+            "variable": variable,
+            "time_dim": time_dim,
+            "crop": crop or {},
+            "resample": resample,
+            "coarsen": coarsen,
+            "engine": "zarr" if engine is None and self.path.is_dir() else engine,
+        }
+        self._load()
+        tdim = self.dims[0]
+        self.times = np.asarray(self.data[tdim].values) if tdim in self.data.coords else None
         length = self.data.sizes[tdim]
         window = self.input_frames + self.output_frames
         if length < window:
             raise ValueError(
-                f"{where} has {length} time steps after cropping/resampling, fewer than "
-                f"input_frames + output_frames = {window}"
+                f"variable {variable!r} in {self.path} has {length} time steps after "
+                f"cropping/resampling, fewer than input_frames + output_frames = {window}"
             )
         bounds = time_split_bounds(length, split_fractions)
         lo, hi = (0, length) if split is None else bounds[split]
@@ -138,6 +126,43 @@ class XarraySequences(Dataset):
         self.stats = NormStats.from_dict(stats) if stats else None
         if normalize and self.stats is None:
             self.stats = self._compute_stats(*bounds["train"])
+
+    def _load(self) -> None:
+        """Open the file and build ``self.data`` (time, [channel,] y, x), lazily indexed."""
+        xr = optional_import("xarray", "data", "XarraySequences")
+        opts = self._options
+        try:
+            with warnings.catch_warnings():  # unconsolidated Zarr metadata: fine, just slower
+                warnings.filterwarnings("ignore", "Failed to open Zarr", RuntimeWarning)
+                ds = xr.open_dataset(self.path, engine=opts["engine"], chunks=None)
+        except Exception as err:  # backends raise many types
+            raise ValueError(f"cannot open {self.path} with xarray: {err}") from err
+        variable = opts["variable"]
+        if variable not in ds.data_vars:
+            raise KeyError(f"no variable {variable!r} in {self.path}; it has {list(ds.data_vars)}")
+        where = f"variable {variable!r} in {self.path}"
+        da = ds[variable]
+        tdim = _time_dim(da, opts["time_dim"], where)
+        da = self._crop(da, opts["crop"], where)
+        if opts["resample"]:
+            da = da.resample({tdim: opts["resample"]}).mean()
+        others = [d for d in da.dims if d != tdim]
+        if len(others) not in (2, 3):
+            raise ValueError(
+                f"{where} has dims {da.dims}: expected time plus 2 spatial dims and at most "
+                "one channel dim"
+            )
+        if opts["coarsen"]:
+            da = da.coarsen({d: int(opts["coarsen"]) for d in others[-2:]}, boundary="trim")
+            da = da.mean()
+        self.dims = (tdim, *others) if len(others) == 3 else (tdim, None, *others)
+        self.data = da.transpose(tdim, *others)
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:  # DataLoader workers reopen the file themselves
+        state = self.__dict__.copy()
+        state["data"], state["_pid"] = None, None
+        return state
 
     @staticmethod
     def _crop(da: Any, crop: dict[str, list[float]], where: str) -> Any:
@@ -155,6 +180,8 @@ class XarraySequences(Dataset):
         return da
 
     def _frames(self, start: int, stop: int) -> np.ndarray:
+        if self._pid != os.getpid():  # a forked or unpickled copy: own file handle
+            self._load()
         block = np.asarray(self.data[start:stop].values, dtype=np.float32)
         return block[:, None] if block.ndim == 3 else block
 

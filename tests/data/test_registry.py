@@ -1,0 +1,59 @@
+import pytest
+
+import convlstm.data as data
+from convlstm.data import MovingDigits, create_dataset, list_datasets
+
+
+def test_every_public_class_is_registered():
+    names = list_datasets()
+    for expected in (
+        "moving_digits",
+        "similar_motions",
+        "radar_echoes",
+        "arrays",
+        "xarray",
+        "video_folder",
+        "frame_folder",
+        "time_channel_clips",
+        "moving_digits_file",
+    ):
+        assert expected in names
+    for name in (
+        "MovingDigits",
+        "SimilarMotions",
+        "RadarEchoes",
+        "ArraySequences",
+        "XarraySequences",
+        "VideoFolder",
+        "FrameFolder",
+        "TimeChannelClips",
+    ):
+        assert name in data.__all__
+
+
+def test_create_from_plain_config():
+    ds = create_dataset("moving_digits", split="test", num_samples=3, seed=1)
+    assert isinstance(ds, MovingDigits) and len(ds) == 3
+    assert isinstance(create_dataset("MovingDigits", num_samples=2), MovingDigits)
+    with pytest.raises(KeyError, match=r"unknown data set 'mnist'; available: arrays"):
+        create_dataset("mnist")
+    with pytest.raises(
+        TypeError, match=r"unknown config key\(s\) \['frames'\]; valid keys: \['split'"
+    ):
+        create_dataset("moving_digits", frames=3)
+
+
+def test_optional_dependency_error_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("xarray"):
+            raise ImportError("no xarray")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.delitem(__import__("sys").modules, "xarray", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'convlstm\[data\]'"):
+        data.XarraySequences("x.nc", "v")
