@@ -27,6 +27,8 @@ def _data(batch=2, size=8, steps=(3, 2)):
         {"patch_size": 2},
         {"patch_size": 4, "kernel_size": [3, 5]},
         {"attention": "sam", "attention_options": {"key_stride": 2}},
+        {"attention": "temporal"},
+        {"attention": ["sam", "temporal"], "scheduled_sampling": "reverse", "patch_size": 2},
         {"output_activation": "identity", "layer_norm": True, "peephole": "channel"},
         {"scheduled_sampling": "reverse"},
         {"scheduled_sampling": "teacher_forcing", "output_frames": 4},
@@ -143,7 +145,23 @@ def test_sam_attention_maps():
     torch.testing.assert_close(out, model(x))
 
 
-@pytest.mark.parametrize("options", [{}, {"attention": "sam", "patch_size": 2}])
+def test_temporal_attention_over_encoder_steps():
+    model = _model(attention=["sam", "temporal"], output_frames=3)
+    x, _ = _data()
+    out, maps = model.eval()(x, return_attention=True)
+    weights = maps["forecaster.temporal"]
+    assert weights.shape == (2, 3, 3)  # (B, output_frames, input_frames)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3))
+    assert "encoder.layer0.hidden" in maps
+    # the context enters the output head: zeroing its input weights changes the forecast
+    with torch.no_grad():
+        model.head.weight[:, -6:] = 0
+    assert not torch.allclose(model(x), out)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"attention": "sam", "patch_size": 2}, {"attention": "temporal"}]
+)
 def test_gradient_reaches_first_layer_at_first_step(options):
     model = _model(**options).eval()
     x, _ = _data()
@@ -174,7 +192,8 @@ def test_overfits_eight_sequences(options):
     [
         ({"hidden_channels": 0}, "hidden_channels"),
         ({"patch_size": 0}, "patch_size must be an int >= 1"),
-        ({"attention": "spatial"}, "attention must be one of"),
+        ({"attention": "spatial"}, 'attention must be None, "sam", "temporal"'),
+        ({"attention": "cbam"}, "attention must be one of"),
         ({"scheduled_sampling": "cosine"}, "scheduled_sampling must be one of"),
         ({"output_activation": "softmax"}, "output_activation must be one of"),
         ({"input_frames": 0}, "input_frames must be an int >= 1"),

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from ..nn.activations import get_activation
+from ..nn.attention import TemporalAttention
 from ..nn.layer import ConvLSTMNd
 from ._blocks import CONV, check_choice, check_clip, check_int, int_list
+from .clip_classifier import _attention_set
 from .registry import register_model
 
 SCHEDULES = ("linear", "reverse", "teacher_forcing", "free_running")
@@ -101,7 +103,11 @@ class EncoderForecaster(nn.Module):
             ``C p^ndim`` channels. Default 1 (off).
         output_activation: ``"sigmoid"`` for images in [0, 1], ``"identity"`` for
             physical units, or any name of ``convlstm.nn.get_activation``.
-        attention: ``None`` or ``"sam"`` (self-attention memory in every cell).
+        attention: ``None``, or one or a list of ``"sam"`` (self-attention memory in
+            every cell) and ``"temporal"`` (at every forecast step, ``TemporalAttention``
+            over the encoder's top-layer states with the forecaster's top state as the
+            query; the context ``(B, F, *S)`` joins the hidden states the 1x1 output
+            convolution reads).
         attention_options: ``SelfAttentionMemory`` options (``key_channels``, ``key_stride``).
         activation, recurrent_activation, peephole, layer_norm, checkpoint: passed to the
             ConvLSTM stacks.
@@ -110,10 +116,12 @@ class EncoderForecaster(nn.Module):
         sampling_start, sampling_steps: where the schedule starts and how many training
             steps it lasts. Defaults 0, 10000. Set the step with ``set_sampling_step``.
 
-    Attention dict (``return_attention=True``, with ``attention="sam"``):
+    Attention dict (``return_attention=True``): with ``"sam"``,
         ``"encoder.layer{l}.hidden"``/``".memory"``: ``(B, input_frames, N, N_k)`` and
         ``"forecaster.layer{l}.hidden"``/``".memory"``: ``(B, output_frames, N, N_k)``,
-        over the ``N`` positions of the (patched) hidden state.
+        over the ``N`` positions of the (patched) hidden state; with ``"temporal"``,
+        ``"forecaster.temporal"``: ``(B, output_frames, input_frames)``, the weights of
+        each forecast step over the encoder steps.
     """
 
     def __init__(
@@ -127,7 +135,7 @@ class EncoderForecaster(nn.Module):
         ndim: int = 2,
         patch_size: int = 1,
         output_activation: str = "sigmoid",
-        attention: str | None = None,
+        attention: str | Sequence[str] | None = None,
         attention_options: dict | None = None,
         activation: str = "tanh",
         recurrent_activation: str = "sigmoid",
@@ -146,7 +154,9 @@ class EncoderForecaster(nn.Module):
         for name, value in (("input_frames", input_frames), ("output_frames", output_frames)):
             check_int(name, value)
         check_int("patch_size", patch_size)
-        check_choice("attention", attention, (None, "sam"))
+        kinds = _attention_set(attention)
+        if "spatial" in kinds:
+            raise ValueError('attention must be None, "sam", "temporal" or a list of them')
         check_choice("scheduled_sampling", scheduled_sampling, SCHEDULES)
         check_int("sampling_start", sampling_start, minimum=0)
         check_int("sampling_steps", sampling_steps)
@@ -167,13 +177,18 @@ class EncoderForecaster(nn.Module):
             return ConvLSTMNd(
                 channels, widths, kernels, ndim=ndim, activation=activation,
                 recurrent_activation=recurrent_activation, peephole=peephole,
-                layer_norm=layer_norm, checkpoint=checkpoint, attention=attention,
+                layer_norm=layer_norm, checkpoint=checkpoint,
+                attention="sam" if "sam" in kinds else None,
                 attention_options=attention_options, return_all_layers=True,
             )  # fmt: skip
 
         self.encoder = stack()
         self.forecaster = stack()
-        self.head = CONV[ndim](sum(widths), channels, 1)
+        self.temporal = (
+            TemporalAttention(widths[-1], query="last") if "temporal" in kinds else None
+        )
+        context = widths[-1] if self.temporal is not None else 0
+        self.head = CONV[ndim](sum(widths) + context, channels, 1)
         self.encoder_head = (
             CONV[ndim](sum(widths), channels, 1) if scheduled_sampling == "reverse" else None
         )
@@ -188,9 +203,9 @@ class EncoderForecaster(nn.Module):
             self.schedule, self.sampling_step, self.sampling_start, self.sampling_steps
         )
 
-    def _frame(self, head: nn.Module, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """Concatenated hidden states of one step -> a (patched) frame."""
-        return self.output_activation(head(torch.cat([o[:, 0] for o in outputs], dim=1)))
+    def _frame(self, head: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenated hidden states (and context) of one step -> a (patched) frame."""
+        return self.output_activation(head(torch.cat(features, dim=1)))
 
     def _unroll(
         self,
@@ -203,11 +218,14 @@ class EncoderForecaster(nn.Module):
         steps: int,
         maps: dict[str, list[torch.Tensor]] | None,
         prefix: str,
+        memory: torch.Tensor | None = None,
     ):
         """Run ``stack`` one step at a time; the input of step ``k > 0`` is ``truth[:, k-1]``
         with probability ``ratio`` per sample (always when ``ratio`` is 1, never when it is 0
-        or ``truth`` is None), else the prediction of step ``k - 1``."""
-        frames, inp = [], first
+        or ``truth`` is None), else the prediction of step ``k - 1``. With ``memory``
+        (the encoder's top states) each step attends over it. Returns the predicted
+        frames, the final state and the top layer's hidden state of every step."""
+        frames, tops, inp = [], [], first
         for k in range(steps):
             if k > 0:
                 inp = frames[-1]
@@ -220,9 +238,16 @@ class EncoderForecaster(nn.Module):
             if maps is not None:
                 for key, value in result[2].items():
                     maps.setdefault(f"{prefix}.{key}", []).append(value)
+            features = [o[:, 0] for o in outputs]
+            tops.append(features[-1])
+            if memory is not None and self.temporal is not None:
+                context, weights = self.temporal(memory, query=features[-1])
+                features.append(context)
+                if maps is not None:
+                    maps.setdefault(f"{prefix}.temporal", []).append(weights.unsqueeze(1))
             if head is not None:
-                frames.append(self._frame(head, outputs))
-        return frames, state
+                frames.append(self._frame(head, features))
+        return frames, state, tops
 
     def forward(
         self,
@@ -285,18 +310,19 @@ class EncoderForecaster(nn.Module):
         encoder_frames: list[torch.Tensor] = []
         if enc_ratio >= 1.0 and not return_encoder_predictions:
             result = self.encoder(xs, return_attention=return_attention)
-            state = result[1]
+            state, memory = result[1], result[0][-1]
             if maps is not None:
                 maps.update({f"encoder.{k}": [v] for k, v in result[2].items()})
         else:
-            encoder_frames, state = self._unroll(
+            encoder_frames, state, tops = self._unroll(
                 self.encoder, self.encoder_head, xs[:, 0], xs[:, 1:], enc_ratio, None,
                 self.input_frames, maps, "encoder",
             )  # fmt: skip
+            memory = torch.stack(tops, dim=1)
         truth = patch(target) if self.training and target is not None else None
-        frames, _ = self._unroll(
+        frames, _, _ = self._unroll(
             self.forecaster, self.head, xs[:, -1], truth, dec_ratio, state,
-            self.output_frames, maps, "forecaster",
+            self.output_frames, maps, "forecaster", memory,
         )  # fmt: skip
 
         def unpatch(seq: list[torch.Tensor]) -> torch.Tensor:

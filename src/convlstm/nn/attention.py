@@ -104,20 +104,31 @@ class TemporalAttention(nn.Module):
         e_t = v^T tanh(W_k p_t + W_q q)        w = softmax_t(e)        context = sum_t w_t h_t
 
     The query is the pooled last state (``query="last"``; the last valid step when
-    ``lengths`` are given) or a learned vector (``query="learned"``).
+    ``lengths`` are given) or a learned vector (``query="learned"``). With
+    ``query="last"``, ``forward`` also takes an outside query state instead, e.g. a
+    decoder's current state attending over the encoder's steps.
 
     Args:
         channels: ``F``, channels of each state.
         attention_dim: width of the scoring layer. Default ``max(8, F)``.
         query: ``"last"`` or ``"learned"``. Default ``"last"``.
+        query_channels: channels of an outside query state. Default ``channels``.
 
     Shapes:
         ``seq``: ``(B, T, F, *spatial)``; ``lengths``: optional ``(B,)`` valid steps
-        (later steps get weight 0) -> ``(context, w)`` with ``context``:
-        ``(B, F, *spatial)`` and ``w``: ``(B, T)``, summing to one over ``T``.
+        (later steps get weight 0); ``query``: optional outside query state
+        ``(B, F_q, *spatial_q)`` or ``(B, F_q)`` (pooled like the steps) ->
+        ``(context, w)`` with ``context``: ``(B, F, *spatial)`` and ``w``: ``(B, T)``,
+        summing to one over ``T``.
     """
 
-    def __init__(self, channels: int, attention_dim: int | None = None, query: str = "last"):
+    def __init__(
+        self,
+        channels: int,
+        attention_dim: int | None = None,
+        query: str = "last",
+        query_channels: int | None = None,
+    ) -> None:
         super().__init__()
         _check_positive("channels", channels)
         if query not in TEMPORAL_QUERIES:
@@ -128,7 +139,9 @@ class TemporalAttention(nn.Module):
         self.key = nn.Linear(channels, attention_dim, bias=True)
         self.score = nn.Linear(attention_dim, 1, bias=False)
         if query == "last":
-            self.query = nn.Linear(channels, attention_dim, bias=False)
+            query_channels = query_channels or channels
+            _check_positive("query_channels", query_channels)
+            self.query = nn.Linear(query_channels, attention_dim, bias=False)
         else:
             self.query = nn.Parameter(torch.zeros(attention_dim))
 
@@ -136,7 +149,10 @@ class TemporalAttention(nn.Module):
         return f"query={self.query_mode!r}"
 
     def forward(
-        self, seq: torch.Tensor, lengths: torch.Tensor | Sequence[int] | None = None
+        self,
+        seq: torch.Tensor,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if seq.dim() < 3:
             raise ValueError(f"TemporalAttention expects (B, T, F, ...), got {tuple(seq.shape)}")
@@ -148,7 +164,12 @@ class TemporalAttention(nn.Module):
             if lengths.shape != (batch,):
                 raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
             mask = torch.arange(steps, device=seq.device) < lengths.unsqueeze(1)  # (B, T)
-        if self.query_mode == "last":
+        if query is not None:
+            if self.query_mode != "last":
+                raise ValueError('an outside query needs query="last" (not a learned query)')
+            state = query.flatten(2).mean(-1) if query.dim() > 2 else query
+            query = self.query(state).unsqueeze(1)
+        elif self.query_mode == "last":
             last = (
                 pooled[:, -1]
                 if lengths is None
