@@ -1,0 +1,166 @@
+"""Clip-classification metrics on top of torchmetrics, safe under DDP.
+
+The metric keeps every score and target in ``cat`` states, so under DDP torchmetrics gathers
+them from all ranks before :meth:`ClassificationMetrics.compute`; every number is then computed
+on the whole evaluation set, never averaged over per-rank values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.functional.classification import (
+    binary_accuracy,
+    binary_auroc,
+    binary_confusion_matrix,
+    binary_f1_score,
+    binary_roc,
+    multiclass_accuracy,
+    multiclass_auroc,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+)
+from torchmetrics.utilities import dim_zero_cat
+
+
+class ClassificationMetrics(Metric):
+    """Accuracy, balanced accuracy, ROC-AUC, F1, confusion matrix and Youden threshold.
+
+    Args:
+        num_classes: number of classes ``K >= 2``.
+
+    ``update(scores, target)``:
+        * ``K == 2``: ``scores`` is ``(N,)`` (or ``(N, 1)``) with the probability of class 1,
+          i.e. a sigmoid output; ``(N, 2)`` probabilities are accepted too (column 1 is used).
+        * ``K > 2``: ``scores`` is ``(N, K)`` class probabilities (softmax output).
+        * ``target`` is ``(N,)`` integer class indices in ``[0, K)``.
+
+    ``compute()`` returns python floats and lists:
+        * ``accuracy``: fraction correct; binary predicts class 1 when ``p > 0.5``
+          (torchmetrics' convention), multiclass predicts the arg-max.
+        * ``balanced_accuracy``: mean recall over the classes present in the targets.
+        * ``roc_auc``: binary AUROC, or macro one-vs-rest AUROC over the classes that have both
+          positives and negatives; ``nan`` when no class has both.
+        * ``f1``: binary F1 of class 1 for ``K == 2``, macro F1 for ``K > 2``.
+        * ``confusion_matrix``: ``K x K`` list of lists of ints, rows = true class,
+          columns = predicted class.
+        * binary only: ``best_threshold`` maximising Youden's J = TPR - FPR over the ROC curve
+          (predict class 1 when ``p >= best_threshold``), ``accuracy_at_best_threshold``,
+          ``youden_j``, and the ROC curve ``roc_fpr``, ``roc_tpr``, ``roc_thresholds``.
+        * ``num_samples``.
+
+    Use it with ``update``/``compute``/``reset``; calling the module on a batch also works but
+    computes every number on that batch alone.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: Tensor, target: Tensor) -> None:
+        """Add a batch: ``scores`` ``(N,)`` (binary) or ``(N, K)``, ``target`` ``(N,)``."""
+        scores, target = _check_inputs(scores, target, self.num_classes)
+        self.scores.append(scores.detach().float())
+        self.targets.append(target.detach().long())
+
+    def compute(self) -> dict[str, Any]:
+        """All metrics over every sample seen since the last reset (all ranks under DDP)."""
+        if isinstance(self.scores, list) and not self.scores:
+            raise ValueError("ClassificationMetrics.compute() called before any update()")
+        scores, target = dim_zero_cat(self.scores), dim_zero_cat(self.targets)
+        if self.num_classes == 2:
+            return _binary_metrics(scores, target)
+        return _multiclass_metrics(scores, target, self.num_classes)
+
+
+def _check_inputs(scores: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    if target.dim() != 1:
+        raise ValueError(f"target must have shape (N,), got {tuple(target.shape)}")
+    n = target.shape[0]
+    if num_classes == 2:
+        if scores.dim() == 2 and scores.shape[1] in (1, 2):
+            scores = scores[:, -1]
+        if scores.shape != (n,):
+            raise ValueError(
+                f"scores for num_classes=2 must have shape (N,) = ({n},) with the probability "
+                f"of class 1, got {tuple(scores.shape)}"
+            )
+    elif scores.shape != (n, num_classes):
+        raise ValueError(
+            f"scores must have shape (N, num_classes) = ({n}, {num_classes}), "
+            f"got {tuple(scores.shape)}"
+        )
+    if not torch.is_floating_point(scores):
+        raise TypeError(f"scores must be floating-point probabilities, got dtype {scores.dtype}")
+    if scores.numel() and (scores.min() < 0 or scores.max() > 1 or scores.isnan().any()):
+        raise ValueError("scores must be probabilities in [0, 1] (apply sigmoid/softmax first)")
+    if torch.is_floating_point(target) or target.dtype == torch.bool:
+        if target.dtype != torch.bool and (target != target.round()).any():
+            raise ValueError("target must hold integer class indices")
+        target = target.long()
+    if target.numel() and (target.min() < 0 or target.max() >= num_classes):
+        raise ValueError(
+            f"target values must be class indices in [0, {num_classes}), "
+            f"got range [{int(target.min())}, {int(target.max())}]"
+        )
+    return scores, target
+
+
+def _balanced_accuracy(confmat: Tensor) -> float:
+    """Mean recall over the classes that occur in the targets (rows with support)."""
+    support = confmat.sum(dim=1)
+    present = support > 0
+    recall = confmat.diag()[present].double() / support[present].double()
+    return float(recall.mean())
+
+
+def _binary_metrics(scores: Tensor, target: Tensor) -> dict[str, Any]:
+    confmat = binary_confusion_matrix(scores, target)
+    both_classes = bool((target == 1).any() and (target == 0).any())
+    fpr, tpr, thresholds = binary_roc(scores, target)
+    j = tpr - fpr
+    best = int(torch.argmax(j))
+    best_threshold = float(thresholds[best])
+    at_best = ((scores >= best_threshold).long() == target).double().mean()
+    return {
+        "num_samples": int(target.numel()),
+        "accuracy": float(binary_accuracy(scores, target)),
+        "balanced_accuracy": _balanced_accuracy(confmat),
+        "roc_auc": float(binary_auroc(scores, target)) if both_classes else math.nan,
+        "f1": float(binary_f1_score(scores, target)),
+        "confusion_matrix": confmat.tolist(),
+        "best_threshold": best_threshold,
+        "youden_j": float(j[best]),
+        "accuracy_at_best_threshold": float(at_best),
+        "roc_fpr": fpr.tolist(),
+        "roc_tpr": tpr.tolist(),
+        "roc_thresholds": thresholds.tolist(),
+    }
+
+
+def _multiclass_metrics(scores: Tensor, target: Tensor, k: int) -> dict[str, Any]:
+    confmat = multiclass_confusion_matrix(scores, target, num_classes=k)
+    per_class_auc = multiclass_auroc(scores, target, num_classes=k, average="none")
+    positives = torch.bincount(target, minlength=k)
+    defined = (positives > 0) & (positives < target.numel())
+    roc_auc = float(per_class_auc[defined].mean()) if defined.any() else math.nan
+    return {
+        "num_samples": int(target.numel()),
+        "accuracy": float(multiclass_accuracy(scores, target, num_classes=k, average="micro")),
+        "balanced_accuracy": _balanced_accuracy(confmat),
+        "roc_auc": roc_auc,
+        "f1": float(multiclass_f1_score(scores, target, num_classes=k, average="macro")),
+        "confusion_matrix": confmat.tolist(),
+    }
