@@ -53,6 +53,18 @@ def motion_steps(
     return np.clip(steps, 0, None)
 
 
+def _shift(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Shift by a sub-pixel amount with wrap-around (bilinear between integer shifts)."""
+    out = np.zeros_like(image)
+    iy, ix = int(np.floor(dy)), int(np.floor(dx))
+    fy, fx = dy - iy, dx - ix
+    for sy, wy in ((iy, 1 - fy), (iy + 1, fy)):
+        for sx, wx in ((ix, 1 - fx), (ix + 1, fx)):
+            if wy * wx > 0:
+                out += wy * wx * np.roll(image, (sy, sx), (0, 1))
+    return out
+
+
 @register_dataset("similar_motions")
 class SimilarMotions(Dataset):
     """Clips of a hand-like blob moving down over a textured, noisy background.
@@ -139,24 +151,29 @@ class SimilarMotions(Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         p = self._draw(index)
-        size, scale = self.image_size, self.image_size / 64
-        rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+        size = self.image_size
+        sprite = self._hand(p["scale"], p["angle"])  # centred at (size / 2, size / 2)
         clip = np.empty((self.frames, size, size), np.float32)
         for t, (row, col) in enumerate(zip(p["rows"], p["cols"])):
-            dy = (rows - row + size / 2) % size - size / 2  # vertical wrap-around
-            dx = cols - col
-            alpha = np.zeros_like(rows)
-            for oy, ox, ry, rx, angle in _HAND:
-                a = angle + p["angle"]
-                cy, cx = dy / scale / p["scale"] - oy, dx / scale / p["scale"] - ox
-                u = cy * np.cos(a) + cx * np.sin(a)
-                v = -cy * np.sin(a) + cx * np.cos(a)
-                r = np.sqrt((u / ry) ** 2 + (v / rx) ** 2)
-                np.maximum(alpha, np.clip((1 - r) * min(ry, rx) * scale + 0.5, 0, 1), out=alpha)
+            alpha = _shift(sprite, row - size / 2, col - size / 2)
             frame = p["background"] * (1 - alpha) + p["brightness"] * alpha
             clip[t] = frame + p["rng"].normal(0, self.noise, frame.shape)
         label = torch.tensor(index % self.num_classes, dtype=torch.long)
         return torch.from_numpy(np.clip(clip, 0, 1))[:, None], label
+
+    def _hand(self, size_factor: float, rotation: float) -> np.ndarray:
+        """Soft (anti-aliased) hand mask ``(S, S)`` in [0, 1], centred in the frame."""
+        size, scale = self.image_size, self.image_size / 64
+        rows, cols = np.mgrid[0:size, 0:size].astype(np.float64) - size / 2
+        alpha = np.zeros((size, size))
+        for oy, ox, ry, rx, angle in _HAND:
+            a = angle + rotation
+            cy, cx = rows / scale / size_factor - oy, cols / scale / size_factor - ox
+            u = cy * np.cos(a) + cx * np.sin(a)
+            v = -cy * np.sin(a) + cx * np.cos(a)
+            r = np.sqrt((u / ry) ** 2 + (v / rx) ** 2)
+            np.maximum(alpha, np.clip((1 - r) * min(ry, rx) * scale + 0.5, 0, 1), out=alpha)
+        return alpha
 
     def _draw(self, index: int) -> dict:
         rng = sample_rng(self.seed, SPLIT_CODES[self.split], index)

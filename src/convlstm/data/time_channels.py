@@ -210,6 +210,7 @@ class TimeChannelClips(Dataset):
             self.frames = decode_to_cache(self.source, as_size(size), grayscale, cache_dir)
             self.axes = "THWC"
         else:
+            self.key = key
             self.frames = open_array(self.source, key)[0]
             self.axes = parse_axes(axes, self.frames.shape, f"the array in {self.source}")
             if "N" in self.axes:
@@ -236,8 +237,16 @@ class TimeChannelClips(Dataset):
                 stacklevel=2,
             )
 
+    def __getstate__(self) -> dict:  # HDF5/Zarr sources are reopened by each worker
+        state = self.__dict__.copy()
+        if not isinstance(self.frames, np.memmap):
+            state["frames"] = None
+        return state
+
     def _ordered(self, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` as a ``(T, C, H, W)`` array (lazy for memory maps)."""
+        if self.frames is None:
+            self.frames = open_array(self.source, self.key)[0]
         selector = tuple(slice(start, stop) if a == "T" else slice(None) for a in self.axes)
         block = self.frames[selector]
         axes = self.axes if "C" in self.axes else self.axes + "C"

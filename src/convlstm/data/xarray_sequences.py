@@ -84,7 +84,7 @@ class XarraySequences(Dataset):
         resample: str | None = None,
         coarsen: int | None = None,
         normalize: str | None = None,
-        stats: dict | None = None,
+        stats: dict | NormStats | None = None,
         split: str | None = None,
         split_fractions: list[float] | tuple[float, ...] = (0.7, 0.15, 0.15),
         fill_value: float = 0.0,
@@ -123,7 +123,9 @@ class XarraySequences(Dataset):
         self.starts = window_starts(lo, hi, window, self.stride)
         self.window = window
         self.normalize = normalize
-        self.stats = NormStats.from_dict(stats) if stats else None
+        if stats is not None and not isinstance(stats, NormStats):
+            stats = NormStats.from_dict(stats)
+        self.stats = stats
         if normalize and self.stats is None:
             self.stats = self._compute_stats(*bounds["train"])
 
@@ -159,9 +161,14 @@ class XarraySequences(Dataset):
         self.data = da.transpose(tdim, *others)
         self._pid = os.getpid()
 
+    @property
+    def _in_memory(self) -> bool:  # resampling/coarsening computed the data already
+        return bool(self._options["resample"] or self._options["coarsen"])
+
     def __getstate__(self) -> dict:  # DataLoader workers reopen the file themselves
         state = self.__dict__.copy()
-        state["data"], state["_pid"] = None, None
+        if not self._in_memory:
+            state["data"], state["_pid"] = None, None
         return state
 
     @staticmethod
@@ -180,8 +187,8 @@ class XarraySequences(Dataset):
         return da
 
     def _frames(self, start: int, stop: int) -> np.ndarray:
-        if self._pid != os.getpid():  # a forked or unpickled copy: own file handle
-            self._load()
+        if self.data is None or (self._pid != os.getpid() and not self._in_memory):
+            self._load()  # a forked or unpickled copy opens its own file handle
         block = np.asarray(self.data[start:stop].values, dtype=np.float32)
         return block[:, None] if block.ndim == 3 else block
 
