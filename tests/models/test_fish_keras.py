@@ -11,7 +11,9 @@ Keras non-trainable with our running-statistics buffers.
 
 import os
 
+import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
@@ -32,11 +34,11 @@ def _convlstm(filters, sequences):
     )
 
 
-def keras_fish_2layer():
+def keras_fish_2layer(input_shape=INPUT):
     L = keras.layers
     return keras.Sequential(
         [
-            keras.Input(INPUT),
+            keras.Input(input_shape),
             _convlstm(16, True),
             L.TimeDistributed(L.MaxPooling2D(2)),
             L.BatchNormalization(center=False, scale=False),
@@ -47,11 +49,11 @@ def keras_fish_2layer():
     )
 
 
-def keras_fish_1layer():
+def keras_fish_1layer(input_shape=INPUT):
     L = keras.layers
     return keras.Sequential(
         [
-            keras.Input(INPUT),
+            keras.Input(input_shape),
             _convlstm(16, False),
             L.BatchNormalization(center=False, scale=False),
             L.GlobalMaxPooling2D(),
@@ -85,3 +87,46 @@ def test_fish_parameter_counts_equal_keras(name, build, expected):
     assert _keras_counts(reference) == expected
     assert reference.count_params() == sum(expected)
     assert _torch_counts(create_model(name)) == expected
+
+
+def _copy_keras_weights(reference, model):
+    """Keras kernels (k, k, C_in, 4F) -> ours (4F, C_in, k, k); gate order i, f, c, o in both."""
+    convlstms = [l for l in reference.layers if isinstance(l, keras.layers.ConvLSTM2D)]
+    norms = [l for l in reference.layers if isinstance(l, keras.layers.BatchNormalization)]
+    dense = reference.layers[-1]
+    ours_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for layer, ours in zip(convlstms, model.layers):
+            kernel, recurrent = (torch.as_tensor(w.numpy()) for w in layer.weights)
+            ours.cell(0).weight_ih.copy_(kernel.permute(3, 2, 0, 1))
+            ours.cell(0).weight_hh.copy_(recurrent.permute(3, 2, 0, 1))
+        for norm, ours in zip(norms, ours_norms, strict=True):
+            mean, var = (torch.as_tensor(w.numpy()) for w in norm.non_trainable_weights)
+            ours.running_mean.copy_(mean)
+            ours.running_var.copy_(var)
+        kernel, bias = (torch.as_tensor(w.numpy()) for w in dense.weights)
+        model.head[-1].weight.copy_(kernel.T)
+        model.head[-1].bias.copy_(bias)
+
+
+@pytest.mark.parametrize(
+    ("name", "build"), [("fish-2layer", keras_fish_2layer), ("fish-1layer", keras_fish_1layer)]
+)
+def test_fish_presets_compute_what_keras_computes(name, build):
+    """Same weights (and non-trivial batch-norm statistics) give the same probabilities,
+    on 3 slices of 14x18 frames to keep the test fast."""
+    reference = build((3, 14, 18, 4))
+    rng = np.random.default_rng(0)
+    for norm in (l for l in reference.layers if isinstance(l, keras.layers.BatchNormalization)):
+        size = norm.moving_mean.shape
+        norm.moving_mean.assign(rng.normal(0, 0.1, size).astype("float32"))
+        norm.moving_variance.assign(rng.uniform(0.5, 2.0, size).astype("float32"))
+    dense = reference.layers[-1]
+    dense.bias.assign(np.array([0.3], dtype="float32"))
+    model = create_model(name).eval()
+    _copy_keras_weights(reference, model)
+
+    x = rng.normal(size=(2, 3, 14, 18, 4)).astype("float32")
+    expected = np.asarray(keras.ops.convert_to_numpy(reference(x, training=False)))
+    ours = torch.sigmoid(model(torch.from_numpy(x).permute(0, 1, 4, 2, 3))).detach().numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
