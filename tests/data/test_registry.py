@@ -57,3 +57,22 @@ def test_optional_dependency_error_names_the_extra(monkeypatch):
     monkeypatch.delitem(__import__("sys").modules, "xarray", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'convlstm\[data\]'"):
         data.XarraySequences("x.nc", "v")
+
+
+def test_batches_are_b_t_c_h_w():
+    from torch.utils.data import DataLoader
+
+    configs = {
+        "moving_digits": dict(num_samples=4, input_frames=3, output_frames=2),
+        "radar_echoes": dict(num_samples=4, input_frames=3, output_frames=2, image_size=16),
+        "similar_motions": dict(num_samples=4, frames=5, image_size=16),
+    }
+    shapes = {}
+    for name, config in configs.items():
+        first, second = next(iter(DataLoader(create_dataset(name, **config), batch_size=4)))
+        shapes[name] = (tuple(first.shape), tuple(second.shape))
+    assert shapes == {
+        "moving_digits": ((4, 3, 1, 64, 64), (4, 2, 1, 64, 64)),
+        "radar_echoes": ((4, 3, 1, 16, 16), (4, 2, 1, 16, 16)),
+        "similar_motions": ((4, 5, 1, 16, 16), (4,)),
+    }

@@ -149,3 +149,18 @@ def test_frame_folder(tmp_path, ramp):
     with pytest.warns(UserWarning, match=r"skipping unreadable frame folder .*clip1 .*img4.png"):
         clip, label = ds[1]
     assert int(label) == 1
+
+
+def test_other_containers_options_and_class_subset(tmp_path, video_writer, ramp):
+    root = _tree(tmp_path, video_writer, ramp)
+    video_writer(root / "run" / "d.mkv", ramp(18, step=10))  # no frame count in the header
+    video_writer(root / "run" / "e.avi", ramp(9, step=10))
+    ds = VideoFolder(str(root), frames=3, size=8, classes=["walk", "run"], max_clips_per_video=2)
+    assert ds.classes == ["walk", "run"]
+    frames = {p.rsplit("/", 1)[-1]: n for p, _, n in ds.sources}
+    assert frames == {"a.mp4": 24, "b.mp4": 12, "c.mp4": 30, "d.mkv": 18, "e.avi": 9}
+    assert len(ds) == 5 * 2  # every video has >= 2 clips of 3, capped at 2 evenly spaced
+    assert ds.index[ds.labels == 1][:, 1].tolist()[:2] == [0, 27]  # c.mp4: first and last
+    assert ds[ds.labels.tolist().index(1)][0].shape == (3, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"class folders \['swim'\] not found"):
+        VideoFolder(str(root), classes=["swim"])
