@@ -44,3 +44,16 @@ def test_balanced_sampler_draws_classes_equally():
     assert abs(drawn.mean() - 0.5) < 0.03
     assert list(balanced_sampler(labels, seed=3)) == list(balanced_sampler(labels, seed=3))
     assert len(balanced_sampler(labels)) == 100
+
+
+def test_labels_through_wrappers_and_pickling():
+    import pickle
+
+    from convlstm.data import Augmented, ClipAugment, Normalized, NormStats
+
+    ds = SimilarMotions(num_samples=6, classes=3, frames=2, image_size=16)
+    part = split_dataset(ds, by="random", fractions=[0.5, 0.5])["train"]
+    wrapped = Augmented(Normalized(part, NormStats([0.3], [0.2])), ClipAugment(hflip=0.5))
+    np.testing.assert_array_equal(labels_of(wrapped, allow_scan=False), labels_of(part))
+    clone = pickle.loads(pickle.dumps(wrapped))
+    assert len(clone) == 3 and clone[0][0].shape == (2, 1, 16, 16)

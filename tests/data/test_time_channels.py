@@ -93,10 +93,12 @@ def test_clips_from_a_video_use_a_cache(tmp_path, video_writer, ramp):
     assert clip.shape == (3, 4, 8, 8)
     np.testing.assert_allclose(clip.mean((2, 3)).flatten().numpy() * 255, 5 * np.arange(12), atol=3)
     again = TimeChannelClips(str(path), slices=3, slice_frames=4, horizon=5, size=8)
-    assert (
-        torch.equal(again[0][0], clip)
-        and len(list((tmp_path / ".convlstm_cache").glob("*.u8"))) == 1
-    )
+    assert torch.equal(again[0][0], clip)
+    cache_dir = tmp_path / ".convlstm_cache"
+    assert len(list(cache_dir.glob("*.u8"))) == 1  # decoded once, reused
+    assert len(list(cache_dir.glob("*.diff.npy"))) == 1
+    np.testing.assert_allclose(again.differences, ds.differences)
+    np.testing.assert_allclose(ds.differences[:5], 5 / 255, atol=1.5 / 255)  # ramp of 5/frame
     (tmp_path / "bad.mp4").write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"cannot decode video .*bad.mp4"):
         TimeChannelClips(str(tmp_path / "bad.mp4"), cache_dir=str(tmp_path / "c"))

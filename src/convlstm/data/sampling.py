@@ -9,6 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, WeightedRandomSampler
 
+from .augment import Augmented
+from .normalization import Normalized
+
 
 def labels_of(dataset: Dataset, allow_scan: bool = True) -> np.ndarray | None:
     """Per-sample int labels of a classification data set, ``(N,)`` int64.
@@ -17,6 +20,8 @@ def labels_of(dataset: Dataset, allow_scan: bool = True) -> np.ndarray | None:
     ``ConcatDataset``); otherwise reads every sample's second element if ``allow_scan``
     (slow for video), else returns ``None``. Returns ``None`` for forecasting data.
     """
+    if isinstance(dataset, (Augmented, Normalized)):
+        return labels_of(dataset.dataset, allow_scan)
     if isinstance(dataset, Subset):
         inner = labels_of(dataset.dataset, allow_scan)
         return None if inner is None else inner[np.asarray(dataset.indices, dtype=np.int64)]
@@ -46,7 +51,9 @@ def _labels(labels: Sequence[int] | np.ndarray | Dataset) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64).reshape(-1)
 
 
-def class_counts(labels: Sequence[int] | np.ndarray | Dataset, num_classes: int | None = None):
+def class_counts(
+    labels: Sequence[int] | np.ndarray | Dataset, num_classes: int | None = None
+) -> np.ndarray:
     """Samples per class, ``(num_classes,)`` int64 array."""
     y = _labels(labels)
     if len(y) and y.min() < 0:

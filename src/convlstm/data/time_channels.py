@@ -222,7 +222,7 @@ class TimeChannelClips(Dataset):
                 f"{self.source} has {total} frames; a clip of {self.clip_length} frames plus "
                 f"a label horizon of {self.horizon} needs at least {needed}"
             )
-        self.differences = frame_differences(self._ordered(0, total))
+        self.differences = self._differences(total)
         self.all_labels = burst_labels(
             self.differences, self.horizon, min_range, fraction, self.clip_length - 1
         )
@@ -236,6 +236,20 @@ class TimeChannelClips(Dataset):
                 f"clip of {self.clip_length} frames plus a horizon of {self.horizon}: no samples",
                 stacklevel=2,
             )
+
+    def _differences(self, total: int) -> np.ndarray:
+        """:func:`frame_differences` of all frames, cached beside a decoded video's frames."""
+        cache = None
+        if isinstance(self.frames, np.memmap) and self.axes == "THWC":  # decoded video
+            cache = Path(self.frames.filename).with_suffix(".diff.npy")
+            if cache.is_file():
+                values = np.load(cache)
+                if len(values) == total - 1:
+                    return values
+        values = frame_differences(self._ordered(0, total))
+        if cache is not None:
+            np.save(cache, values)
+        return values
 
     def __getstate__(self) -> dict:  # HDF5/Zarr sources are reopened by each worker
         state = self.__dict__.copy()
