@@ -43,20 +43,30 @@ def test_create_from_plain_config():
         create_dataset("moving_digits", frames=3)
 
 
-def test_optional_dependency_error_names_the_extra(monkeypatch):
+@pytest.mark.parametrize(
+    ("module", "extra", "build"),
+    [
+        ("xarray", "data", lambda tmp: data.XarraySequences(str(tmp / "x.nc"), "v")),
+        ("av", "video", lambda tmp: data.VideoFolder(str(tmp))),
+        ("sklearn", "data", lambda tmp: data.moving_digits._sklearn_digits.__wrapped__(28)),
+    ],
+)
+def test_optional_dependency_error_names_the_extra(module, extra, build, monkeypatch, tmp_path):
     import builtins
+    import sys
 
     real_import = builtins.__import__
 
     def fake_import(name, *args, **kwargs):
-        if name.startswith("xarray"):
-            raise ImportError("no xarray")
+        if name == module or name.startswith(module + "."):
+            raise ImportError(f"no {module}")
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    monkeypatch.delitem(__import__("sys").modules, "xarray", raising=False)
-    with pytest.raises(ImportError, match=r"pip install 'convlstm\[data\]'"):
-        data.XarraySequences("x.nc", "v")
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ImportError, match=rf"pip install 'convlstm\[{extra}\]'"):
+        build(tmp_path)
 
 
 def test_batches_are_b_t_c_h_w():

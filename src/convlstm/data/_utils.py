@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 SPLITS = ("train", "val", "test")
 
@@ -64,13 +63,6 @@ def check_fractions(fractions: Sequence[float], name: str = "split_fractions") -
             f"at most 1, got {list(fractions)!r}"
         )
     return values + [0.0] * (3 - len(values))
-
-
-def resize_clip(clip: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    """Bilinear resize of a ``(T, C, H, W)`` clip to ``size`` (no-op for ``None``/same size)."""
-    if size is None or tuple(clip.shape[-2:]) == tuple(size):
-        return clip
-    return F.interpolate(clip, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def to_float(array: np.ndarray, scale: float | str) -> torch.Tensor:

@@ -171,7 +171,7 @@ class _ClipFolder(Dataset):
                 continue
             try:
                 return self._clip(i)
-            except (ValueError, OSError) as err:
+            except (ValueError, OSError, RuntimeError, EOFError) as err:
                 self.failed[path] = str(err)
                 warnings.warn(
                     f"skipping unreadable {self.kind} {path} ({err}); "
