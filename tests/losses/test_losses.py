@@ -39,7 +39,7 @@ def test_bce_unweighted_and_class_weighted():
     weighted = BinaryCrossEntropy(class_weights=[1.0, 3.0])(logits, target)
     close(weighted, (3 * math.log(2) + 1 * softplus(2)) / (3 + 1))
     close(BinaryCrossEntropy([1.0, 3.0], reduction="sum")(logits, target),
-          3 * math.log(2) + softplus(2))  # fmt: skip
+          3 * math.log(2) + softplus(2))
 
 
 def test_cross_entropy_class_weighted():
@@ -132,7 +132,7 @@ def test_ssim_of_constant_frames_by_hand():
     # data_range scales C1: values in [0, 255]
     c1 = (0.01 * 255) ** 2
     close(ssim(x * 255, y * 255, data_range=255.0),
-          (2 * a * b * 255**2 + c1) / ((a * a + b * b) * 255**2 + c1))  # fmt: skip
+          (2 * a * b * 255**2 + c1) / ((a * a + b * b) * 255**2 + c1))
 
 
 def test_ssim_identity_symmetry_and_small_frames():
@@ -160,7 +160,7 @@ def test_ssim_matches_torchmetrics_on_the_valid_region():
 def test_create_loss_by_name():
     assert set(list_losses()) == {
         "bce", "cross_entropy", "focal", "supcon", "triplet", "mse", "mae", "mse+mae", "ssim"
-    }  # fmt: skip
+    }
     assert isinstance(create_loss("focal", gamma=1.0), FocalLoss)
     with pytest.raises(KeyError, match="unknown loss 'l3'"):
         create_loss("l3")

@@ -23,7 +23,7 @@ FRAME_OPTIONS = [
 
 def _cnn_lstm(**options):
     return CNNLSTMClassifier(**{"in_channels": 2, "conv_channels": [4, 6], "lstm_hidden": 5,
-                                **options})  # fmt: skip
+                                **options})
 
 
 @pytest.mark.parametrize("options", CNN_LSTM_OPTIONS, ids=lambda o: ",".join(o) or "default")

@@ -24,7 +24,9 @@ OPTIONS = [
     {"global_pool": "avg", "dropout": 0.3, "head_hidden": 8},
     {"num_classes": 3},
     {"layer_norm": True, "peephole": "channel", "recurrent_activation": "hard_sigmoid"},
-]  # fmt: skip
+    {"peephole": "pixel", "spatial_size": [8, 8], "padding": "valid", "checkpoint": True,
+     "recurrent_dropout": 0.2},
+]
 
 
 def _config(**options):
@@ -59,6 +61,15 @@ def test_spatial_sizes_follow_pooling_and_valid_padding():
     _, maps = model(torch.randn(2, 3, 2, 12, 16), return_attention=True)
     assert maps["layer0.spatial"].shape == (2, 3, 1, 10, 14)  # valid 3x3
     assert maps["layer1.spatial"].shape == (2, 3, 1, 3, 5)  # pool 2 -> 5x7 -> valid 3x3
+
+
+def test_pixel_peepholes_follow_each_layer_size():
+    model = ClipClassifier(2, [3, 4], peephole="pixel", spatial_size=[13, 16], padding="valid")
+    assert model.layers[0].cell(0).peephole_weight.shape == (3, 3, 11, 14)
+    assert model.layers[1].cell(0).peephole_weight.shape == (3, 4, 3, 5)  # pool: 5x7, valid
+    assert model(torch.randn(1, 2, 2, 13, 16)).shape == (1, 1)
+    with pytest.raises(ValueError, match='peephole="pixel" was built for spatial_size'):
+        model(torch.randn(1, 2, 2, 12, 16))
 
 
 @pytest.mark.parametrize("ndim", [1, 3])
@@ -97,7 +108,7 @@ def test_spatial_attention_reweights_the_pooled_state():
 
 def test_residual_adds_the_layer_input():
     model = ClipClassifier(**_config(residual=True, hidden_channels=[4, 4], pool_size=1,
-                                     batch_norm=False)).eval()  # fmt: skip
+                                     batch_norm=False)).eval()
     assert model.residual == [False, True]
     x = torch.randn(2, 3, 2, 6, 6)
     first, _ = model.layers[0](x)
@@ -145,6 +156,7 @@ def test_overfits_eight_clips(options):
         ({"spatial_attention": "relu"}, "spatial_attention must be one of"),
         ({"dropout": 1.0}, "dropout must be a float in"),
         ({"residual": True, "padding": "valid"}, 'residual=True needs padding="same"'),
+        ({"residual": True}, "residual=True needs two consecutive layers of equal width"),
         ({"num_classes": 0}, "num_classes must be an int >= 1"),
     ],
 )

@@ -30,6 +30,7 @@ def _data(batch=2, size=8, steps=(3, 2)):
         {"attention": "temporal"},
         {"attention": ["sam", "temporal"], "scheduled_sampling": "reverse", "patch_size": 2},
         {"output_activation": "identity", "layer_norm": True, "peephole": "channel"},
+        {"peephole": "pixel", "spatial_size": 8, "patch_size": 2},
         {"scheduled_sampling": "reverse"},
         {"scheduled_sampling": "teacher_forcing", "output_frames": 4},
     ],
@@ -129,7 +130,7 @@ def test_reverse_sampling_returns_encoder_predictions():
     assert out.shape == y.shape and encoder_predictions.shape == (2, 2, 1, 8, 8)
     # with the encoder fed true frames only, the encoder state is the plain encoder's
     out_true, _ = model(x, y, encoder_ratio=1.0, teacher_forcing_ratio=1.0,
-                        return_encoder_predictions=True)  # fmt: skip
+                        return_encoder_predictions=True)
     torch.testing.assert_close(out_true, _teacher_forced_by_hand(model, x, y))
     with pytest.raises(ValueError, match='needs scheduled_sampling="reverse"'):
         _model()(x, y, return_encoder_predictions=True)

@@ -66,7 +66,7 @@ def test_temporal_weights_by_hand():
     seq = torch.tensor([1.0, 2.0]).view(1, 2, 1, 1, 1).expand(1, 2, 1, 2, 2).clone()
     seq[0, 1, 0, 0, 0] = 4.0  # pooled: p_0 = 1, p_1 = (4 + 2 + 2 + 2) / 4 = 2.5
     e = torch.tensor([3 * torch.tanh(torch.tensor(1 + 0.5 + 5.0)),
-                      3 * torch.tanh(torch.tensor(2.5 + 0.5 + 5.0))])  # fmt: skip
+                      3 * torch.tanh(torch.tensor(2.5 + 0.5 + 5.0))])
     w = torch.softmax(e, 0)
     context, weights = att(seq)
     torch.testing.assert_close(weights, w.unsqueeze(0))

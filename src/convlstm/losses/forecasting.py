@@ -42,7 +42,7 @@ class MSEMAELoss(nn.Module):
         super().__init__()
         if mse_weight < 0 or mae_weight < 0:
             raise ValueError(f"weights must be >= 0, got mse_weight={mse_weight}, "
-                             f"mae_weight={mae_weight}")  # fmt: skip
+                             f"mae_weight={mae_weight}")
         self.mse_weight, self.mae_weight = mse_weight, mae_weight
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,8 @@ class ClipClassifier(nn.Module):
         padding: ``"same"`` or ``"valid"`` for every ConvLSTM layer. Default ``"same"``.
         bias, activation, recurrent_activation, peephole, layer_norm, recurrent_dropout,
             checkpoint: passed to every ConvLSTM layer (see ``convlstm.ConvLSTM2d``).
+        spatial_size: the frame size ``S``; needed only by ``peephole="pixel"`` (each
+            layer's size then follows from padding and pooling). Default ``None``.
         pool_size: per-step max pooling between layers; 1 turns it off. Default 2.
         batch_norm: batch norm between layers. Default ``True``.
         batch_norm_affine: learn the norm's scale and shift (Keras ``center``/``scale``).
@@ -106,6 +108,7 @@ class ClipClassifier(nn.Module):
         activation: str = "tanh",
         recurrent_activation: str = "sigmoid",
         peephole: bool | str = False,
+        spatial_size: int | Sequence[int] | None = None,
         layer_norm: bool = False,
         recurrent_dropout: float = 0.0,
         checkpoint: bool = False,
@@ -148,19 +151,23 @@ class ClipClassifier(nn.Module):
         self.layers = nn.ModuleList()
         self.between = nn.ModuleList()
         self.residual = []
-        layer_in = in_channels
+        layer_in, size = in_channels, spatial_size
+        if size is not None:
+            size = int_list("spatial_size", size, ndim)
         for l, (width, kernel) in enumerate(zip(widths, kernels)):
             self.layers.append(
                 ConvLSTMNd(
                     layer_in, width, kernel, ndim=ndim, padding=padding, bias=bias,
                     activation=activation, recurrent_activation=recurrent_activation,
-                    peephole=peephole, layer_norm=layer_norm,
+                    peephole=peephole, spatial_size=size, layer_norm=layer_norm,
                     recurrent_dropout=recurrent_dropout, checkpoint=checkpoint,
                     attention="sam" if "sam" in kinds else None,
                     attention_options=attention_options,
                 )
-            )  # fmt: skip
+            )
             self.residual.append(residual and l > 0 and layer_in == width)
+            if size is not None:
+                size = [s // pool_size for s in self.layers[-1].output_size(size)]
             block: list[nn.Module] = []
             if l < len(widths) - 1:
                 if pool_size > 1:
@@ -169,7 +176,7 @@ class ClipClassifier(nn.Module):
                     block.append(
                         BATCH_NORM[ndim](width, batch_norm_eps, batch_norm_momentum,
                                          affine=batch_norm_affine)
-                    )  # fmt: skip
+                    )
             self.between.append(nn.Sequential(*block))
             layer_in = width
         last = len(widths) - 1
@@ -191,7 +198,12 @@ class ClipClassifier(nn.Module):
                              affine=batch_norm_affine)
             if final_batch_norm
             else nn.Identity()
-        )  # fmt: skip
+        )
+        if residual and not any(self.residual):
+            raise ValueError(
+                "residual=True needs two consecutive layers of equal width, "
+                f"got hidden_channels={widths}"
+            )
         self.embedding_dim = sum(widths) if multiscale else widths[-1]
         self.head = make_head(self.embedding_dim, num_classes, head_hidden, dropout)
 

@@ -111,6 +111,7 @@ class EncoderForecaster(nn.Module):
         attention_options: ``SelfAttentionMemory`` options (``key_channels``, ``key_stride``).
         activation, recurrent_activation, peephole, layer_norm, checkpoint: passed to the
             ConvLSTM stacks.
+        spatial_size: the frame size ``S``; needed only by ``peephole="pixel"``.
         scheduled_sampling: ``"linear"``, ``"reverse"``, ``"teacher_forcing"`` or
             ``"free_running"`` (see ``sampling_ratios``). Default ``"linear"``.
         sampling_start, sampling_steps: where the schedule starts and how many training
@@ -140,6 +141,7 @@ class EncoderForecaster(nn.Module):
         activation: str = "tanh",
         recurrent_activation: str = "sigmoid",
         peephole: bool | str = False,
+        spatial_size: int | Sequence[int] | None = None,
         layer_norm: bool = False,
         checkpoint: bool = False,
         scheduled_sampling: str = "linear",
@@ -172,15 +174,18 @@ class EncoderForecaster(nn.Module):
         self.sampling_start, self.sampling_steps = sampling_start, sampling_steps
         self.sampling_step = 0
         channels = in_channels * patch_size**ndim
+        if spatial_size is not None:
+            spatial_size = [s // patch_size for s in int_list("spatial_size", spatial_size, ndim)]
 
         def stack() -> ConvLSTMNd:
             return ConvLSTMNd(
                 channels, widths, kernels, ndim=ndim, activation=activation,
                 recurrent_activation=recurrent_activation, peephole=peephole,
+                spatial_size=spatial_size,
                 layer_norm=layer_norm, checkpoint=checkpoint,
                 attention="sam" if "sam" in kinds else None,
                 attention_options=attention_options, return_all_layers=True,
-            )  # fmt: skip
+            )
 
         self.encoder = stack()
         self.forecaster = stack()
@@ -317,13 +322,13 @@ class EncoderForecaster(nn.Module):
             encoder_frames, state, tops = self._unroll(
                 self.encoder, self.encoder_head, xs[:, 0], xs[:, 1:], enc_ratio, None,
                 self.input_frames, maps, "encoder",
-            )  # fmt: skip
+            )
             memory = torch.stack(tops, dim=1)
         truth = patch(target) if self.training and target is not None else None
         frames, _, _ = self._unroll(
             self.forecaster, self.head, xs[:, -1], truth, dec_ratio, state,
             self.output_frames, maps, "forecaster", memory,
-        )  # fmt: skip
+        )
 
         def unpatch(seq: list[torch.Tensor]) -> torch.Tensor:
             return unpatchify(torch.stack(seq, 1).flatten(0, 1), p, nd).unflatten(0, (batch, -1))
