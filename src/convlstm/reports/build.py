@@ -1,0 +1,144 @@
+"""Whole-run reports: make every plot for a classifier or forecaster run, then ``report.html``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import as_array
+from .animation import write_forecast_animation
+from .classification import plot_clip_predictions, plot_confusion_matrix
+from .curves import plot_lead_time_curves, plot_learning_curves, plot_roc
+from .frames import plot_attention_overlays, plot_forecast_strip
+from .html import write_report
+
+_CURVE_KEYS = ("roc_fpr", "roc_tpr", "roc_thresholds")
+
+History = Sequence[Mapping[str, Any]]
+
+
+def _learning_section(run_dir: Path, history: History | None) -> list[tuple[str, list[Path]]]:
+    if not history:
+        return []
+    try:
+        return [
+            ("Learning curves", [plot_learning_curves(history, run_dir / "learning_curves.png")])
+        ]
+    except ValueError:  # no numeric values logged yet
+        return []
+
+
+def build_classification_report(
+    run_dir: str | Path, history: History | None, eval_result: Mapping[str, Any]
+) -> Path:
+    """Plot a classifier run into ``run_dir`` and write ``run_dir/report.html``.
+
+    ``eval_result`` keys:
+        * ``metrics`` (required): the dict of :class:`convlstm.metrics.ClassificationMetrics`;
+          ``roc_fpr``/``roc_tpr``/``roc_auc`` give the ROC plot (binary), ``confusion_matrix``
+          the confusion-matrix plot. Shown as the metrics table (ROC curve lists left out).
+        * ``class_names``: ``K`` names (default ``"0"``, ``"1"``, ...).
+        * ``probs`` ``(N,)`` or ``(N, K)`` and ``labels`` ``(N,)``: the evaluated set.
+        * ``clips`` ``(n, T, C, H, W)``: a few samples to show, by default the first ``n`` of
+          ``probs``/``labels``; ``clip_indices`` ``(n,)`` picks other rows instead.
+        * ``attention`` ``(n, T, h, w)``: optional maps for ``clips``, drawn as overlays.
+        * ``title``, ``notes``: optional page title and free text.
+
+    Writes ``learning_curves.png`` (when ``history`` has values), ``roc.png``,
+    ``confusion_matrix.png``, ``clip_predictions.png`` and ``attention.png`` as available.
+    """
+    run_dir = Path(run_dir)
+    metrics = dict(eval_result["metrics"])
+    names = eval_result.get("class_names")
+    sections = _learning_section(run_dir, history)
+
+    evaluation = []
+    if "roc_fpr" in metrics and "roc_tpr" in metrics:
+        auc = float(metrics.get("roc_auc", float("nan")))
+        evaluation.append(
+            plot_roc(metrics["roc_fpr"], metrics["roc_tpr"], auc, run_dir / "roc.png")
+        )
+    if "confusion_matrix" in metrics:
+        matrix = metrics["confusion_matrix"]
+        names = names or [str(i) for i in range(len(matrix))]
+        evaluation.append(plot_confusion_matrix(matrix, names, run_dir / "confusion_matrix.png"))
+    if evaluation:
+        sections.append(("Evaluation", evaluation))
+
+    if eval_result.get("clips") is not None:
+        clips = as_array(eval_result["clips"], "eval_result['clips']", 5, "(n, T, C, H, W)")
+        default = np.arange(len(clips))
+        rows = np.asarray(eval_result.get("clip_indices", default), dtype=int)
+        probs = as_array(eval_result["probs"], "eval_result['probs']", (1, 2), "(N,) or (N, K)")
+        labels = as_array(eval_result["labels"], "eval_result['labels']", 1, "(N,)")
+        k = probs.shape[1] if probs.ndim == 2 else 2
+        names = names or [str(i) for i in range(k)]
+        clip_plot = plot_clip_predictions(
+            clips, probs[rows], labels[rows], names, run_dir / "clip_predictions.png"
+        )
+        sections.append(("Sample clips", [clip_plot]))
+        if eval_result.get("attention") is not None:
+            overlay = plot_attention_overlays(
+                clips, eval_result["attention"], run_dir / "attention.png"
+            )
+            sections.append(("Attention", [overlay]))
+
+    table = {k: v for k, v in metrics.items() if k not in _CURVE_KEYS}
+    title = eval_result.get("title") or f"{run_dir.name}: clip classification"
+    return write_report(run_dir, title, table, sections, eval_result.get("notes", ""))
+
+
+def build_forecast_report(
+    run_dir: str | Path, history: History | None, eval_result: Mapping[str, Any]
+) -> Path:
+    """Plot a forecaster run into ``run_dir`` and write ``run_dir/report.html``.
+
+    ``eval_result`` keys:
+        * ``metrics`` (required): the dict of :class:`convlstm.metrics.ForecastMetrics`; its
+          ``*_per_lead`` lists give the lead-time plot, the rest the metrics table.
+        * ``inputs`` ``(n, T_in, C, H, W)``, ``truth`` and ``forecast`` ``(n, T_out, C, H, W)``:
+          a few sequences for the frame strip (first three) and the animation (first one).
+        * ``attention`` ``(n, T, h, w)``: optional maps, overlaid on the inputs when
+          ``T == T_in``, else on the forecast frames (``T == T_out``).
+        * ``cmap``: colour map for one-channel frames (default ``"gray"``; ``"viridis"`` suits
+          radar); ``title``, ``notes``: optional page title and free text.
+
+    Writes ``learning_curves.png``, ``forecast_strip.png``, ``forecast.gif`` (embedded too),
+    ``lead_time.png`` and ``attention.png`` as available.
+    """
+    run_dir = Path(run_dir)
+    metrics = dict(eval_result["metrics"])
+    cmap = eval_result.get("cmap", "gray")
+    sections = _learning_section(run_dir, history)
+
+    has_frames = all(eval_result.get(k) is not None for k in ("inputs", "truth", "forecast"))
+    if has_frames:
+        inputs, truth, forecast = (eval_result[k] for k in ("inputs", "truth", "forecast"))
+        strip = plot_forecast_strip(
+            inputs, truth, forecast, run_dir / "forecast_strip.png", cmap=cmap
+        )
+        gif = write_forecast_animation(
+            run_dir / "forecast.gif", inputs[:1], truth[:1], forecast[:1], cmap=cmap
+        )
+        sections.append(("Forecasts: input / truth / forecast", [strip, gif]))
+
+    per_lead = {k: v for k, v in metrics.items() if k.endswith("_per_lead")}
+    if per_lead:
+        sections.append(
+            ("Error by lead time", [plot_lead_time_curves(per_lead, run_dir / "lead_time.png")])
+        )
+
+    if has_frames and eval_result.get("attention") is not None:
+        maps = as_array(eval_result["attention"], "eval_result['attention']", 4, "(n, T, h, w)")
+        frames = as_array(eval_result["inputs"], "eval_result['inputs']", 5, "(n, T_in, C, H, W)")
+        if maps.shape[1] != frames.shape[1]:
+            frames = as_array(forecast, "eval_result['forecast']", 5, "(n, T_out, C, H, W)")
+        overlay = plot_attention_overlays(frames, maps, run_dir / "attention.png", cmap=cmap)
+        sections.append(("Attention", [overlay]))
+
+    table = {k: v for k, v in metrics.items() if k not in per_lead}
+    title = eval_result.get("title") or f"{run_dir.name}: frame forecasting"
+    return write_report(run_dir, title, table, sections, eval_result.get("notes", ""))

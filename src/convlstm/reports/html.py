@@ -1,0 +1,140 @@
+"""A self-contained ``report.html``: inline CSS, images as base64 data URIs, no scripts and no
+external resources, so the file can be mailed, archived or opened offline."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import math
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+_MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+_MAX_INLINE_LIST = 12
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
+       background: #f6f7f9; color: #1d232b; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px; }
+h1 { margin: 0 0 4px; font-size: 1.7em; }
+h2 { margin-top: 32px; border-bottom: 2px solid #d8dde3; padding-bottom: 4px; }
+.meta { color: #5b6672; margin: 0; }
+table { border-collapse: collapse; background: #fff; }
+th, td { padding: 4px 12px; border: 1px solid #d8dde3; text-align: left; }
+th { background: #eef1f4; font-weight: 600; }
+td.num { font-variant-numeric: tabular-nums; }
+table.matrix td { text-align: right; padding: 2px 8px; }
+.figures { display: flex; flex-wrap: wrap; gap: 16px; }
+figure { margin: 0; background: #fff; padding: 8px; border: 1px solid #d8dde3; }
+figure img { display: block; max-width: 100%; height: auto; }
+figcaption { color: #5b6672; font-size: 0.85em; margin-top: 4px; }
+.notes { white-space: pre-wrap; background: #fff; padding: 12px; border: 1px solid #d8dde3; }
+"""
+
+
+def _format_number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return escape(str(value))
+    if isinstance(value, int):
+        return str(value)
+    return "nan" if math.isnan(value) else f"{value:.4g}"
+
+
+def _format_value(value: Any) -> str:
+    """A table cell: numbers to 4 significant digits, short lists inline, matrices as tables."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(row, (list, tuple)) for row in value):
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_format_number(v)}</td>" for v in row) + "</tr>"
+                for row in value
+            )
+            return f'<table class="matrix">{rows}</table>'
+        if len(value) > _MAX_INLINE_LIST:
+            return f"{len(value)} values (see the plots)"
+        return ", ".join(_format_number(v) for v in value)
+    return _format_number(value)
+
+
+def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> str:
+    """An HTML table of ``metrics`` (nested dicts flattened to ``a.b`` keys)."""
+    rows = "".join(
+        f'<tr><th>{escape(key)}</th><td class="num">{_format_value(value)}</td></tr>'
+        for key, value in _flatten(metrics)
+    )
+    return f"<table>{rows}</table>"
+
+
+def image_tag(path: str | Path) -> str:
+    """``<figure>`` with the file embedded as a base64 data URI (PNG, GIF or JPEG)."""
+    path = Path(path)
+    mime = _MIME.get(path.suffix.lower())
+    if mime is None:
+        raise ValueError(f"cannot embed {path.name!r}: expected one of {sorted(_MIME)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"report image not found: {path}")
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    name = escape(path.name)
+    return (
+        f'<figure><img src="data:{mime};base64,{data}" alt="{escape(path.stem)}">'
+        f"<figcaption>{name}</figcaption></figure>"
+    )
+
+
+def write_report(
+    run_dir: str | Path,
+    title: str,
+    metrics: Mapping[str, Any],
+    sections: Sequence[tuple[str, Sequence[str | Path]]],
+    notes: str = "",
+) -> Path:
+    """Write ``run_dir/report.html`` and return its path.
+
+    Args:
+        title: page heading.
+        metrics: shown as a table; floats to 4 significant digits, lists of up to 12 values
+            inline, lists of lists as small matrices, nested dicts as ``a.b`` rows.
+        sections: ``(heading, image paths)`` in order; every image is embedded.
+        notes: plain text shown at the end (escaped, line breaks kept).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    parts = [
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="meta">{escape(run_dir.name)} · written {stamp}</p>',
+    ]
+    if metrics:
+        parts.append(f"<section><h2>Metrics</h2>{metrics_table(metrics)}</section>")
+    for heading, images in sections:
+        figures = "".join(image_tag(p) for p in images)
+        parts.append(
+            f'<section><h2>{escape(heading)}</h2><div class="figures">{figures}</div></section>'
+        )
+    if notes:
+        parts.append(f'<section><h2>Notes</h2><div class="notes">{escape(notes)}</div></section>')
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        + "\n".join(parts)
+        + "\n</main>\n</body>\n</html>\n"
+    )
+    path = run_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
