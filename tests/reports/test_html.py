@@ -152,3 +152,32 @@ def test_build_forecast_report_metrics_only(tmp_path):
     path = build_forecast_report(tmp_path, None, {"metrics": {"mse": 1.5}})
     html = path.read_text(encoding="utf-8")
     assert "data:image" not in html and ">1.5<" in html
+
+
+def test_metrics_table_formats_numpy_and_tensor_values(tmp_path):
+    metrics = {
+        "a": np.float32(0.123456),
+        "b": np.int64(7),
+        "c": torch.tensor(0.5),
+        "d": np.array([1.0, 2.0]),
+        "e": True,
+    }
+    html = write_report(tmp_path, "t", metrics, []).read_text(encoding="utf-8")
+    for cell in (">0.1235<", ">7<", ">0.5<", ">1, 2<", ">True<"):
+        assert cell in html, cell
+
+
+def test_build_forecast_report_rejects_attention_of_unknown_length(tmp_path, rng, forecast_data):
+    inputs, truth, forecast = forecast_data  # T_in = 4, T_out = 3
+    result = {
+        "metrics": {},
+        "inputs": inputs,
+        "truth": truth,
+        "forecast": forecast,
+        "attention": rng.random((2, 5, 4, 4)),
+    }
+    with pytest.raises(ValueError, match=r"T = T_in = 4 or T = T_out = 3.*\(2, 5, 4, 4\)"):
+        build_forecast_report(tmp_path, None, result)
+    result["attention"] = rng.random((2, 3, 4, 4))  # overlaid on the forecast frames
+    html = build_forecast_report(tmp_path, None, result).read_text(encoding="utf-8")
+    assert (tmp_path / "attention.png").is_file() and html.count("data:image/png") == 2

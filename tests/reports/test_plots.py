@@ -135,3 +135,63 @@ def test_evenly_spaced():
     assert evenly_spaced(4, 10) == [0, 1, 2, 3]
     assert evenly_spaced(10, 4) == [0, 3, 6, 9]
     assert evenly_spaced(10, 1) == [0]
+
+
+def test_plot_clip_predictions_single_clip_and_missing_names(tmp_path, rng):
+    clip = rng.random((1, 3, 1, 8, 8))
+    path = plot_clip_predictions(
+        clip,
+        np.array([[0.1, 0.7, 0.2]]),
+        np.array([2]),
+        np.array(["a", "b", "c"]),
+        tmp_path / "one.png",
+    )
+    assert_sane_size(path, min_side=100)
+    with pytest.raises(ValueError, match=r"all 3 classes.*got 2 names"):
+        plot_clip_predictions(
+            clip, np.array([[0.1, 0.7, 0.2]]), np.array([1]), ["a", "b"], tmp_path / "bad.png"
+        )
+    with pytest.raises(ValueError, match=r"labels without a name: \[5\]"):
+        plot_clip_predictions(
+            clip, np.array([0.3]), np.array([5]), ["a", "b"], tmp_path / "bad.png"
+        )
+
+
+def test_learning_curves_from_csv_strings(tmp_path):
+    """Rows as csv.DictReader gives them from Lightning's metrics.csv: strings, '' when absent."""
+    rows = [
+        {"epoch": "0", "step": "9", "train_loss": "0.9", "val_loss": ""},
+        {"epoch": "0", "step": "9", "train_loss": "", "val_loss": "0.8"},
+        {"epoch": "1", "step": "19", "train_loss": "0.5", "val_loss": "nan"},
+    ]
+    x_label, panels = learning_curve_panels(rows)
+    assert x_label == "step"
+    assert panels["loss"] == {"train_loss": ([9.0, 19.0], [0.9, 0.5]), "val_loss": ([9.0], [0.8])}
+    assert_sane_size(plot_learning_curves(rows, tmp_path / "csv.png"))
+
+
+def test_plots_never_import_pyplot(tmp_path):
+    """Plots go through Agg figures only: a broken GUI backend setting is never touched."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from convlstm.reports import plot_roc, plot_forecast_strip\n"
+        f"plot_roc([0, 1], [0, 1], 0.5, {str(tmp_path / 'r.png')!r})\n"
+        "x = np.random.rand(1, 2, 1, 8, 8)\n"
+        f"plot_forecast_strip(x, x, x, {str(tmp_path / 's.png')!r})\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "TkAgg", "DISPLAY": ":99"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "r.png").stat().st_size > 0 and (tmp_path / "s.png").stat().st_size > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def _render_frames(
         if frame is None:
             return Image.new("RGB", (pw, ph), _BLANK)
         image = Image.fromarray(to_rgb(frame_image(frame, vmin, vmax), cmap))
-        return image.resize((pw, ph), Image.NEAREST)
+        return image.resize((pw, ph), Image.Resampling.NEAREST)
 
     t_in, t_out = inputs.shape[0], forecast.shape[0]
     images = []
@@ -81,7 +82,7 @@ def _write_mp4(path: Path, images: list[Image.Image], fps: float) -> None:
     width, height = (images[0].width + 1) // 2 * 2, (images[0].height + 1) // 2 * 2
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=round(fps))
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for image in images:
             padded = Image.new("RGB", (width, height), _BACKGROUND)
@@ -115,6 +116,8 @@ def write_forecast_animation(
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
     if suffix not in (".gif", ".mp4"):
         raise ValueError(f"path must end in .gif or .mp4, got {path.name!r}")
     x = _sequence(inputs, "inputs", "(T_in, C, H, W)")

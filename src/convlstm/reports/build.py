@@ -63,7 +63,7 @@ def build_classification_report(
         )
     if "confusion_matrix" in metrics:
         matrix = metrics["confusion_matrix"]
-        names = names or [str(i) for i in range(len(matrix))]
+        names = [str(i) for i in range(len(matrix))] if names is None else list(names)
         evaluation.append(plot_confusion_matrix(matrix, names, run_dir / "confusion_matrix.png"))
     if evaluation:
         sections.append(("Evaluation", evaluation))
@@ -75,7 +75,7 @@ def build_classification_report(
         probs = as_array(eval_result["probs"], "eval_result['probs']", (1, 2), "(N,) or (N, K)")
         labels = as_array(eval_result["labels"], "eval_result['labels']", 1, "(N,)")
         k = probs.shape[1] if probs.ndim == 2 else 2
-        names = names or [str(i) for i in range(k)]
+        names = [str(i) for i in range(k)] if names is None else list(names)
         clip_plot = plot_clip_predictions(
             clips, probs[rows], labels[rows], names, run_dir / "clip_predictions.png"
         )
@@ -133,9 +133,14 @@ def build_forecast_report(
 
     if has_frames and eval_result.get("attention") is not None:
         maps = as_array(eval_result["attention"], "eval_result['attention']", 4, "(n, T, h, w)")
-        frames = as_array(eval_result["inputs"], "eval_result['inputs']", 5, "(n, T_in, C, H, W)")
-        if maps.shape[1] != frames.shape[1]:
-            frames = as_array(forecast, "eval_result['forecast']", 5, "(n, T_out, C, H, W)")
+        x = as_array(inputs, "eval_result['inputs']", 5, "(n, T_in, C, H, W)")
+        f = as_array(forecast, "eval_result['forecast']", 5, "(n, T_out, C, H, W)")
+        if maps.shape[1] not in (x.shape[1], f.shape[1]):
+            raise ValueError(
+                f"eval_result['attention'] must have T = T_in = {x.shape[1]} or "
+                f"T = T_out = {f.shape[1]} maps per sequence, got {maps.shape}"
+            )
+        frames = x if maps.shape[1] == x.shape[1] else f
         overlay = plot_attention_overlays(frames, maps, run_dir / "attention.png", cmap=cmap)
         sections.append(("Attention", [overlay]))
 

@@ -84,6 +84,13 @@ def plot_clip_predictions(
             f"clips, probs and labels must hold the same n samples, got clips "
             f"{x.shape}, probs {p.shape} and labels {y.shape}"
         )
+    k = p.shape[1] if p.ndim == 2 else 2
+    bad_labels = sorted({int(v) for v in y if not 0 <= v < len(class_names)})
+    if len(class_names) < k or bad_labels:
+        raise ValueError(
+            f"class_names must name all {k} classes and every label, got {len(class_names)} "
+            f"names; labels without a name: {bad_labels}"
+        )
     pred, confidence = predicted_classes(p)
     frames = evenly_spaced(x.shape[1], frames_per_clip)
     fig = new_figure(1.9 * len(frames) + 0.4, 2.3 * n)

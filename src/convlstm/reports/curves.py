@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,10 +17,16 @@ _SPLITS = ("train", "val", "test")
 
 
 def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or None for missing, NaN, bools, strings and lists."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-            return _number(value.item())
+    """``value`` as a finite float (numeric strings, as read from a CSV log, included), or None
+    for missing, empty, NaN, bools, other strings and lists."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
@@ -61,7 +68,9 @@ def plot_learning_curves(history: Sequence[Mapping[str, Any]], path: str | Path)
     """Loss curves and one panel per other metric from rows like
     ``{"epoch": 0, "step": 120, "train_loss": 0.7, "val_loss": 0.6, "val_accuracy": 0.55}``.
 
-    Keys may differ between rows; missing and NaN values are skipped. Train and validation
+    Keys may differ between rows; missing, empty and NaN values are skipped and numeric strings
+    (rows of Lightning's ``metrics.csv`` read with ``csv.DictReader``) are parsed. Train and
+    validation
     versions of a metric (``train_x``, ``val_x``, ``x_step``, ``x_epoch``) share a panel.
     """
     x_label, panels = learning_curve_panels(history)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
@@ -35,16 +36,16 @@ figcaption { color: #5b6672; font-size: 0.85em; margin-top: 4px; }
 
 
 def _format_number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return escape(str(value))
-    if isinstance(value, int):
-        return str(value)
-    return "nan" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    return "nan" if math.isnan(value) else f"{float(value):.4g}"
 
 
 def _format_value(value: Any) -> str:
     """A table cell: numbers to 4 significant digits, short lists inline, matrices as tables."""
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
         value = value.tolist()
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(row, (list, tuple)) for row in value):
