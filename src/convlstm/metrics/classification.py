@@ -50,7 +50,9 @@ class ClassificationMetrics(Metric):
           columns = predicted class.
         * binary only: ``best_threshold`` maximising Youden's J = TPR - FPR over the ROC curve
           (predict class 1 when ``p >= best_threshold``), ``accuracy_at_best_threshold``,
-          ``youden_j``, and the ROC curve ``roc_fpr``, ``roc_tpr``, ``roc_thresholds``.
+          ``youden_j``, and the ROC curve ``roc_fpr``, ``roc_tpr``, ``roc_thresholds``
+          (torchmetrics' ``binary_roc``: decreasing thresholds, the first point (0, 0) has
+          threshold 1.0).
         * ``num_samples``.
 
     Use it with ``update``/``compute``/``reset``; calling the module on a batch also works but

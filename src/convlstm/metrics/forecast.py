@@ -23,10 +23,10 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 
-def _contingency(pred: Tensor, target: Tensor, threshold: float) -> tuple[int, int, int]:
-    """Hits, misses and false alarms where an event is ``value >= threshold``."""
+def _contingency(pred: Tensor, target: Tensor, threshold: float) -> Tensor:
+    """``[hits, misses, false alarms]`` (int64) where an event is ``value >= threshold``."""
     p, t = pred >= threshold, target >= threshold
-    return int((p & t).sum()), int((~p & t).sum()), int((p & ~t).sum())
+    return torch.stack([(p & t).sum(), (~p & t).sum(), (p & ~t).sum()])
 
 
 def _skill(hits: int, misses: int, false_alarms: int) -> dict[str, float]:
@@ -55,7 +55,7 @@ def nowcast_scores(pred: Tensor, target: Tensor, threshold: float) -> dict[str, 
             f"pred and target must have the same shape, got pred {tuple(pred.shape)} "
             f"and target {tuple(target.shape)}"
         )
-    hits, misses, false_alarms = _contingency(pred, target, float(threshold))
+    hits, misses, false_alarms = _contingency(pred, target, float(threshold)).tolist()
     return {
         "hits": hits,
         "misses": misses,
@@ -126,16 +126,16 @@ class ForecastMetrics(Metric):
             )
         pred, target = pred.detach().float(), target.detach().float()
         diff = pred - target
-        self.frame_se.append(diff.square().sum(dim=(2, 3, 4)).double())
+        frame_se = diff.square().sum(dim=(2, 3, 4)).double()
+        self.frame_se.append(frame_se)
         self.frame_ae.append(diff.abs().sum(dim=(2, 3, 4)).double())
         self.frame_ssim.append(self._ssim(pred, target).double())
-        frame_mse = diff.square().mean(dim=(2, 3, 4)).double().clamp_min(1e-10 * self.data_range**2)
-        self.frame_psnr.append(10 * torch.log10(self.data_range**2 / frame_mse))
+        range2 = self.data_range**2
+        frame_mse = (frame_se / diff[0, 0].numel()).clamp_min(1e-10 * range2)
+        self.frame_psnr.append(10 * torch.log10(range2 / frame_mse))
         self.pixels += diff.numel()
         for i, thr in enumerate(self.thresholds):
-            self.contingency[i] += torch.tensor(_contingency(pred, target, thr)).to(
-                self.contingency.device
-            )
+            self.contingency[i] += _contingency(pred, target, thr)
 
     def _ssim(self, pred: Tensor, target: Tensor) -> Tensor:
         """SSIM per frame, ``(B, T_out)``: Gaussian window (sigma 1.5, 11x11) or, for frames
