@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow test-browser lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,19 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m convlstm.demo
+	$(PY) -m convlstm.cli demo
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# Reports rendered in headless Chromium (Debian's chromium package, installed on demand).
+test-browser: $(STAMP)
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
+	$(PY) -m pytest -q -m browser tests/reports
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

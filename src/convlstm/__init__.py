@@ -12,6 +12,18 @@ from .nn import (
 
 __version__ = "0.1.0"
 
+_LAZY = {"train": "training", "load": "training", "Run": "training", "resume": "training"}
+
+
+def __getattr__(name: str):
+    # The training API imports Lightning: load it on first use, not on `import convlstm`.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'convlstm' has no attribute {name!r}")
+
+
 __all__ = [
     "ConvLSTM1d",
     "ConvLSTM2d",
@@ -19,6 +31,10 @@ __all__ = [
     "ConvLSTMCell1d",
     "ConvLSTMCell2d",
     "ConvLSTMCell3d",
+    "Run",
     "__version__",
+    "load",
+    "resume",
     "set_fusion",
+    "train",
 ]

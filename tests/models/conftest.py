@@ -3,14 +3,9 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Seeded, single-threaded: on 2 shared cores, intra-op threads on these tiny tensors
-    oversubscribe the machine and make a training step 20-50x slower."""
+def _seed():
+    """Seeded (tests/conftest.py already makes every test single-threaded)."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

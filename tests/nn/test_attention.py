@@ -6,14 +6,6 @@ import torch
 from convlstm.nn.attention import SpatialAttention, TemporalAttention
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("ndim", [1, 2, 3])
 def test_spatial_softmax_map_sums_to_one_and_rescales(ndim):
     att = SpatialAttention(4, "softmax", ndim=ndim)

@@ -144,7 +144,8 @@ def lstm_pointwise(
     if _use_fused(c_prev):
         try:
             if _compiled is None:
-                _compiled = torch.compile(_pointwise, dynamic=None)
+                # dynamic=True: one kernel for every batch and frame size (no recompiles)
+                _compiled = torch.compile(_pointwise, dynamic=True)
             return _compiled(*args)
         except Exception as error:  # compiler missing or broken on this machine
             _fusion_failed = True

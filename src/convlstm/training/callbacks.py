@@ -1,0 +1,122 @@
+"""Lightning callbacks and checkpoint I/O that make runs safe to kill and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename,
+    so a reader (or a run killed mid-write) never sees a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose writes are atomic (temporary file + rename)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class NonFiniteLossGuard(pl.Callback):
+    """Stop the run at the first NaN/inf training loss, naming the step and the last good
+    checkpoint (which ``convlstm train --resume`` would restart from)."""
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        # Checked before backward, so the bad loss never reaches the weights.
+        if bool(torch.isfinite(loss).all()):
+            return
+        last = None
+        for callback in trainer.checkpoint_callbacks:
+            candidate = getattr(callback, "last_model_path", "") or getattr(
+                callback, "best_model_path", ""
+            )
+            if candidate and Path(candidate).is_file():
+                last = candidate
+        raise NonFiniteLossError(
+            f"training loss became {loss.item()} at global step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}); "
+            f"last good checkpoint: {last or 'none written yet'}. Lower the learning rate, "
+            "enable gradient clipping (trainer.gradient_clip_val) or check the data."
+        )
+
+
+class RNGState(pl.Callback):
+    """Save the Python, NumPy and torch random states in every checkpoint and restore them
+    on resume, so a resumed run draws the same dropout masks and augmentations."""
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0],
+            "python_gauss": random.getstate()[2],
+            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+            "numpy_gauss": [int(np_state[3]), float(np_state[4])],
+            "torch": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+        keys = state["numpy_keys"].numpy().astype(np.uint32)
+        has_gauss, gauss = state["numpy_gauss"]
+        np.random.set_state(("MT19937", keys, state["numpy_pos"], has_gauss, gauss))
+        torch.set_rng_state(state["torch"])
+
+
+class RankFingerprint(pl.Callback):
+    """In multi-process runs, write every rank's parameter fingerprint to
+    ``run_dir/ranks/rank{k}.json`` at the end of fitting (ranks must agree under DDP)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.world_size <= 1:
+            return
+        digest = hashlib.sha256()
+        for name, param in sorted(pl_module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(param.detach().cpu().contiguous().numpy().tobytes())
+        folder = self.run_dir / "ranks"
+        folder.mkdir(parents=True, exist_ok=True)
+        body = {"rank": trainer.global_rank, "world_size": trainer.world_size,
+                "sha256": digest.hexdigest(), "global_step": trainer.global_step}  # fmt: skip
+        atomic_write_bytes(folder / f"rank{trainer.global_rank}.json", json.dumps(body).encode())
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: map non-finite floats to ``None``."""
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None

@@ -1,0 +1,118 @@
+"""Evaluate a run on a split and turn the result into the run's report."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..metrics import ClassificationMetrics, ForecastMetrics
+from .config import DataConfig, config_from_dict
+
+
+def _datamodule_for(run, data: dict[str, Any] | None):
+    from .datamodule import SequenceDataModule
+
+    config = run.config
+    if data is not None:
+        raw = config.to_dict()
+        raw["data"] = data
+        config = config_from_dict(raw)
+    data_config: DataConfig = copy.deepcopy(config.data)
+    data_config.augment = None
+    module = SequenceDataModule(data_config, seed=config.seed, run_dir=run.run_dir)
+    module.setup()
+    return module
+
+
+def _spatial_maps(maps: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The last per-step spatial map ``(n, T, h, w)`` of an attention dict, if any."""
+    for key in sorted(maps, reverse=True):
+        value = maps[key]
+        if "spatial" in key and value.dim() >= 4:
+            return value.reshape(*value.shape[:2], *value.shape[-2:])
+    return None
+
+
+@torch.no_grad()
+def evaluate_run(
+    run,
+    split: str = "test",
+    data: dict[str, Any] | None = None,
+    model: nn.Module | None = None,
+    datamodule=None,
+    max_batches: int | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``run``'s model on ``split``, and the samples its report plots.
+
+    Returns a dict with ``metrics`` and, for classification, ``probs``, ``labels``,
+    ``clips`` (the first ``evaluation.report_samples`` clips) and ``attention``; for
+    forecasting ``inputs``, ``truth``, ``forecast`` (first samples) and ``attention``.
+    """
+    model = (model or run.model).eval()
+    datamodule = datamodule or _datamodule_for(run, data)
+    loader = {"train": datamodule.val_dataloader, "val": datamodule.val_dataloader,
+              "test": datamodule.test_dataloader}[split]()  # fmt: skip
+    n_samples = run.config.evaluation.report_samples
+    classification = run.config.task == "classification"
+    if classification:
+        num_classes = int(getattr(model, "num_classes", 1))
+        # Evaluation runs in one process: never wait for other ranks to sync.
+        metrics = ClassificationMetrics(
+            2 if num_classes == 1 else num_classes, sync_on_compute=False
+        )
+    else:
+        ev = run.config.evaluation
+        metrics = ForecastMetrics(
+            data_range=ev.data_range, thresholds=ev.thresholds or None, sync_on_compute=False
+        )
+    probs, labels, samples = [], [], None
+    for index, (x, y) in enumerate(loader):
+        if max_batches is not None and index >= max_batches:
+            break
+        out = model(x)
+        if classification:
+            scores = torch.sigmoid(out.reshape(-1)) if num_classes == 1 else out.softmax(-1)
+            metrics.update(scores, y)
+            probs.append(scores)
+            labels.append(y)
+        else:
+            metrics.update(out.float(), y.float())
+        if samples is None:
+            samples = (x[:n_samples], y[:n_samples], out[:n_samples])
+    result: dict[str, Any] = {"metrics": metrics.compute(), "split": split}
+    if samples is None:
+        raise ValueError(f"the {split} split is empty: nothing to evaluate")
+    x, y, out = samples
+    attention = None
+    if "return_attention" in inspect.signature(model.forward).parameters:
+        _, maps = model(x, return_attention=True)
+        attention = _spatial_maps(maps)
+    if classification:
+        class_names = getattr(datamodule.datasets["train"], "class_names", None)
+        result.update(
+            probs=torch.cat(probs).numpy(), labels=torch.cat(labels).numpy(),
+            class_names=list(class_names) if class_names else None,
+            clips=x.numpy(), attention=None if attention is None else attention.numpy(),
+        )  # fmt: skip
+    else:
+        result.update(
+            inputs=x.numpy(), truth=y.numpy(), forecast=out.numpy(),
+            attention=None if attention is None else attention.numpy(),
+        )  # fmt: skip
+    return result
+
+
+def write_run_report(run, result: dict[str, Any]) -> Path:
+    """Plots and ``report.html`` for a run from an ``evaluate_run`` result."""
+    from ..reports import build_classification_report, build_forecast_report
+    from .run import read_history
+
+    history = read_history(run.run_dir)
+    if run.config.task == "classification":
+        return build_classification_report(run.run_dir, history, result)
+    return build_forecast_report(run.run_dir, history, result)

@@ -1,0 +1,74 @@
+"""The ``lightning.Trainer`` of a run: callbacks, loggers and atomic checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from .callbacks import AtomicCheckpointIO, NonFiniteLossGuard, RankFingerprint, RNGState
+from .config import RunConfig
+
+
+def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
+    """A ``Trainer`` writing checkpoints to ``run_dir/checkpoints`` and logs to
+    ``run_dir/logs`` (CSV, and TensorBoard when installed)."""
+    t = config.trainer
+    monitor, mode = config.monitored()
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_last=True,
+        save_top_k=1,
+        every_n_train_steps=t.checkpoint_every_n_steps,
+        enable_version_counter=False,
+    )
+    callbacks: list[pl.Callback] = [checkpoint, NonFiniteLossGuard(), RNGState()]
+    callbacks.append(RankFingerprint(run_dir))
+    if config.early_stopping is not None:
+        es = config.early_stopping
+        callbacks.append(
+            EarlyStopping(
+                monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta
+            )
+        )
+    if config.scheduler.name != "none":
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    loggers: list = [CSVLogger(run_dir, name="logs", version="")]
+    try:  # TensorBoard is optional (pip install convlstm[tensorboard])
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir / "logs", name="tensorboard", version=""))
+    except ModuleNotFoundError:
+        pass
+    options = dict(
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time=t.max_time,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        limit_test_batches=t.limit_test_batches,
+        val_check_interval=t.val_check_interval,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        default_root_dir=run_dir,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    options.update(overrides)
+    return pl.Trainer(**options)

@@ -1,0 +1,162 @@
+"""The ``convlstm`` command through its real entry point (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import write_config
+
+CLI = [sys.executable, "-m", "convlstm.cli"]
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+    if check and result.returncode != 0:
+        raise AssertionError(f"convlstm {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_classifier(tmp_path_factory) -> Path:
+    from .conftest import TINY_CLASSIFICATION
+
+    folder = tmp_path_factory.mktemp("cls")
+    config = write_config(
+        {**TINY_CLASSIFICATION, "output": {"root": str(folder)}}, folder / "c.yaml"
+    )
+    result = cli(
+        "train", str(config), "--trainer.max_epochs", "1", "--run-dir", str(folder / "run")
+    )
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["run_dir"] == str(folder / "run")
+    assert 0 <= summary["metrics"]["accuracy"] <= 1
+    return folder / "run"
+
+
+def test_help_for_every_command():
+    for command in ("train", "evaluate", "predict", "export", "demo", "list-models", "bench"):
+        out = cli(command, "--help").stdout
+        assert "usage: convlstm " + command in out
+    assert "example" in cli("train", "--help").stdout
+
+
+def test_list_models():
+    names = cli("list-models").stdout.split()
+    assert {"clip-classifier", "encoder-forecaster", "fish-2layer"} <= set(names)
+
+
+def test_train_writes_report_and_evaluate_prints_metrics(trained_classifier):
+    report = trained_classifier / "report.html"
+    assert report.is_file() and "data:image/png;base64," in report.read_text()
+    metrics = json.loads(cli("evaluate", str(trained_classifier)).stdout)
+    saved = json.loads((trained_classifier / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
+
+
+def test_predict_from_npy(trained_classifier, tmp_path):
+    clips = np.random.default_rng(0).random((3, 4, 1, 16, 16), dtype=np.float32)
+    np.save(tmp_path / "clips.npy", clips)
+    out = json.loads(
+        cli(
+            "predict",
+            str(trained_classifier),
+            str(tmp_path / "clips.npy"),
+            "--output",
+            str(tmp_path / "pred"),
+        ).stdout
+    )
+    probs = np.load(out["predictions"])
+    assert probs.shape == (3,) and ((probs >= 0) & (probs <= 1)).all()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export(trained_classifier, tmp_path, fmt):
+    target = tmp_path / f"model.{fmt}"
+    path = Path(
+        cli(
+            "export", str(trained_classifier), "--format", fmt, "--output", str(target)
+        ).stdout.strip()
+    )
+    assert path == target and target.stat().st_size > 1000
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from .conftest import TINY_CLASSIFICATION
+
+    config = write_config(TINY_CLASSIFICATION, tmp_path / "c.yaml")
+    result = cli("train", str(config), "--trainer.max_epoch", "3", check=False)
+    assert result.returncode == 2
+    assert "unknown config key trainer.max_epoch" in result.stderr
+    result = cli("train", str(config), "--model.hidden_channel", "3", check=False)
+    assert result.returncode == 2 and "hidden_channel" in result.stderr
+    result = cli("evaluate", str(tmp_path / "nope"), check=False)
+    assert result.returncode == 2 and "not a run folder" in result.stderr
+
+
+def _final_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, forecasting_config):
+    forecasting_config["trainer"]["max_epochs"] = 4
+    config = write_config(forecasting_config, tmp_path / "f.yaml")
+    reference = tmp_path / "reference"
+    cli("train", str(config), "--run-dir", str(reference))
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*CLI, "train", str(config), "--run-dir", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "metrics.json").exists()
+
+    cli("train", "--resume", str(killed))
+    resumed, expected = _final_metrics(killed), _final_metrics(reference)
+    assert resumed["mse"] == pytest.approx(expected["mse"], rel=1e-6)
+    assert resumed["ssim"] == pytest.approx(expected["ssim"], rel=1e-6)
+    a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_ddp_two_processes_end_with_identical_weights(tmp_path, classification_config):
+    config = write_config(classification_config, tmp_path / "c.yaml")
+    run_dir = tmp_path / "ddp"
+    cli(
+        "train",
+        str(config),
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.max_epochs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        timeout=600,
+    )
+    ranks = [json.loads((run_dir / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] > 0
+    assert ranks[0]["sha256"] == ranks[1]["sha256"]
