@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import convlstm
-from convlstm.training.callbacks import NonFiniteLossError
+from convlstm.training.errors import NonFiniteLossError
 from convlstm.training.run import Run, check_checkpoint
 
 

@@ -38,6 +38,16 @@ def _spatial_maps(maps: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return None
 
 
+def _class_names(dataset) -> list[str] | None:
+    """Class names from a data set's ``classes`` list (through wrappers/subsets)."""
+    while dataset is not None:
+        names = getattr(dataset, "classes", None)
+        if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+            return list(names)
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
 @torch.no_grad()
 def evaluate_run(
     run,
@@ -93,10 +103,10 @@ def evaluate_run(
         _, maps = model(x, return_attention=True)
         attention = _spatial_maps(maps)
     if classification:
-        class_names = getattr(datamodule.datasets["train"], "class_names", None)
+        class_names = _class_names(datamodule.datasets["train"])
         result.update(
             probs=torch.cat(probs).numpy(), labels=torch.cat(labels).numpy(),
-            class_names=list(class_names) if class_names else None,
+            class_names=class_names,
             clips=x.numpy(), attention=None if attention is None else attention.numpy(),
         )  # fmt: skip
     else:
