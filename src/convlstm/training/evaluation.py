@@ -12,6 +12,7 @@ from torch import nn
 
 from ..metrics import ClassificationMetrics, ForecastMetrics
 from .config import DataConfig, config_from_dict
+from .tasks import class_probabilities
 
 
 def _datamodule_for(run, data: dict[str, Any] | None):
@@ -86,7 +87,7 @@ def evaluate_run(
             break
         out = model(x)
         if classification:
-            scores = torch.sigmoid(out.reshape(-1)) if num_classes == 1 else out.softmax(-1)
+            scores = class_probabilities(out)
             metrics.update(scores, y)
             probs.append(scores)
             labels.append(y)

@@ -180,12 +180,14 @@ class Run:
             raise ValueError(f"expected a clip (T, C, H, W) or batch (B, T, C, H, W), got {shape}")
         if x.dim() == 4:
             x = x.unsqueeze(0)
+        from .tasks import class_probabilities
+
         model = self.model
         outputs = []
         for chunk in x.float().split(batch_size):
             out = model(chunk)
             if self.config.task == "classification":
-                out = torch.sigmoid(out.reshape(-1)) if out.shape[-1] == 1 else out.softmax(-1)
+                out = class_probabilities(out)
             outputs.append(out)
         return torch.cat(outputs)
 

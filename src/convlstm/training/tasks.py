@@ -7,12 +7,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 
 from ..metrics import ClassificationMetrics, ForecastMetrics
 from ..models import create_model
 from .config import OptimizerConfig, SchedulerConfig
 from .objectives import build_objective
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """``(B, 1)`` logits -> ``(B,)`` probability of class 1 (sigmoid); ``(B, K)`` -> softmax."""
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits.reshape(-1).float())
+    return torch.softmax(logits.float(), dim=-1)
 
 
 class _Task(pl.LightningModule):
@@ -34,6 +40,19 @@ class _Task(pl.LightningModule):
         self.optimizer_config = OptimizerConfig(**optimizer)
         self.scheduler_config = SchedulerConfig(**scheduler)
         self.monitor = monitor
+
+    # Subclasses define _evaluate(batch, prefix, metrics) and _log_metrics(prefix, metrics).
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
 
     def configure_optimizers(self):
         opt, sched = self.optimizer_config, self.scheduler_config
@@ -96,10 +115,7 @@ class ClassificationTask(_Task):
         return self.model(x)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities: ``(B,)`` of class 1 when binary, else ``(B, K)``."""
-        if self.num_classes == 1:
-            return torch.sigmoid(logits.reshape(-1).float())
-        return torch.softmax(logits.float(), dim=-1)
+        return class_probabilities(logits)
 
     def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         clip, label = batch
@@ -126,18 +142,6 @@ class ClassificationTask(_Task):
             if key in values:
                 self.log(f"{prefix}_{key}", float(values[key]), prog_bar=key == "accuracy")
         metrics.reset()
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         clip = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -185,18 +189,6 @@ class ForecastingTask(_Task):
                 self.log(f"{prefix}_{key}", float(value))
         metrics.reset()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
-
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.model(inputs)
@@ -206,8 +198,3 @@ TASKS: dict[str, type[_Task]] = {
     "classification": ClassificationTask,
     "forecasting": ForecastingTask,
 }
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The bare model inside a task."""
-    return module.model if isinstance(module, _Task) else module
