@@ -160,3 +160,60 @@ def test_ddp_two_processes_end_with_identical_weights(tmp_path, classification_c
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     assert ranks[0]["global_step"] == ranks[1]["global_step"] > 0
     assert ranks[0]["sha256"] == ranks[1]["sha256"]
+
+
+@pytest.fixture(scope="module")
+def trained_forecaster(tmp_path_factory) -> Path:
+    from .conftest import TINY_FORECASTING
+
+    folder = tmp_path_factory.mktemp("fc")
+    config = write_config(TINY_FORECASTING, folder / "f.yaml")
+    cli("train", str(config), "--run-dir", str(folder / "run"))
+    return folder / "run"
+
+
+def _write_video(path: Path, frames: int = 6, size: int = 20) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for t in range(frames):
+            image = np.zeros((size, size, 3), dtype=np.uint8)
+            image[t : t + 6, t : t + 6] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("kind", ["npy", "mp4", "nc"])
+def test_predict_forecast_writes_frames_and_animation(trained_forecaster, tmp_path, kind):
+    source = tmp_path / f"input.{kind}"
+    if kind == "npy":
+        np.save(source, np.random.default_rng(0).random((3, 1, 16, 16), dtype=np.float32))
+    elif kind == "mp4":
+        pytest.importorskip("av")
+        _write_video(source)
+    else:
+        xr = pytest.importorskip("xarray")
+        values = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32)
+        xr.Dataset({"rain": (("time", "y", "x"), values)}).to_netcdf(source, engine="h5netcdf")
+    out = json.loads(
+        cli("predict", str(trained_forecaster), str(source), "--output", str(tmp_path / "o")).stdout
+    )
+    frames = np.load(out["predictions"])
+    assert frames.shape == (1, 2, 1, 16, 16)
+    assert ((frames >= 0) & (frames <= 1)).all()  # sigmoid output
+    from PIL import Image
+
+    with Image.open(out["animation"]) as gif:
+        assert gif.n_frames == 3 + 2
+
+
+def test_predict_rejects_wrong_array_shape(trained_forecaster, tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((3, 2, 16, 16), dtype=np.float32))
+    result = cli("predict", str(trained_forecaster), str(tmp_path / "bad.npy"), check=False)
+    assert result.returncode == 2
+    assert "expected an array (T, 1, H, W)" in result.stderr and "(3, 2, 16, 16)" in result.stderr
