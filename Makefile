@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m convlstm.cli demo
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow and not browser"
 
 test-slow: $(STAMP)
@@ -34,7 +34,7 @@ test-browser: $(STAMP)
 	$(PY) -m pytest -q -m browser tests/reports
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check .
 
 bench: $(STAMP)
 	$(MAKE) -C benchmarks bench
