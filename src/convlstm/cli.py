@@ -8,6 +8,7 @@ Examples::
     convlstm evaluate RUN_DIR --data other_data.yaml
     convlstm predict RUN_DIR clip.npy --output predictions/
     convlstm export RUN_DIR --format onnx
+    convlstm diagnose RUN_DIR --object-scale 24
     convlstm demo
 """
 
@@ -122,6 +123,38 @@ def cmd_export(args, extra: list[str]) -> int:
     return 0
 
 
+def cmd_diagnose(args, extra: list[str]) -> int:
+    from .diagnostics import run_diagnostics, write_diagnostics
+    from .training.evaluation import _class_names, _datamodule_for
+    from .training.objectives import build_objective
+    from .training.run import Run, load_yaml
+
+    if args.max_batches < 1:
+        raise ValueError(f"--max-batches must be >= 1, got {args.max_batches}")
+    if args.object_scale is not None and args.object_scale <= 0:
+        raise ValueError(f"--object-scale must be a positive number of pixels, got "
+                         f"{args.object_scale}")  # fmt: skip
+    run = Run.open(args.run_dir)
+    data = None
+    if args.data:
+        raw = load_yaml(Path(args.data))
+        data = raw.get("data", raw)
+    datamodule = _datamodule_for(run, data)
+    loader = {"val": datamodule.val_dataloader, "test": datamodule.test_dataloader}[args.split]()
+    model = run.model
+    num_classes = int(getattr(model, "num_classes", 1))
+    loss = {"name": run.config.loss.name, **run.config.loss.options}
+    loss_fn = build_objective(run.config.task, loss, num_classes=num_classes).loss
+    result = run_diagnostics(
+        model, loader, loss_fn=loss_fn, object_scale=args.object_scale,
+        max_batches=args.max_batches, class_names=_class_names(datamodule.datasets["train"]),
+    )  # fmt: skip
+    json_path, html_path = write_diagnostics(result, Path(args.run_dir) / "diagnostics")
+    report = {"json": str(json_path), "html": str(html_path), "summary": result["summary"]}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_demo(args, extra: list[str]) -> int:
     from .demo import main as demo_main
 
@@ -188,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--output", help="output file (default RUN_DIR/model.onnx or model.pt)")
+
+    p = add("diagnose", cmd_diagnose, "Diagnose a trained run: class similarity per layer, "
+            "gradient flow through time, receptive field, gate statistics, attention maps.",
+            "example:\n  convlstm diagnose runs/<run> --split val --object-scale 24\n\n"
+            "Writes RUN_DIR/diagnostics/diagnostics.json (every number) and diagnostics.html "
+            "(plots).")  # fmt: skip
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="YAML with a data section to diagnose on instead")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--object-scale", type=float, metavar="PIXELS",
+                   help="size of the objects that matter, for receptive-field warnings")
+    p.add_argument("--max-batches", type=int, default=8, metavar="N",
+                   help="batches per diagnostic (default 8)")  # fmt: skip
 
     p = add("demo", cmd_demo, "Train a forecaster on MovingDigits and a classifier on "
             "SimilarMotions, and write their reports.", "example:\n  convlstm demo")  # fmt: skip
