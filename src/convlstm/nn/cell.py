@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,28 @@ from .sam import SelfAttentionMemory
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+#: Unfused path: input projections for all steps at once up to this size, else per step.
+BATCHED_PROJECTION_BYTES = 64 << 20
+
+
+def _memory_format(ndim: int, device: torch.device) -> torch.memory_format:
+    """Channels-last on CPU: oneDNN convolves such tensors about twice as fast."""
+    if device.type == "cpu" and ndim in _CHANNELS_LAST:
+        return _CHANNELS_LAST[ndim]
+    return torch.contiguous_format
+
+
+class _PerStepProjection(Sequence):
+    """The input projection of step ``t``, computed when the loop asks for it."""
+
+    def __init__(self, cell: ConvLSTMCellNd, frames: Sequence[torch.Tensor], plan: StepPlan):
+        self.cell, self.frames, self.plan = cell, frames, plan
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, t):
+        return self.cell.input_projection(self.frames[t], self.plan)
 PEEPHOLE_MODES = (False, "channel", "pixel")
 
 #: ``(h, c)``, or ``(h, c, m)`` with the self-attention memory ``m``.
@@ -269,6 +292,51 @@ class ConvLSTMCellNd(nn.Module):
             x, self.weight_ih, self.bias, stride=self.stride, dilation=self.dilation
         )
 
+    def prepare_inputs(self, x: torch.Tensor, plan: StepPlan) -> Sequence[torch.Tensor]:
+        """Per-step inputs for ``step`` from a sequence ``x`` ``(B, T, C_in, *spatial)``.
+
+        Fused path: the sequence padded once and laid out channels-last (one copy), then
+        ``unbind`` (slicing ``[:, t]`` in the loop would make the backward pass quadratic
+        in ``T``). Unfused path: the input projections, batched over ``B * T`` frames
+        when that tensor is small, else computed per step (a huge batched tensor misses
+        the cache on a CPU and measured slower than per-step convolutions).
+        """
+        batch, steps = x.shape[0], x.shape[1]
+        if plan.fused:
+            if any(plan.input_pad):
+                x = F.pad(x.flatten(0, 1), list(plan.input_pad)).unflatten(0, (batch, steps))
+            layout = _memory_format(self.ndim, x.device)
+            if layout is not torch.contiguous_format:
+                # (B, T, C, *S) -> channels innermost, viewed back as (B, T, C, *S).
+                order = (0, 1, *range(3, x.dim()), 2)
+                inverse = (0, 1, x.dim() - 1, *range(2, x.dim() - 1))
+                x = x.permute(order).contiguous().permute(inverse)
+            return x.unbind(1)
+        projected_bytes = batch * steps * 4 * self.hidden_channels * math.prod(plan.output_size)
+        if x.device.type != "cpu" or projected_bytes * x.element_size() <= BATCHED_PROJECTION_BYTES:
+            projected = self.input_projection(x.flatten(0, 1), plan)
+            return projected.unflatten(0, (batch, steps)).unbind(1)
+        return _PerStepProjection(self, x.unbind(1), plan)
+
+    def _stacked_input(self, x: torch.Tensor, h: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        """``[x_t, pad(h)]`` along channels, written into one zeroed, channels-last buffer
+        (``torch.cat`` of channels-last tensors falls back to a slow strided copy)."""
+        dtype = x.dtype
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+        channels = x.shape[1]
+        shape = (x.shape[0], channels + self.hidden_channels, *x.shape[2:])
+        layout = _memory_format(self.ndim, x.device)
+        buffer = torch.empty(shape, dtype=dtype, device=x.device, memory_format=layout).zero_()
+        buffer[:, :channels] = x
+        pads = plan.hidden_pad[::-1]  # (after, before) per dimension, first dimension first
+        interior = tuple(
+            slice(before, size - after)
+            for size, after, before in zip(x.shape[2:], pads[::2], pads[1::2])
+        )
+        buffer[(slice(None), slice(channels, None), *interior)] = h
+        return buffer
+
     # ---------------------------------------------------------------- stepping
     def step(
         self,
@@ -282,8 +350,8 @@ class ConvLSTMCellNd(nn.Module):
         """One time step.
 
         Args:
-            x: ``(B, C_in, *spatial)`` on the fused path, or the precomputed input
-                projection ``(B, 4F, *spatial')`` otherwise.
+            x: an entry of ``prepare_inputs``: the padded input ``(B, C_in, *padded)`` on
+                the fused path, or the input projection ``(B, 4F, *spatial')`` otherwise.
             state: ``(h, c)`` (``(h, c, m)`` with attention), each ``(B, F, *spatial')``.
             plan, weight: from ``plan`` and ``step_weight``.
             recurrent_mask: ``(B, F, *spatial')`` recurrent-dropout mask applied to ``h``.
@@ -293,16 +361,10 @@ class ConvLSTMCellNd(nn.Module):
         if recurrent_mask is not None:
             h = h * recurrent_mask
         conv = _CONV[self.ndim]
-        h_padded = F.pad(h, list(plan.hidden_pad)) if any(plan.hidden_pad) else h
         if plan.fused:
-            if any(plan.input_pad):
-                x = F.pad(x, list(plan.input_pad))
-            stacked = torch.cat([x, h_padded.to(x.dtype)], dim=1)
-            if self.ndim in _CHANNELS_LAST and x.device.type == "cpu":
-                # oneDNN convolves channels-last tensors about twice as fast here.
-                stacked = stacked.contiguous(memory_format=_CHANNELS_LAST[self.ndim])
-            gates = conv(stacked, weight, self.bias)
+            gates = conv(self._stacked_input(x, h, plan), weight, self.bias)
         else:
+            h_padded = F.pad(h, list(plan.hidden_pad)) if any(plan.hidden_pad) else h
             gates = conv(h_padded, weight)
             gates = gates + x
         gate_norm = cell_norm = None
@@ -340,8 +402,7 @@ class ConvLSTMCellNd(nn.Module):
             state = self.init_state(x, plan)
         else:
             self.check_state(state, x.shape[0], plan)
-        if not plan.fused:
-            x = self.input_projection(x, plan)
+        (x,) = self.prepare_inputs(x.unsqueeze(1), plan)
         return self.step(x, tuple(state), plan, self.step_weight(plan))
 
     # ---------------------------------------------------------------- checks

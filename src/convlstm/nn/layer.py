@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint as checkpoint_fn
 
 from ._utils import IntOrTuple, Padding
 from .activations import Activation
-from .cell import ConvLSTMCellNd, StepPlan
+from .cell import ConvLSTMCellNd
 
 #: ``(h_n, c_n)`` (``(h_n, c_n, m_n)`` with ``attention="sam"``): stacked tensors, or lists.
 State = tuple[torch.Tensor, ...] | tuple[list[torch.Tensor], ...]
@@ -266,7 +266,7 @@ class ConvLSTMNd(nn.Module):
         if self.recurrent_dropout > 0 and self.training:
             keep = 1.0 - self.recurrent_dropout
             recurrent_mask = state[0].new_empty(state[0].shape).bernoulli_(keep) / keep
-        inputs = self._step_inputs(cell, x, plan)
+        inputs = cell.prepare_inputs(x, plan)
         weight = cell.step_weight(plan)
         use_checkpoint = self.checkpoint and self.training and torch.is_grad_enabled()
         need_weights = need_weights and cell.attention is not None
@@ -292,18 +292,7 @@ class ConvLSTMNd(nn.Module):
         weights = {}
         if need_weights:
             weights = {key: torch.stack([m[key] for m in maps], dim=1) for key in maps[0]}
-        return torch.stack(outputs, dim=1), state, weights
-
-    @staticmethod
-    def _step_inputs(cell: ConvLSTMCellNd, x: torch.Tensor, plan: StepPlan) -> list[torch.Tensor]:
-        """Per-step inputs ``(B, ...)`` via ``unbind`` (slicing ``[:, t]`` in the loop makes
-        the backward pass quadratic in ``T``)."""
-        if plan.fused:
-            return list(x.unbind(1))
-        # The input projection does not depend on the recurrence: one batched call.
-        batch, steps = x.shape[0], x.shape[1]
-        projected = cell.input_projection(x.reshape(batch * steps, *x.shape[2:]), plan)
-        return list(projected.reshape(batch, steps, *projected.shape[1:]).unbind(1))
+        return _stack_steps(outputs), state, weights
 
     # ---------------------------------------------------------------- helpers
     def _step_mask(
@@ -385,6 +374,17 @@ class ConvLSTMNd(nn.Module):
         if any(isinstance(p, list) for p in merged):
             merged = [list(p) for p in merged]
         return tuple(merged)
+
+
+def _stack_steps(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """``T`` tensors ``(B, F, *S)`` -> ``(B, T, F, *S)``, keeping channels innermost when
+    the steps are channels-last (stacking them as they are takes a slow strided copy)."""
+    first = outputs[0]
+    if first.dim() in (4, 5) and not first.is_contiguous() and first.stride(1) == 1:
+        to_last = (0, *range(2, first.dim()), 1)
+        stacked = torch.stack([o.permute(to_last) for o in outputs], dim=1)
+        return stacked.permute(0, 1, first.dim(), *range(2, first.dim()))
+    return torch.stack(outputs, dim=1)
 
 
 class ConvLSTM1d(ConvLSTMNd):
