@@ -99,3 +99,17 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
         ref, (ref_h, ref_c) = layer(x)
     torch.testing.assert_close(torch.from_numpy(y), ref, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(torch.from_numpy(c), ref_c, atol=1e-5, rtol=1e-4)
+
+
+def test_checkpointing_through_the_fused_kernel(fusion_always):
+    plain = perturb(ConvLSTM2d(1, 4, 3))
+    ckpt = ConvLSTM2d(1, 4, 3, checkpoint=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 1, 6, 6)
+    grads = []
+    for model in (plain, ckpt):
+        out, _ = model(x)
+        out.square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

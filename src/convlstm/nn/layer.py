@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as checkpoint_fn
+from torch.utils.checkpoint import set_checkpoint_early_stop
 
 from ._utils import IntOrTuple, Padding
 from .activations import Activation
@@ -277,7 +278,9 @@ class ConvLSTMNd(nn.Module):
         for t in order:
             args = (inputs[t], state, plan, weight, recurrent_mask, need_weights)
             if use_checkpoint:
-                new = checkpoint_fn(cell.step, *args, use_reentrant=False)
+                # Early stop of the recomputation trips over the compiled gate kernel.
+                with set_checkpoint_early_stop(False):
+                    new = checkpoint_fn(cell.step, *args, use_reentrant=False)
             else:
                 new = cell.step(*args)
             if need_weights:
