@@ -1,9 +1,11 @@
-"""Layers: ConvLSTM cells and stacked layers for 1-D, 2-D and 3-D frames."""
+"""Layers: ConvLSTM cells and stacked layers for 1-D, 2-D and 3-D frames, and attention."""
 
 from .activations import get_activation, hard_sigmoid
+from .attention import SpatialAttention, TemporalAttention
 from .cell import ConvLSTMCell1d, ConvLSTMCell2d, ConvLSTMCell3d, ConvLSTMCellNd
 from .functional import get_fusion, lstm_pointwise, set_fusion
 from .layer import ConvLSTM1d, ConvLSTM2d, ConvLSTM3d, ConvLSTMNd
+from .sam import SelfAttentionMemory
 
 __all__ = [
     "ConvLSTM1d",
@@ -14,6 +16,9 @@ __all__ = [
     "ConvLSTMCell3d",
     "ConvLSTMCellNd",
     "ConvLSTMNd",
+    "SelfAttentionMemory",
+    "SpatialAttention",
+    "TemporalAttention",
     "get_activation",
     "get_fusion",
     "hard_sigmoid",
