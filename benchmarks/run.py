@@ -1,0 +1,321 @@
+"""Run the ConvLSTM benchmark suite: each case in its own ``worker.py`` process.
+
+    python benchmarks/run.py                      # full run (~20 min on 2 cores)
+    python benchmarks/run.py --quick              # smoke run: 1 warm-up, 1 timed iteration
+    python benchmarks/run.py --only convlstm,limit --workload W2
+    python benchmarks/run.py --ablations          # add convlstm diagnostic variants
+
+Writes ``results/bench.json`` and ``results/bench.md`` (``bench-quick.*`` with
+``--quick``) and prints the tables. See README.md for what each column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from workloads import WORKLOADS
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "worker.py"
+RESULT_PREFIX = "BENCH_RESULT "
+OURS = "convlstm"
+PEERS = ("keras-torch", "keras-tf", "conv-lstm")
+IMPLS = (OURS, *PEERS, "limit")
+MEMORY_STEPS = (30, 120)
+
+# Timing per case: warm-up iterations (torch.compile / tf.function tracing happen in
+# the first), then at least MIN and at most MAX timed iterations, stopping once the
+# timed iterations add up to BUDGET seconds.
+FULL = {"warmup": 2, "min_iters": 3, "iters": 10, "budget": 10.0}
+QUICK = {"warmup": 1, "min_iters": 1, "iters": 1, "budget": 0.0}
+SLOW = {"warmup": 1, "min_iters": 3, "iters": 3, "budget": 0.0}  # keras-torch
+MEMORY = {"warmup": 1, "min_iters": 2, "iters": 2, "budget": 0.0}
+
+
+@dataclass(frozen=True)
+class Case:
+    impl: str
+    workload: str
+    mode: str  # "train" or "infer"
+    variant: str = ""  # convlstm variants: "bf16", "checkpoint", ablations
+    flags: tuple[str, ...] = ()
+    steps: int | None = None
+    group: str = "speed"  # "speed", "memory" or "ablation"
+
+    @property
+    def label(self) -> str:
+        return f"{self.impl} [{self.variant}]" if self.variant else self.impl
+
+
+def plan_cases(impls: list[str], workloads: list[str], ablations: bool) -> list[Case]:
+    cases: list[Case] = []
+    for wl in workloads:
+        for mode in ("train", "infer"):
+            cases += [Case(impl, wl, mode) for impl in IMPLS if impl in impls]
+            if OURS in impls:
+                cases.append(Case(OURS, wl, mode, "bf16 autocast", ("--bf16",)))
+            if OURS in impls and ablations:
+                cases += [
+                    Case(OURS, wl, mode, "fusion=never", ("--fusion", "never"), group="ablation"),
+                    Case(OURS, wl, mode, "NCHW", ("--no-channels-last",), group="ablation"),
+                    Case(OURS, wl, mode, "batched input proj", ("--unfused",), group="ablation"),
+                ]
+    if OURS in impls and "W1" in workloads:
+        ckpt = ("--checkpoint",)
+        for steps in MEMORY_STEPS:
+            cases += [
+                Case(OURS, "W1", "train", "", (), steps, "memory"),
+                Case(OURS, "W1", "train", "checkpoint", ckpt, steps, "memory"),
+                # checkpoint=True with the compiled gate kernel may fail; eager gates:
+                Case(OURS, "W1", "train", "checkpoint, fusion=never",
+                     (*ckpt, "--fusion", "never"), steps, "memory"),
+            ]  # fmt: skip
+    return cases
+
+
+def run_case(case: Case, quick: bool, timeout: float, threads: int | None) -> dict[str, Any]:
+    """Run one case in a fresh interpreter and parse the JSON line it prints."""
+    if quick:
+        timing = QUICK
+    elif case.group == "memory":
+        timing = MEMORY
+    else:
+        timing = SLOW if case.impl == "keras-torch" else FULL
+    cmd = [sys.executable, str(WORKER), "--impl", case.impl, "--workload", case.workload]
+    cmd += ["--mode", case.mode, *case.flags]
+    if case.steps:
+        cmd += ["--steps", str(case.steps)]
+    for key, value in timing.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    if case.group == "memory":
+        cmd.append("--heap")
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    row: dict[str, Any] = {
+        "impl": case.impl,
+        "label": case.label,
+        "variant": case.variant,
+        "workload": case.workload,
+        "mode": case.mode,
+        "group": case.group,
+        "steps": case.steps or WORKLOADS[case.workload].steps,
+        "load1_before": round(os.getloadavg()[0], 2),
+    }
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**row, "status": "timeout", "reason": f"no result within {timeout:.0f} s"}
+    row["wall_s"] = round(time.perf_counter() - start, 1)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    if not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {**row, "status": "error", "reason": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    return {**row, **json.loads(lines[-1][len(RESULT_PREFIX) :])}
+
+
+# ---------------------------------------------------------------- derived metrics
+def derive(rows: list[dict[str, Any]]) -> None:
+    """GFLOP/s, percent of the limit, and convlstm's speedup over each peer."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    for r in ok:
+        r["gflops"] = r["gflop"] / r["median_s"]
+
+    def find(impl: str, wl: str, mode: str) -> dict[str, Any] | None:
+        for r in ok:
+            if (r["impl"], r["workload"], r["mode"], r["variant"], r["group"]) == (
+                impl, wl, mode, "", "speed"
+            ):
+                return r
+        return None
+
+    for r in ok:
+        limit = find("limit", r["workload"], r["mode"])
+        if limit is not None and r["group"] != "memory":
+            r["pct_of_limit"] = 100 * r["gflops"] / limit["gflops"]
+        ours = find(OURS, r["workload"], r["mode"])
+        if r["impl"] in PEERS and r["group"] == "speed" and ours is not None:
+            speedup = r["median_s"] / ours["median_s"]
+            r["convlstm_speedup"] = speedup
+            ours.setdefault("speedup_over", {})[r["impl"]] = speedup
+
+
+# ---------------------------------------------------------------- reporting
+def fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def row_note(r: dict[str, Any]) -> str:
+    if r.get("status") != "ok":
+        return f"**{r.get('status')}**: {r.get('reason', '')}"
+    notes = [r["note"]] if r.get("note") else []
+    if "max_abs_err_vs_fp32" in r:
+        notes.append(f"max abs err vs fp32 {r['max_abs_err_vs_fp32']:.2e}")
+    if r["impl"] == "keras-tf":
+        notes.append(f"tf.function, jit_compile={r.get('jit_compile')}")
+    if r["impl"] == "limit":
+        notes.append("convs only")
+    return "; ".join(notes)
+
+
+# (column header, result key, format) of the speed tables
+SPEED_COLUMNS = (
+    ("s/iter (median)", "median_s", ".3f"),
+    ("min", "min_s", ".3f"),
+    ("CPU s/iter", "cpu_median_s", ".2f"),
+    ("GFLOP/s", "gflops", ".1f"),
+    ("% of limit", "pct_of_limit", ".0f"),
+    ("peak RSS MiB", "peak_rss_mib", ".0f"),
+    ("convlstm speedup", "convlstm_speedup", ".2f"),
+)
+
+
+def speed_table(rows: list[dict[str, Any]], wl: str, mode: str) -> list[str]:
+    lines = [
+        f"### {wl} {mode} — {WORKLOADS[wl].describe()}",
+        "",
+        "| implementation | " + " | ".join(c[0] for c in SPEED_COLUMNS) + " | note |",
+        "|---|" + "---:|" * len(SPEED_COLUMNS) + "---|",
+    ]
+    for r in rows:
+        if (r["workload"], r["mode"]) != (wl, mode) or r["group"] == "memory":
+            continue
+        cells = [r["label"], *(fmt(r.get(key), spec) for _, key, spec in SPEED_COLUMNS)]
+        lines.append("| " + " | ".join([*cells, row_note(r)]) + " |")
+    return [*lines, ""]
+
+
+MEMORY_COLUMNS = (
+    ("median_s", ".3f"),
+    ("peak_rss_mib", ".0f"),
+    ("setup_rss_mib", ".0f"),
+    ("peak_heap_mib", ".0f"),
+)
+
+
+def memory_table(rows: list[dict[str, Any]]) -> list[str]:
+    mem = [r for r in rows if r["group"] == "memory"]
+    if not mem:
+        return []
+    lines = [
+        "### Peak memory, convlstm W1 training (forward + backward + SGD)",
+        "",
+        "| T | variant | s/iter (median) | peak RSS MiB | RSS after set-up MiB "
+        "| peak live heap MiB | note |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for r in mem:
+        cells = [str(r["steps"]), r["variant"] or "default"]
+        cells += [fmt(r.get(k), s) for k, s in MEMORY_COLUMNS]
+        lines.append("| " + " | ".join([*cells, row_note(r)]) + " |")
+    return [*lines, ""]
+
+
+def report(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    loads = f"{meta['load_before']} before, {meta['load_after']} after"
+    lines = [
+        "# convlstm benchmarks",
+        "",
+        f"`{meta['command']}` — {meta['date']}, {meta['cpu']} ({meta['cores']} cores), "
+        f"Python {meta['python']}; " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        "",
+        f"1-minute load average: {loads} (timings on a loaded machine are noisy). "
+        "Training = forward + backward + SGD step; GFLOP/s counts convolution FLOPs "
+        "analytically (training = 3x forward); convlstm speedup = peer time / convlstm time.",
+        "",
+    ]
+    for wl in dict.fromkeys(r["workload"] for r in rows if r["group"] != "memory"):
+        for mode in ("train", "infer"):
+            lines += speed_table(rows, wl, mode)
+    lines += memory_table(rows)
+    return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("convlstm", "torch", "keras", "tensorflow-cpu", "conv-lstm"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="ConvLSTM benchmark suite (see README.md)")
+    p.add_argument("--quick", action="store_true", help="1 warm-up + 1 timed iteration")
+    p.add_argument("--only", action="append", help=f"implementations, comma-separated: {IMPLS}")
+    p.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
+    p.add_argument("--ablations", action="store_true", help="add convlstm diagnostic variants")
+    p.add_argument("--threads", type=int, help="threads per worker (default: all cores)")
+    p.add_argument("--timeout", type=float, default=1200, help="seconds per case")
+    p.add_argument("--out", type=Path, help="output path stem (default results/bench)")
+    args = p.parse_args(argv)
+    args.only = [i for group in args.only or [",".join(IMPLS)] for i in group.split(",") if i]
+    unknown = set(args.only) - set(IMPLS)
+    if unknown:
+        p.error(f"unknown implementation(s) {sorted(unknown)}; choose from {IMPLS}")
+    args.workload = args.workload or sorted(WORKLOADS)
+    default = "results/bench-quick" if args.quick else "results/bench"
+    args.out = args.out or HERE / default
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cases = plan_cases(args.only, args.workload, args.ablations)
+    meta: dict[str, Any] = {
+        "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "quick": args.quick,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions(),
+        "load_before": round(os.getloadavg()[0], 2),
+        "load_after": None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for n, case in enumerate(cases, 1):
+        extra = f" T={case.steps}" if case.steps else ""
+        print(f"[{n}/{len(cases)}] {case.workload}{extra} {case.mode} {case.label} ...", end=" ")
+        row = run_case(case, args.quick, args.timeout, args.threads)
+        rows.append(row)
+        if row["status"] == "ok":
+            rss = row["peak_rss_mib"]
+            print(f"{row['median_s']:.3f} s/iter, peak RSS {rss:.0f} MiB", flush=True)
+        else:
+            print(f"{row['status']}: {row.get('reason', '')}", flush=True)
+        meta["load_after"] = round(os.getloadavg()[0], 2)
+        derive(rows)
+        results = {"meta": meta, "results": rows}
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    text = report(meta, rows)
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
