@@ -238,9 +238,11 @@ def class_similarity(
 
 
 def plot_class_similarity(result: dict[str, Any], path: str | Path) -> Path:
-    """One heat map of class-mean cosine similarity per layer, titled with the ratio."""
+    """One heat map of class-mean cosine similarity per layer (titled with the ratio), and a
+    last panel with the between/within ratio per layer against its shuffled-label level:
+    the layer where the bar drops to that level is where the classes collapse."""
     layers = result["layers"]
-    rows, cols = grid(len(layers), 3)
+    rows, cols = grid(len(layers) + 1, 3)
     k = max(len(v["classes"]) for v in layers.values())
     side = 2.2 + 0.35 * k
     fig = new_figure(side * cols + 0.8, side * rows)
@@ -259,10 +261,24 @@ def plot_class_similarity(result: dict[str, Any], path: str | Path) -> Path:
                             color="black" if matrix[i, j] > 0.3 else "white")  # fmt: skip
         ratio = layer["ratio"]
         ax.set_title(f"{name}\nratio {ratio:.3g}" if ratio is not None else name, fontsize=8)
-    for ax in axes[len(layers):]:
+    bars = axes[len(layers)]
+    names = list(layers)
+    ratios = [np.nan if layers[n]["ratio"] is None else layers[n]["ratio"] for n in names]
+    chance = [np.nan if layers[n]["ratio_chance"] is None else layers[n]["ratio_chance"]
+              for n in names]  # fmt: skip
+    bars.bar(range(len(names)), ratios, color="tab:blue", label="between/within")
+    bars.scatter(range(len(names)), chance, color="tab:red", marker="_", s=300, zorder=3,
+                 label="shuffled labels")  # fmt: skip
+    bars.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    bars.set_title("class separation per layer", fontsize=8)
+    top = np.nanmax([*ratios, *chance, 1e-6])
+    bars.set_ylim(0, 1.35 * top)  # room for the legend above the bars
+    bars.legend(fontsize=6, ncols=2, loc="upper left")
+    for ax in axes[len(layers) + 1 :]:
         ax.set_axis_off()
     if image is not None:
-        fig.colorbar(image, ax=axes.tolist(), label="cosine of class means", shrink=0.8)
+        fig.colorbar(image, ax=axes[: len(layers)].tolist(), label="cosine of class means",
+                     shrink=0.8)  # fmt: skip
     return save_figure(fig, path)
 
 
