@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("train", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from .training.callbacks import NonFiniteLossError
+    from .training.errors import NonFiniteLossError
 
     try:
         return args.func(args, extra)
