@@ -117,3 +117,19 @@ def test_gradient_reaches_first_step_and_all_parameters():
     assert x.grad[:, 0].abs().sum() > 0
     for name, p in layer.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_layer_norm_keeps_the_unit_forget_bias():
+    """Layer norm cancels the convolution bias, so the forget-gate bias moves into the norm."""
+    cell = ConvLSTMCell2d(2, 3, 3, layer_norm=True)
+    assert torch.equal(cell.gate_norm_bias.detach()[3:6], torch.ones(3))
+    assert cell.gate_norm_bias.detach()[[0, 1, 2, 6, 7, 8, 9, 10, 11]].abs().sum() == 0
+    with torch.no_grad():
+        cell.weight_ih.zero_()
+        cell.weight_hh.zero_()
+    state = (torch.zeros(1, 3, 5, 5), torch.ones(1, 3, 5, 5))
+    _, c = cell(torch.randn(1, 2, 5, 5), state)
+    # zero pre-activations: c_t = sigmoid(1) * c_{t-1} + 0.5 * tanh(0)
+    torch.testing.assert_close(c, torch.full_like(c, torch.sigmoid(torch.tensor(1.0)).item()))
+    plain = ConvLSTMCell2d(2, 3, 3, layer_norm=True, unit_forget_bias=False)
+    assert plain.gate_norm_bias.detach().abs().sum() == 0

@@ -198,7 +198,9 @@ class ConvLSTMCellNd(nn.Module):
 
     def reset_parameters(self) -> None:
         """Keras's initialisers: Glorot-uniform input kernel, orthogonal recurrent kernel,
-        zero bias (forget gate 1 with ``unit_forget_bias``), zero peepholes, unit norms."""
+        zero bias (forget gate 1 with ``unit_forget_bias``), zero peepholes, unit norms
+        (with layer norm, the forget gate's norm bias is 1 instead, since the norm would
+        cancel the convolution's bias)."""
         F_ = self.hidden_channels
         nn.init.xavier_uniform_(self.weight_ih)
         with torch.no_grad():
@@ -217,6 +219,10 @@ class ConvLSTMCellNd(nn.Module):
         if self.layer_norm:
             nn.init.ones_(self.gate_norm_weight)
             nn.init.zeros_(self.gate_norm_bias)
+            if self.unit_forget_bias:
+                # The norm removes the convolution's bias: carry the forget bias here.
+                with torch.no_grad():
+                    self.gate_norm_bias[F_ : 2 * F_] = 1.0
             nn.init.ones_(self.cell_norm_weight)
             nn.init.zeros_(self.cell_norm_bias)
 
