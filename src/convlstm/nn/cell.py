@@ -288,7 +288,10 @@ class ConvLSTMCellNd(nn.Module):
     def init_state(self, x: torch.Tensor, plan: StepPlan) -> State:
         """Zero ``(h, c)`` (or ``(h, c, m)``) for a batch like ``x`` (``(B, C_in, *spatial)``)."""
         shape = (x.shape[0], self.hidden_channels, *plan.output_size)
-        return (x.new_zeros(shape),) * self.state_size
+        # The layout of later states (channels-last on CPU): one compiled kernel for all steps.
+        layout = _memory_format(self.ndim, x.device)
+        zeros = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout).zero_()
+        return (zeros,) * self.state_size
 
     def input_projection(self, x: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """``W_x * x + b`` for the unfused path; ``x`` is ``(N, C_in, *spatial)``."""
