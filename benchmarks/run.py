@@ -57,7 +57,9 @@ class Case:
         return f"{self.impl} [{self.variant}]" if self.variant else self.impl
 
 
-def plan_cases(impls: list[str], workloads: list[str], ablations: bool) -> list[Case]:
+def plan_cases(
+    impls: list[str], workloads: list[str], ablations: bool, memory: bool = True
+) -> list[Case]:
     cases: list[Case] = []
     for wl in workloads:
         for mode in ("train", "infer"):
@@ -68,9 +70,12 @@ def plan_cases(impls: list[str], workloads: list[str], ablations: bool) -> list[
                 cases += [
                     Case(OURS, wl, mode, "fusion=never", ("--fusion", "never"), group="ablation"),
                     Case(OURS, wl, mode, "NCHW", ("--no-channels-last",), group="ablation"),
-                    Case(OURS, wl, mode, "batched input proj", ("--unfused",), group="ablation"),
+                    Case(OURS, wl, mode, "unfused, batched input proj",
+                         ("--unfused", "batched"), group="ablation"),
+                    Case(OURS, wl, mode, "unfused, per-step input proj",
+                         ("--unfused", "per-step"), group="ablation"),
                 ]
-    if OURS in impls and "W1" in workloads:
+    if memory and OURS in impls and "W1" in workloads:
         ckpt = ("--checkpoint",)
         for steps in MEMORY_STEPS:
             cases += [
@@ -268,6 +273,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", action="append", help=f"implementations, comma-separated: {IMPLS}")
     p.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
     p.add_argument("--ablations", action="store_true", help="add convlstm diagnostic variants")
+    p.add_argument("--skip-memory", action="store_true", help="no W1 peak-memory rows")
     p.add_argument("--threads", type=int, help="threads per worker (default: all cores)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds per case")
     p.add_argument("--out", type=Path, help="output path stem (default results/bench)")
@@ -284,7 +290,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cases = plan_cases(args.only, args.workload, args.ablations)
+    cases = plan_cases(args.only, args.workload, args.ablations, not args.skip_memory)
     meta: dict[str, Any] = {
         "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

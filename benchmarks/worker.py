@@ -158,13 +158,14 @@ def apply_convlstm_toggles(args: argparse.Namespace) -> dict[str, Any]:
         def unfused_plan(self: Any, spatial: tuple[int, ...]) -> Any:
             return dataclasses.replace(plan(self, spatial), fused=False)
 
-        # The path stride > 1 takes: one batched input projection over all B*T frames,
-        # then a recurrent-only convolution plus an add per step.
+        # The path stride > 1 takes: input projections (one batched call over all B*T
+        # frames, or one call per step), then a recurrent-only convolution and an add.
         cell.ConvLSTMCellNd.plan = unfused_plan
+        cell.BATCHED_PROJECTION_BYTES = 1 << 62 if args.unfused == "batched" else 0
     return {
         "fusion": get_fusion(),
         "channels_last": not args.no_channels_last,
-        "input_projection": "batched (unfused)" if args.unfused else "per-step concat (fused)",
+        "input_projection": f"{args.unfused} (unfused)" if args.unfused else "fused concat",
     }
 
 
@@ -390,14 +391,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--checkpoint", action="store_true", help="checkpoint=True")
     g.add_argument("--fusion", choices=("auto", "always", "never"), default="auto")
     g.add_argument("--no-channels-last", action="store_true", help="ablation")
-    g.add_argument("--unfused", action="store_true", help="ablation: stride>1 conv path")
+    g.add_argument(
+        "--unfused", choices=("batched", "per-step"), help="ablation: the stride>1 conv path"
+    )
     return p.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     if args.threads:  # before torch / tensorflow are imported
-        for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
             os.environ[var] = str(args.threads)
     try:
         result = run_case(args)
