@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..nn.cell import ConvLSTMCellNd, StepPlan
+from ..nn.functional import lstm_gate_values
 from ..reports._common import new_figure, save_figure
 from ._common import StepRecorder, eval_mode, iter_batches, model_device
 
 SATURATION = (0.05, 0.95)
 GATES = {"input": "i", "forget": "f", "output": "o"}
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def recompute_step(
@@ -38,44 +37,15 @@ def recompute_step(
 ) -> dict[str, torch.Tensor]:
     """One step of ``cell`` with every intermediate kept.
 
-    Args: as ``ConvLSTMCellNd.step``: ``x`` ``(B, C_in, *S)`` (fused plan; padded here
-        unless it already has the padded size) or its input projection ``(B, 4F, *S')``;
+    Args: as ``ConvLSTMCellNd.step``: ``x`` an entry of ``cell.prepare_inputs``;
         ``state`` ``(h, c[, m])``, each ``(B, F, *S')``.
 
     Returns:
         ``{"i", "f", "g", "o", "c", "h"}`` (and ``"m"`` with self-attention memory), each
         ``(B, F, *S')``: the gate activations, the candidate, the new cell and hidden state.
     """
-    h, c_prev = state[0], state[1]
-    if recurrent_mask is not None:
-        h = h * recurrent_mask
-    h_padded = F.pad(h, list(plan.hidden_pad)) if any(plan.hidden_pad) else h
-    conv = _CONV[cell.ndim]
-    if plan.fused:
-        if any(plan.input_pad) and tuple(x.shape[2:]) == tuple(plan.input_size):
-            x = F.pad(x, list(plan.input_pad))  # not yet padded by the layer
-        z = conv(torch.cat([x, h_padded.to(x.dtype)], dim=1), weight, cell.bias)
-    else:
-        z = conv(h_padded, weight) + x
-    z = z.float()
-    if cell.layer_norm:
-        z = F.group_norm(z, 4, cell.gate_norm_weight, cell.gate_norm_bias, eps=1e-5)
-    c_prev = c_prev.float()
-    z_i, z_f, z_g, z_o = z.chunk(4, dim=1)
-    peep = cell.peephole_weight
-    if peep is not None:
-        z_i = z_i + peep[0] * c_prev
-        z_f = z_f + peep[1] * c_prev
-    sigma, phi = cell.recurrent_activation, cell.activation
-    i, f, g = sigma(z_i), sigma(z_f), phi(z_g)
-    c = f * c_prev + i * g
-    if peep is not None:
-        z_o = z_o + peep[2] * c
-    o = sigma(z_o)
-    c_out = c
-    if cell.layer_norm:
-        c_out = F.group_norm(c, 1, cell.cell_norm_weight, cell.cell_norm_bias, eps=1e-5)
-    out = {"i": i, "f": f, "g": g, "o": o, "c": c, "h": o * phi(c_out)}
+    z = cell.gate_preactivations(x, state[0], plan, weight, recurrent_mask)
+    out = lstm_gate_values(z, state[1], **cell.pointwise_options())
     if cell.attention is not None:
         out["h"], out["m"] = cell.attention(out["h"], state[2].to(out["h"].dtype))
     return out

@@ -347,6 +347,40 @@ class ConvLSTMCellNd(nn.Module):
         return buffer
 
     # ---------------------------------------------------------------- stepping
+    def gate_preactivations(
+        self,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        plan: StepPlan,
+        weight: torch.Tensor,
+        recurrent_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``z = W_x * x + W_h * h + b``: ``(B, 4F, *spatial')``, gate order i, f, g, o.
+        ``x`` is an entry of ``prepare_inputs``; the rest as in ``step``."""
+        if recurrent_mask is not None:
+            h = h * recurrent_mask
+        conv = _CONV[self.ndim]
+        if plan.fused:
+            return conv(self._stacked_input(x, h, plan), weight, self.bias)
+        h_padded = F.pad(h, list(plan.hidden_pad)) if any(plan.hidden_pad) else h
+        return conv(h_padded, weight) + x
+
+    def pointwise_options(self) -> dict:
+        """The keyword arguments of ``lstm_pointwise`` for this cell."""
+        norms = None, None
+        if self.layer_norm:
+            norms = (
+                (self.gate_norm_weight, self.gate_norm_bias),
+                (self.cell_norm_weight, self.cell_norm_bias),
+            )
+        return {
+            "peephole": self.peephole_weight,
+            "gate_norm": norms[0],
+            "cell_norm": norms[1],
+            "activation": self.activation,
+            "recurrent_activation": self.recurrent_activation,
+        }
+
     def step(
         self,
         x: torch.Tensor,
@@ -366,29 +400,8 @@ class ConvLSTMCellNd(nn.Module):
             recurrent_mask: ``(B, F, *spatial')`` recurrent-dropout mask applied to ``h``.
             need_weights: also return the attention maps (``{"hidden", "memory"}``).
         """
-        h, c = state[0], state[1]
-        if recurrent_mask is not None:
-            h = h * recurrent_mask
-        conv = _CONV[self.ndim]
-        if plan.fused:
-            gates = conv(self._stacked_input(x, h, plan), weight, self.bias)
-        else:
-            h_padded = F.pad(h, list(plan.hidden_pad)) if any(plan.hidden_pad) else h
-            gates = conv(h_padded, weight)
-            gates = gates + x
-        gate_norm = cell_norm = None
-        if self.layer_norm:
-            gate_norm = (self.gate_norm_weight, self.gate_norm_bias)
-            cell_norm = (self.cell_norm_weight, self.cell_norm_bias)
-        h, c = lstm_pointwise(
-            gates,
-            c,
-            peephole=self.peephole_weight,
-            gate_norm=gate_norm,
-            cell_norm=cell_norm,
-            activation=self.activation,
-            recurrent_activation=self.recurrent_activation,
-        )
+        gates = self.gate_preactivations(x, state[0], plan, weight, recurrent_mask)
+        h, c = lstm_pointwise(gates, state[1], **self.pointwise_options())
         if self.attention is None:
             return ((h, c), {}) if need_weights else (h, c)
         result = self.attention(h, state[2].to(h.dtype), need_weights=need_weights)

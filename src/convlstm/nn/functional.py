@@ -72,7 +72,7 @@ def _in_tracing_context() -> bool:
     return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
-def _pointwise(
+def lstm_gate_values(
     gates: torch.Tensor,
     c_prev: torch.Tensor,
     peephole: torch.Tensor | None,
@@ -80,8 +80,10 @@ def _pointwise(
     cell_norm: tuple[torch.Tensor, torch.Tensor] | None,
     activation: Callable[[torch.Tensor], torch.Tensor],
     recurrent_activation: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    out_dtype = gates.dtype
+) -> dict[str, torch.Tensor]:
+    """Every intermediate of one step (see ``lstm_pointwise`` for the arguments):
+    ``{"i", "f", "g", "o", "c", "h"}``, each ``(B, F, *spatial)``, computed in float32
+    for float16/bfloat16 gates. The diagnostics read the gates from here."""
     if gates.dtype in (torch.float16, torch.bfloat16):
         # Reduced-precision convolutions, full-precision gate arithmetic and cell state.
         gates = gates.float()
@@ -95,13 +97,28 @@ def _pointwise(
         z_f = z_f + w_cf * c_prev
     i = recurrent_activation(z_i)
     f = recurrent_activation(z_f)
-    c = f * c_prev + i * activation(z_g)
+    g = activation(z_g)
+    c = f * c_prev + i * g
     if peephole is not None:
         z_o = z_o + w_co * c
     o = recurrent_activation(z_o)
     c_out = c if cell_norm is None else F.group_norm(c, 1, cell_norm[0], cell_norm[1], eps=1e-5)
-    h = o * activation(c_out)
-    return h.to(out_dtype), c
+    return {"i": i, "f": f, "g": g, "o": o, "c": c, "h": o * activation(c_out)}
+
+
+def _pointwise(
+    gates: torch.Tensor,
+    c_prev: torch.Tensor,
+    peephole: torch.Tensor | None,
+    gate_norm: tuple[torch.Tensor, torch.Tensor] | None,
+    cell_norm: tuple[torch.Tensor, torch.Tensor] | None,
+    activation: Callable[[torch.Tensor], torch.Tensor],
+    recurrent_activation: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    values = lstm_gate_values(
+        gates, c_prev, peephole, gate_norm, cell_norm, activation, recurrent_activation
+    )
+    return values["h"].to(gates.dtype), values["c"]
 
 
 def _use_fused(c_prev: torch.Tensor, normalized: bool) -> bool:
