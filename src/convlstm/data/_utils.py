@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 SPLITS = ("train", "val", "test")
 
@@ -83,3 +84,19 @@ def sample_rng(seed: int, *keys: int) -> np.random.Generator:
 
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+class DatasetWrapper(Dataset):
+    """Base of data-set wrappers: same length, attributes (``labels``, ``classes``,
+    ``set_epoch``, ...) looked up on the wrapped ``dataset``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str):
+        if name == "dataset":  # not yet set (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)

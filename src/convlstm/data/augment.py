@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ._utils import DatasetWrapper
+
 
 class ClipAugment:
     """Random augmentation of ``(T, C, H, W)`` clips, identical for every frame.
@@ -126,7 +128,7 @@ class ClipAugment:
         return (out, *(self.apply(o, params, noise=False) for o in others))
 
 
-class Augmented(Dataset):
+class Augmented(DatasetWrapper):
     """Wrap a data set with a :class:`ClipAugment` (use on the training split only).
 
     Forecasting pairs ``(inputs, targets)`` get the same geometric and photometric draw
@@ -134,15 +136,8 @@ class Augmented(Dataset):
     """
 
     def __init__(self, dataset: Dataset, augment: ClipAugment) -> None:
-        self.dataset, self.augment = dataset, augment
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getattr__(self, name: str):
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
+        super().__init__(dataset)
+        self.augment = augment
 
     def __getitem__(self, index: int):
         first, second, *rest = self.dataset[index]

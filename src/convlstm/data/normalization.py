@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ._utils import DatasetWrapper
+
 
 @dataclass
 class NormStats:
@@ -127,19 +129,12 @@ def compute_norm_stats(
     return NormStats(mean.tolist(), std.tolist(), low.tolist(), high.tolist(), int(count))
 
 
-class Normalized(Dataset):
+class Normalized(DatasetWrapper):
     """Wrap a data set so every ``(T, C, H, W)`` tensor of a sample is normalised."""
 
     def __init__(self, dataset: Dataset, stats: NormStats) -> None:
-        self.dataset, self.stats = dataset, stats
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getattr__(self, name: str):
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
+        super().__init__(dataset)
+        self.stats = stats
 
     def __getitem__(self, index: int):
         sample = self.dataset[index]
