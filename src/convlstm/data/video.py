@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def _warn_list(what: str, items: list[tuple[str, str]], root: Path, verb: str = 
     warnings.warn(f"{verb} {len(items)} {what} under {root}: {shown}{more}", stacklevel=5)
 
 
-class _ClipFolder(Dataset):
+class _ClipFolder(Dataset, ABC):
     """Shared logic: class scan, clip index, splits, jitter and failure replacement.
 
     Subclasses fill ``self.sources`` (``[path, class_index, num_frames]`` per source)
@@ -84,11 +85,13 @@ class _ClipFolder(Dataset):
         self._scan()
         self._build_index(max_clips_per_video, split, split_by, split_fractions, seed)
 
+    @abstractmethod
     def _scan(self) -> None:
-        raise NotImplementedError
+        """Find the clips' files (``VideoFolder``: videos; ``FrameFolder``: frame lists)."""
 
+    @abstractmethod
     def _read(self, path: str, indices: list[int]) -> np.ndarray:
-        raise NotImplementedError
+        """Decode frames ``indices`` of clip ``path`` as ``(len(indices), H, W, C)`` uint8."""
 
     def _build_index(self, max_clips, split, split_by, fractions, seed) -> None:
         short, rows = [], []
