@@ -252,8 +252,8 @@ def _fit(config: RunConfig, run_dir: Path, ckpt_path: Path | None, report: bool)
     except (TypeError, KeyError) as error:
         raise ConfigError(f"model: {error.args[0]}") from None
     trainer = build_trainer(config, run_dir)
-    fit_kwargs: dict[str, Any] = {"ckpt_path": str(ckpt_path) if ckpt_path else None}
-    trainer.fit(task, datamodule=datamodule, **fit_kwargs)
+    # The checkpoint passed check_checkpoint: it loads without unpickling code.
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.global_rank != 0:
         return Run(run_dir, config)
 
