@@ -66,8 +66,9 @@ def evaluate_run(
     """
     model = (model or run.model).eval()
     datamodule = datamodule or _datamodule_for(run, data)
-    loader = {"train": datamodule.val_dataloader, "val": datamodule.val_dataloader,
-              "test": datamodule.test_dataloader}[split]()  # fmt: skip
+    if split not in ("val", "test"):
+        raise ValueError(f'split must be "val" or "test", got {split!r}')
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     n_samples = run.config.evaluation.report_samples
     classification = run.config.task == "classification"
     if classification:
