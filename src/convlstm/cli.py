@@ -76,22 +76,22 @@ def _headline(metrics: dict) -> dict:
 
 
 def cmd_evaluate(args, extra: list[str]) -> int:
-    from .training.run import Run, load_yaml
+    from .training.run import Run, jsonable
 
     run = Run.open(args.run_dir)
-    data = None
-    if args.data:
-        raw = load_yaml(Path(args.data))
-        data = raw.get("data", raw)
-    metrics = run.evaluate(split=args.split, data=data)
-    print(json.dumps(_serializable(metrics), indent=2))
+    metrics = run.evaluate(split=args.split, data=_data_section(args.data))
+    print(json.dumps(jsonable(metrics), indent=2))
     return 0
 
 
-def _serializable(value):
-    from .training.run import _jsonable
+def _data_section(path: str | None) -> dict | None:
+    """The ``data`` section of a YAML file given with ``--data`` (or the whole file)."""
+    if not path:
+        return None
+    from .training.run import load_yaml
 
-    return _jsonable(value)
+    raw = load_yaml(Path(path))
+    return raw.get("data", raw)
 
 
 def cmd_predict(args, extra: list[str]) -> int:
@@ -109,10 +109,9 @@ def cmd_predict(args, extra: list[str]) -> int:
 
 
 def _sample_shape(run) -> tuple[int, ...]:
-    from .training.evaluation import _datamodule_for
+    from .training.evaluation import first_test_clip
 
-    sample = _datamodule_for(run, None).datasets["test"][0][0]
-    return tuple(sample.shape)
+    return tuple(first_test_clip(run).shape)
 
 
 def cmd_export(args, extra: list[str]) -> int:
@@ -125,9 +124,9 @@ def cmd_export(args, extra: list[str]) -> int:
 
 def cmd_diagnose(args, extra: list[str]) -> int:
     from .diagnostics import run_diagnostics, write_diagnostics
-    from .training.evaluation import _class_names, _datamodule_for
+    from .training.evaluation import class_names, datamodule_for
     from .training.objectives import build_objective
-    from .training.run import Run, load_yaml
+    from .training.run import Run
 
     if args.max_batches < 1:
         raise ValueError(f"--max-batches must be >= 1, got {args.max_batches}")
@@ -135,11 +134,7 @@ def cmd_diagnose(args, extra: list[str]) -> int:
         raise ValueError(f"--object-scale must be a positive number of pixels, got "
                          f"{args.object_scale}")  # fmt: skip
     run = Run.open(args.run_dir)
-    data = None
-    if args.data:
-        raw = load_yaml(Path(args.data))
-        data = raw.get("data", raw)
-    datamodule = _datamodule_for(run, data)
+    datamodule = datamodule_for(run, _data_section(args.data))
     loader = {"val": datamodule.val_dataloader, "test": datamodule.test_dataloader}[args.split]()
     model = run.model
     num_classes = int(getattr(model, "num_classes", 1))
@@ -147,7 +142,7 @@ def cmd_diagnose(args, extra: list[str]) -> int:
     loss_fn = build_objective(run.config.task, loss, num_classes=num_classes).loss
     result = run_diagnostics(
         model, loader, loss_fn=loss_fn, object_scale=args.object_scale,
-        max_batches=args.max_batches, class_names=_class_names(datamodule.datasets["train"]),
+        max_batches=args.max_batches, class_names=class_names(datamodule.datasets["train"]),
     )  # fmt: skip
     json_path, html_path = write_diagnostics(result, Path(args.run_dir) / "diagnostics")
     report = {"json": str(json_path), "html": str(html_path), "summary": result["summary"]}

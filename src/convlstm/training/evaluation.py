@@ -15,7 +15,8 @@ from .config import DataConfig, config_from_dict
 from .tasks import class_probabilities
 
 
-def _datamodule_for(run, data: dict[str, Any] | None):
+def datamodule_for(run, data: dict[str, Any] | None = None):
+    """The run's data module, set up (optionally with another ``data`` config section)."""
     from .datamodule import SequenceDataModule
 
     config = run.config
@@ -39,7 +40,7 @@ def _spatial_maps(maps: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return None
 
 
-def _class_names(dataset) -> list[str] | None:
+def class_names(dataset) -> list[str] | None:
     """Class names from a data set's ``classes`` list (through wrappers/subsets)."""
     while dataset is not None:
         names = getattr(dataset, "classes", None)
@@ -47,6 +48,12 @@ def _class_names(dataset) -> list[str] | None:
             return list(names)
         dataset = getattr(dataset, "dataset", None)
     return None
+
+
+def first_test_clip(run) -> torch.Tensor:
+    """The first input ``(T, C, H, W)`` of the run's test split (example input for
+    exports, and the sample shape predictions are fitted to)."""
+    return datamodule_for(run).datasets["test"][0][0]
 
 
 @torch.no_grad()
@@ -65,7 +72,7 @@ def evaluate_run(
     forecasting ``inputs``, ``truth``, ``forecast`` (first samples) and ``attention``.
     """
     model = (model or run.model).eval()
-    datamodule = datamodule or _datamodule_for(run, data)
+    datamodule = datamodule or datamodule_for(run, data)
     if split not in ("val", "test"):
         raise ValueError(f'split must be "val" or "test", got {split!r}')
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
@@ -105,10 +112,10 @@ def evaluate_run(
         _, maps = model(x, return_attention=True)
         attention = _spatial_maps(maps)
     if classification:
-        class_names = _class_names(datamodule.datasets["train"])
+        names = class_names(datamodule.datasets["train"])
         result.update(
             probs=torch.cat(probs).numpy(), labels=torch.cat(labels).numpy(),
-            class_names=class_names,
+            class_names=names,
             clips=x.numpy(), attention=None if attention is None else attention.numpy(),
         )  # fmt: skip
     else:

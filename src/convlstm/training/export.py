@@ -28,12 +28,12 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", output: str | Path | None
     Returns:
         The path written.
     """
-    from .evaluation import _datamodule_for
+    from .evaluation import first_test_clip
     from .run import Run
 
     run = Run.open(run_dir)
     model = _TensorOutput(run.model).eval()
-    sample = _datamodule_for(run, None).datasets["test"][0][0].unsqueeze(0).float()
+    sample = first_test_clip(run).unsqueeze(0).float()
     with torch.no_grad():
         expected = model(sample)
     if fmt == "onnx":

@@ -267,7 +267,7 @@ def _fit(config: RunConfig, run_dir: Path, ckpt_path: Path | None, report: bool)
 
     result = evaluate_run(run, split="test", model=task.model.eval(), datamodule=datamodule)
     run.metrics = result["metrics"]
-    metrics_json = json.dumps(_jsonable(run.metrics), indent=2)
+    metrics_json = json.dumps(jsonable(run.metrics), indent=2)
     atomic_write_bytes(run_dir / "metrics.json", metrics_json.encode())
     if report:
         from .evaluation import write_run_report
@@ -285,17 +285,18 @@ def _task_extras(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Plain JSON values from metric dicts (tensors to lists, NaN/inf to null)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if torch.is_tensor(value):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float):
         return finite_or_none(value)
     if hasattr(value, "item"):
-        return _jsonable(value.item())
+        return jsonable(value.item())
     return value if isinstance(value, (int, str, bool)) or value is None else str(value)
 
 
