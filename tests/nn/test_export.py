@@ -20,7 +20,12 @@ def fusion_always():
 
 @pytest.mark.parametrize(
     "options",
-    [dict(), dict(peephole="channel", recurrent_activation="hard_sigmoid", layer_norm=True)],
+    [
+        dict(),  # hand-written derivatives (FusedGates)
+        dict(recurrent_activation="hard_sigmoid", stride=2),  # FusedGates, unfused conv path
+        dict(peephole="channel"),  # compiled autograd kernel
+        dict(peephole="channel", recurrent_activation="hard_sigmoid", layer_norm=True),
+    ],
 )
 def test_fused_gate_kernel_matches_eager(fusion_always, options):
     layer = perturb(ConvLSTM2d(2, 4, 3, **options))

@@ -196,3 +196,18 @@ def test_sam_key_stride_pools_keys():
     layer = ConvLSTM2d(1, 4, 3, attention="sam", attention_options={"key_stride": 2})
     _, _, maps = layer(torch.randn(1, 2, 1, 8, 8), return_attention=True)
     assert maps["layer0.hidden"].shape == (1, 2, 64, 16)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_inference_writes_steps_in_place_with_the_same_result(bidirectional):
+    layer = perturb(ConvLSTM2d(2, 3, 3, num_layers=2, bidirectional=bidirectional))
+    x = torch.randn(3, 5, 2, 6, 7)
+    lengths = torch.tensor([5, 2, 4])
+    ref, (ref_h, ref_c) = layer(x, lengths=lengths)
+    with torch.no_grad():
+        out, (h_n, c_n) = layer(x, lengths=lengths)
+    assert out.stride() == ref.stride()
+    torch.testing.assert_close(out, ref.detach(), atol=0, rtol=0)
+    torch.testing.assert_close(h_n, ref_h.detach(), atol=0, rtol=0)
+    torch.testing.assert_close(c_n, ref_c.detach(), atol=0, rtol=0)
+    assert (out[1, 2:] == 0).all()  # steps past a length stay zero

@@ -22,18 +22,12 @@ from ._utils import (
 from .activations import Activation, get_activation
 from .functional import lstm_pointwise
 from .sam import SelfAttentionMemory
+from .step_conv import memory_format as _memory_format
+from .step_conv import step_conv
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 #: Unfused path: input projections for all steps at once up to this size, else per step.
 BATCHED_PROJECTION_BYTES = 64 << 20
-
-
-def _memory_format(ndim: int, device: torch.device) -> torch.memory_format:
-    """Channels-last on CPU: oneDNN convolves such tensors about twice as fast."""
-    if device.type == "cpu" and ndim in _CHANNELS_LAST:
-        return _CHANNELS_LAST[ndim]
-    return torch.contiguous_format
 
 
 class _PerStepProjection(Sequence):
@@ -47,6 +41,8 @@ class _PerStepProjection(Sequence):
 
     def __getitem__(self, t):
         return self.cell.input_projection(self.frames[t], self.plan)
+
+
 PEEPHOLE_MODES = (False, "channel", "pixel")
 
 #: ``(h, c)``, or ``(h, c, m)`` with the self-attention memory ``m``.
@@ -327,25 +323,6 @@ class ConvLSTMCellNd(nn.Module):
             return projected.unflatten(0, (batch, steps)).unbind(1)
         return _PerStepProjection(self, x.unbind(1), plan)
 
-    def _stacked_input(self, x: torch.Tensor, h: torch.Tensor, plan: StepPlan) -> torch.Tensor:
-        """``[x_t, pad(h)]`` along channels, written into one zeroed, channels-last buffer
-        (``torch.cat`` of channels-last tensors falls back to a slow strided copy)."""
-        dtype = x.dtype
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-        channels = x.shape[1]
-        shape = (x.shape[0], channels + self.hidden_channels, *x.shape[2:])
-        layout = _memory_format(self.ndim, x.device)
-        buffer = torch.empty(shape, dtype=dtype, device=x.device, memory_format=layout).zero_()
-        buffer[:, :channels] = x
-        pads = plan.hidden_pad[::-1]  # (after, before) per dimension, first dimension first
-        interior = tuple(
-            slice(before, size - after)
-            for size, after, before in zip(x.shape[2:], pads[::2], pads[1::2])
-        )
-        buffer[(slice(None), slice(channels, None), *interior)] = h
-        return buffer
-
     # ---------------------------------------------------------------- stepping
     def gate_preactivations(
         self,
@@ -361,7 +338,7 @@ class ConvLSTMCellNd(nn.Module):
             h = h * recurrent_mask
         conv = _CONV[self.ndim]
         if plan.fused:
-            return conv(self._stacked_input(x, h, plan), weight, self.bias)
+            return step_conv(x, h, weight, self.bias, plan.hidden_pad)
         h_padded = F.pad(h, list(plan.hidden_pad)) if any(plan.hidden_pad) else h
         return conv(h_padded, weight) + x
 

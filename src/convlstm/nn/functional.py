@@ -14,8 +14,11 @@ cell state, ``σ`` the recurrent activation and ``φ`` the activation
 On a CPU or GPU this arithmetic is memory-bound: written as separate tensor ops it
 reads and writes the ``4F``-channel gate tensor about a dozen times per step, which
 costs as much as the convolution itself. ``lstm_pointwise`` therefore runs, where it
-pays, as one ``torch.compile``-generated kernel for the forward and one for the
-backward. ``set_fusion`` chooses the policy; the eager path is the reference.
+pays, as one generated loop for the forward and one for the backward: for the usual
+cell (tanh, sigmoid or hard-sigmoid gates, no peepholes or norms) ``FusedGates`` with
+hand-written derivatives (``fused_gates.py``), otherwise ``torch.compile`` of the
+equations below with autograd's derivatives. ``set_fusion`` chooses the policy; the
+eager path is the reference.
 """
 
 from __future__ import annotations
@@ -27,12 +30,18 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .activations import hard_sigmoid
+from .fused_gates import fused_gates
+
 _FUSION_MODES = ("auto", "always", "never")
 _fusion_mode = os.environ.get("CONVLSTM_FUSION", "auto").lower()
 if _fusion_mode not in _FUSION_MODES:
     raise ValueError(f"CONVLSTM_FUSION must be one of {_FUSION_MODES}, got {_fusion_mode!r}")
 _fusion_failed = False
 _compiled: Callable | None = None
+
+# The recurrent activations the hand-written kernel knows: {function: is_hard_sigmoid}.
+_HARD_SIGMOIDS = {torch.sigmoid: False, F.hardsigmoid: True, hard_sigmoid: True}
 
 #: In "auto" mode, the fused kernel is used when one step's cell state holds at least
 #: this many elements; below it, compilation time outweighs the saving.
@@ -167,6 +176,9 @@ def lstm_pointwise(
     args = (gates, c_prev, peephole, gate_norm, cell_norm, activation, recurrent_activation)
     if _use_fused(c_prev, gate_norm is not None or cell_norm is not None):
         try:
+            hard = _HARD_SIGMOIDS.get(recurrent_activation)
+            if peephole is None and activation is torch.tanh and hard is not None:
+                return fused_gates(gates, c_prev, hard)  # hand-written derivatives
             if _compiled is None:
                 # dynamic=True: one kernel for every batch and frame size (no recompiles)
                 _compiled = torch.compile(_pointwise, dynamic=True)

@@ -274,6 +274,9 @@ class ConvLSTMNd(nn.Module):
 
         order = range(steps - 1, -1, -1) if backwards else range(steps)
         outputs: list[torch.Tensor | None] = [None] * steps
+        # Without autograd, each step's output goes straight into the result: peak memory
+        # holds one copy of the sequence instead of the steps plus their stacked copy.
+        into: torch.Tensor | None = None
         maps: list[dict[str, torch.Tensor] | None] = [None] * steps
         for t in order:
             args = (inputs[t], state, plan, weight, recurrent_mask, need_weights)
@@ -287,15 +290,21 @@ class ConvLSTMNd(nn.Module):
                 new, maps[t] = new
             if mask is None:
                 state = new
-                outputs[t] = new[0]
+                output = new[0]
             else:
                 valid = mask[t]
                 state = tuple(torch.where(valid, n, s) for n, s in zip(new, state))
-                outputs[t] = new[0] * valid
+                output = new[0] * valid
+            if torch.is_grad_enabled():
+                outputs[t] = output
+            else:
+                if into is None:
+                    into = _empty_steps(output, steps)
+                into[:, t] = output
         weights = {}
         if need_weights:
             weights = {key: torch.stack([m[key] for m in maps], dim=1) for key in maps[0]}
-        return _stack_steps(outputs), state, weights
+        return (_stack_steps(outputs) if into is None else into), state, weights
 
     # ---------------------------------------------------------------- helpers
     def _step_mask(
@@ -379,11 +388,26 @@ class ConvLSTMNd(nn.Module):
         return tuple(merged)
 
 
+def _steps_last(step: torch.Tensor) -> bool:
+    """Whether a ``(B, F, *S)`` step is laid out with channels innermost."""
+    return step.dim() in (4, 5) and not step.is_contiguous() and step.stride(1) == 1
+
+
+def _empty_steps(step: torch.Tensor, steps: int) -> torch.Tensor:
+    """An empty ``(B, T, F, *S)`` tensor for ``steps`` steps like ``step``, in the layout
+    ``_stack_steps`` gives."""
+    batch, channels, spatial = step.shape[0], step.shape[1], step.shape[2:]
+    if _steps_last(step):
+        empty = step.new_empty((batch, steps, *spatial, channels))
+        return empty.permute(0, 1, step.dim(), *range(2, step.dim()))
+    return step.new_empty((batch, steps, channels, *spatial))
+
+
 def _stack_steps(outputs: list[torch.Tensor]) -> torch.Tensor:
     """``T`` tensors ``(B, F, *S)`` -> ``(B, T, F, *S)``, keeping channels innermost when
     the steps are channels-last (stacking them as they are takes a slow strided copy)."""
     first = outputs[0]
-    if first.dim() in (4, 5) and not first.is_contiguous() and first.stride(1) == 1:
+    if _steps_last(first):
         to_last = (0, *range(2, first.dim()), 1)
         stacked = torch.stack([o.permute(to_last) for o in outputs], dim=1)
         return stacked.permute(0, 1, first.dim(), *range(2, first.dim()))

@@ -1,0 +1,88 @@
+"""FusedGates: the hand-written gate derivatives against autograd of the plain equations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convlstm.nn.functional import lstm_gate_values
+from convlstm.nn.fused_gates import FusedGates, fused_gates
+
+LAYOUTS = {
+    "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
+    "contiguous": lambda t: t.contiguous(),
+    "channels_last_3d": lambda t: t.contiguous(memory_format=torch.channels_last_3d),
+}
+
+
+def _inputs(layout: str, dtype=torch.float64, features: int = 3):
+    spatial = (2, 3, 4) if layout == "channels_last_3d" else (3, 4)
+    gates = LAYOUTS[layout](torch.randn(2, 4 * features, *spatial, dtype=dtype))
+    c_prev = LAYOUTS[layout](torch.randn(2, features, *spatial, dtype=dtype))
+    return gates.requires_grad_(), c_prev.requires_grad_()
+
+
+def _reference(gates, c_prev, hard):
+    act = F.hardsigmoid if hard else torch.sigmoid
+    values = lstm_gate_values(gates, c_prev, None, None, None, torch.tanh, act)
+    return values["h"], values["c"]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("hard", [False, True])
+def test_values_and_gradients_equal_the_plain_equations(layout, hard):
+    gates, c_prev = _inputs(layout)
+    h, c = fused_gates(gates, c_prev, hard)
+    ref_h, ref_c = _reference(gates, c_prev, hard)
+    torch.testing.assert_close(h, ref_h, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(c, ref_c, atol=1e-12, rtol=1e-12)
+    assert h.stride() == ref_h.contiguous(memory_format=_format(layout)).stride()
+    weights = torch.randn_like(h), torch.randn_like(c)
+    ours = torch.autograd.grad((h * weights[0]).sum() + (c * weights[1]).sum(), (gates, c_prev))
+    ref = torch.autograd.grad(
+        (ref_h * weights[0]).sum() + (ref_c * weights[1]).sum(), (gates, c_prev)
+    )
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-7)
+
+
+def _format(layout: str) -> torch.memory_format:
+    return {
+        "channels_last": torch.channels_last,
+        "channels_last_3d": torch.channels_last_3d,
+        "contiguous": torch.contiguous_format,
+    }[layout]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_gradcheck_float64(layout):
+    gates, c_prev = _inputs(layout, features=2)
+    assert torch.autograd.gradcheck(lambda g, c: FusedGates.apply(g, c, False), (gates, c_prev))
+
+
+def test_only_hidden_state_used_and_non_contiguous_gradients():
+    # h.sum() gives an expanded (stride-0) gradient and c gets none at all.
+    gates, c_prev = _inputs("channels_last")
+    fused = torch.autograd.grad(fused_gates(gates, c_prev)[0].sum(), (gates, c_prev))
+    ref = torch.autograd.grad(_reference(gates, c_prev, False)[0].sum(), (gates, c_prev))
+    for a, b in zip(fused, ref):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-7)
+
+
+def test_inference_path_equals_training_path():
+    gates, c_prev = _inputs("channels_last", dtype=torch.float32)
+    with torch.no_grad():
+        h_infer, c_infer = fused_gates(gates, c_prev)
+    h_train, c_train = fused_gates(gates, c_prev)
+    assert h_train.requires_grad and not h_infer.requires_grad
+    torch.testing.assert_close(h_infer, h_train.detach(), atol=0, rtol=0)
+    torch.testing.assert_close(c_infer, c_train.detach(), atol=0, rtol=0)
+
+
+def test_reduced_precision_gates_keep_a_float32_cell():
+    gates, c_prev = _inputs("channels_last", dtype=torch.float32)
+    h, c = fused_gates(gates.to(torch.bfloat16), c_prev)
+    assert h.dtype == torch.bfloat16 and c.dtype == torch.float32
+    ref_h, ref_c = _reference(gates.to(torch.bfloat16), c_prev, False)
+    torch.testing.assert_close(c, ref_c, atol=1e-6, rtol=1e-6)
+    grad = torch.autograd.grad(h.float().sum(), gates)[0]
+    assert grad.dtype == torch.float32  # the bf16 cast sits outside FusedGates
