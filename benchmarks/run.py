@@ -28,6 +28,11 @@ from workloads import WORKLOADS
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker.py"
 RESULT_PREFIX = "BENCH_RESULT "
+# Every worker, of every implementation, runs with glibc malloc keeping freed memory
+# (what `convlstm.runtime.configure_malloc` and the `convlstm` command set): otherwise
+# each tensor above 32 MiB is mmap-ed and page-faulted afresh on every step.
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1),
+              "MALLOC_TOP_PAD_": str(64 << 20)}  # fmt: skip
 OURS = "convlstm"
 PEERS = ("keras-torch", "keras-tf", "conv-lstm")
 IMPLS = (OURS, *PEERS, "limit")
@@ -88,7 +93,9 @@ def plan_cases(
     return cases
 
 
-def run_case(case: Case, quick: bool, timeout: float, threads: int | None) -> dict[str, Any]:
+def run_case(
+    case: Case, quick: bool, timeout: float, threads: int | None, malloc: dict[str, str]
+) -> dict[str, Any]:
     """Run one case in a fresh interpreter and parse the JSON line it prints."""
     if quick:
         timing = QUICK
@@ -106,7 +113,7 @@ def run_case(case: Case, quick: bool, timeout: float, threads: int | None) -> di
         cmd.append("--heap")
     if threads:
         cmd += ["--threads", str(threads)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **malloc}
     row: dict[str, Any] = {
         "impl": case.impl,
         "label": case.label,
@@ -236,6 +243,7 @@ def report(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"Python {meta['python']}; " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         "",
         f"1-minute load average: {loads} (timings on a loaded machine are noisy). "
+        f"malloc: {meta.get('malloc', 'glibc defaults')}. "
         "Training = forward + backward + SGD step; GFLOP/s counts convolution FLOPs "
         "analytically (training = 3x forward); convlstm speedup = peer time / convlstm time.",
         "",
@@ -277,6 +285,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="threads per worker (default: all cores)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds per case")
     p.add_argument("--out", type=Path, help="output path stem (default results/bench)")
+    p.add_argument(
+        "--system-malloc", action="store_true",
+        help="run workers with glibc's default malloc settings (no MALLOC_* tuning)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     args.only = [i for group in args.only or [",".join(IMPLS)] for i in group.split(",") if i]
     unknown = set(args.only) - set(IMPLS)
@@ -301,13 +313,17 @@ def main(argv: list[str] | None = None) -> None:
         "versions": versions(),
         "load_before": round(os.getloadavg()[0], 2),
         "load_after": None,
+        "malloc": "glibc defaults"
+        if args.system_malloc
+        else " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    malloc = {} if args.system_malloc else MALLOC_ENV
     for n, case in enumerate(cases, 1):
         extra = f" T={case.steps}" if case.steps else ""
         print(f"[{n}/{len(cases)}] {case.workload}{extra} {case.mode} {case.label} ...", end=" ")
-        row = run_case(case, args.quick, args.timeout, args.threads)
+        row = run_case(case, args.quick, args.timeout, args.threads, malloc)
         rows.append(row)
         if row["status"] == "ok":
             rss = row["peak_rss_mib"]

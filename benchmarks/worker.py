@@ -147,11 +147,11 @@ def apply_convlstm_toggles(args: argparse.Namespace) -> dict[str, Any]:
     """Ablation switches, set through the layer's module globals (diagnostics only)."""
     import dataclasses
 
-    from convlstm.nn import cell, get_fusion, set_fusion
+    from convlstm.nn import cell, get_fusion, set_fusion, step_conv
 
     set_fusion(args.fusion)
     if args.no_channels_last:
-        cell._CHANNELS_LAST.clear()  # the fused step then convolves NCHW tensors
+        step_conv._CHANNELS_LAST.clear()  # the fused step then convolves NCHW tensors
     if args.unfused:
         plan = cell.ConvLSTMCellNd.plan
 

@@ -245,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("train", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .runtime import configure_malloc
     from .training.errors import NonFiniteLossError
 
+    configure_malloc()
     try:
         return args.func(args, extra)
     except (ConfigError, FileNotFoundError, ValueError, NonFiniteLossError) as error:

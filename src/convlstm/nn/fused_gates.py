@@ -14,9 +14,10 @@ and its derivatives, with ``dc`` the total gradient reaching ``c``::
     dc_prev = dc ∘ f
 
 where ``σ'(a) = a (1 - a)`` for the sigmoid and ``1/6`` inside ``(0, 1)`` (else 0) for
-Keras's hard sigmoid. The forward saves the four activations and ``tanh(c)``, so the
-backward is one pass of multiplies with no transcendental function; each direction is
-one ``torch.compile``-generated loop.
+Keras's hard sigmoid. The forward saves the four activations (``c`` and ``c_prev`` are
+kept anyway as neighbouring steps' states), so the backward is one pass of multiplies
+with one transcendental function, ``tanh(c)``; each direction is one
+``torch.compile``-generated loop.
 
 The loops run over "rows": a channels-last ``(B, 4F, *S)`` gate tensor is viewed (no
 copy) as ``(B·N, 4, F)`` and a contiguous one as ``(B, 4, F·N)``, so the inner loop is
@@ -75,8 +76,7 @@ def _activations(z: torch.Tensor, hard: bool) -> tuple[torch.Tensor, ...]:
 def _forward_train(z: torch.Tensor, c_prev: torch.Tensor, hard: bool):
     i, f, g, o = _activations(z, hard)
     c = f * c_prev + i * g
-    tanh_c = _tanh(c)
-    return (o * tanh_c).to(z.dtype), c, torch.stack((i, f, g, o), dim=1), tanh_c
+    return (o * _tanh(c)).to(z.dtype), c, torch.stack((i, f, g, o), dim=1)
 
 
 def _forward_infer(z: torch.Tensor, c_prev: torch.Tensor, hard: bool):
@@ -89,13 +89,14 @@ def _backward(
     dh: torch.Tensor,
     dc_out: torch.Tensor,
     acts: torch.Tensor,
-    tanh_c: torch.Tensor,
+    c: torch.Tensor,
     c_prev: torch.Tensor,
     hard: bool,
     dtype: torch.dtype,
 ):
     i, f, g, o = acts.unbind(1)
     dh = dh.to(acts.dtype)
+    tanh_c = _tanh(c)
     dc = dc_out + dh * o * (1 - tanh_c * tanh_c)
 
     def slope(a: torch.Tensor) -> torch.Tensor:
@@ -161,18 +162,20 @@ class FusedGates(torch.autograd.Function):
     def forward(ctx, gates: torch.Tensor, c_prev: torch.Tensor, hard: bool):
         view = _Rows(gates)
         z, c0 = view.rows(gates, 4), view.rows(c_prev.to(_compute_dtype(gates.dtype)))
-        h, c, acts, tanh_c = _compiled("train", _forward_train)(z, c0, hard)
-        ctx.save_for_backward(acts, tanh_c, c0)
+        h, c, acts = _compiled("train", _forward_train)(z, c0, hard)
+        # c is kept anyway (the next step's c_prev, or c_n), so tanh(c) is recomputed
+        # in the backward instead of stored.
+        ctx.save_for_backward(acts, c, c0)
         ctx.view, ctx.hard, ctx.dtype = view, hard, gates.dtype
         ctx.c_dtype = c_prev.dtype
         return view.unrows(h), view.unrows(c)
 
     @staticmethod
     def backward(ctx, dh: torch.Tensor, dc: torch.Tensor):
-        acts, tanh_c, c0 = ctx.saved_tensors
+        acts, c, c0 = ctx.saved_tensors
         view = ctx.view
         dz, dc_prev = _compiled("backward", _backward)(
-            view.rows(dh), view.rows(dc.to(acts.dtype)), acts, tanh_c, c0, ctx.hard, ctx.dtype
+            view.rows(dh), view.rows(dc.to(acts.dtype)), acts, c, c0, ctx.hard, ctx.dtype
         )
         # dz is (R, 4, K): back to (B, 4F, *S) in the layout of the gates
         if view.last:

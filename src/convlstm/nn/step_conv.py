@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
 def memory_format(ndim: int, device: torch.device) -> torch.memory_format:
@@ -22,7 +23,7 @@ def memory_format(ndim: int, device: torch.device) -> torch.memory_format:
     than NCHW here), else contiguous."""
     if device.type != "cpu":
         return torch.contiguous_format
-    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(ndim, torch.contiguous_format)
+    return _CHANNELS_LAST.get(ndim, torch.contiguous_format)
 
 
 def stack_input(

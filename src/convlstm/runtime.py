@@ -1,0 +1,37 @@
+"""Process-wide settings the command-line tool applies before it trains or predicts."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+
+
+def configure_malloc() -> bool:
+    """Let glibc malloc keep and reuse freed memory instead of returning it to the OS.
+
+    By default glibc serves every allocation above 32 MiB with a fresh ``mmap`` and
+    unmaps it on free, so each large tensor of every training step is page-faulted in
+    again (measured here: ~15% of a ConvLSTM training step, and 5-7x slower pointwise
+    ops on 140 MB tensors). With ``mmap`` off and a high trim threshold, freed blocks stay
+    in the heap, as PyTorch's CPU performance guide recommends (it suggests jemalloc or
+    tcmalloc for the same reason). The process's resident memory then stays near its
+    peak instead of shrinking.
+
+    Applied by the ``convlstm`` command; call it yourself at the start of a script for
+    the same effect. Set ``CONVLSTM_MALLOC=0`` to skip it. Returns whether it was applied
+    (only on Linux with glibc).
+    """
+    if os.environ.get("CONVLSTM_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
+    return all(mallopt(param, value) == 1 for param, value in settings)
