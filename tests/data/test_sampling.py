@@ -57,3 +57,18 @@ def test_labels_through_wrappers_and_pickling():
     np.testing.assert_array_equal(labels_of(wrapped, allow_scan=False), labels_of(part))
     clone = pickle.loads(pickle.dumps(wrapped))
     assert len(clone) == 3 and clone[0][0].shape == (2, 1, 16, 16)
+
+
+def test_balanced_sampler_draws_depend_only_on_seed_and_epoch():
+    # A resumed run builds a fresh sampler and starts at epoch e: it must draw what an
+    # uninterrupted run drew at epoch e.
+    labels = [0] * 30 + [1] * 10
+    running = balanced_sampler(labels, seed=5)
+    draws = []
+    for epoch in range(3):
+        running.set_epoch(epoch)
+        draws.append(list(running))
+    assert draws[0] != draws[1] != draws[2]
+    resumed = balanced_sampler(labels, seed=5)
+    resumed.set_epoch(2)
+    assert list(resumed) == draws[2]

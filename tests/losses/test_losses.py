@@ -10,6 +10,7 @@ from convlstm.losses import (
     BinaryCrossEntropy,
     CrossEntropy,
     FocalLoss,
+    FrameBCELoss,
     MAELoss,
     MSELoss,
     MSEMAELoss,
@@ -120,6 +121,20 @@ def test_mse_mae_and_their_sum():
     close(MSEMAELoss(mse_weight=1.0, mae_weight=2.0)(prediction, target), 3.5 + 2 * 1.5)
 
 
+def test_frame_bce_by_hand_and_bad_targets():
+    prediction = torch.tensor([0.9, 0.2, 0.5, 0.0]).view(1, 1, 1, 2, 2)
+    target = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 1, 2, 2)
+    eps = 1e-6
+    expected = -(math.log(0.9) + math.log(0.8) + math.log(0.5) + math.log(1 - eps)) / 4
+    close(FrameBCELoss()(prediction, target), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = FrameBCELoss()(prediction.bfloat16(), target)
+    assert value.dtype == torch.float32 and value.item() == pytest.approx(expected, rel=1e-2)
+    with pytest.raises(ValueError, match=r"targets in \[0, 1\], got values in \[0, 2\]"):
+        FrameBCELoss()(prediction, target * 2)
+    assert isinstance(create_loss("frame_bce"), FrameBCELoss)
+
+
 def test_ssim_of_constant_frames_by_hand():
     # constant frames: μx = a, μy = b, all variances 0 -> (2ab + C1) / (a² + b² + C1)
     a, b, c1 = 0.2, 0.6, 0.01**2
@@ -159,7 +174,8 @@ def test_ssim_matches_torchmetrics_on_the_valid_region():
 # ---------------------------------------------------------------- registry and errors
 def test_create_loss_by_name():
     assert set(list_losses()) == {
-        "bce", "cross_entropy", "focal", "supcon", "triplet", "mse", "mae", "mse+mae", "ssim"
+        "bce", "cross_entropy", "focal", "supcon", "triplet", "mse", "mae", "mse+mae", "ssim",
+        "frame_bce",
     }
     assert isinstance(create_loss("focal", gamma=1.0), FocalLoss)
     with pytest.raises(KeyError, match="unknown loss 'l3'"):

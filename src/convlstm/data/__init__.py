@@ -12,7 +12,14 @@ from .moving_digits import MovingDigits, MovingDigitsFile, load_digit_images, re
 from .normalization import Normalized, NormStats, compute_norm_stats
 from .radar import RadarEchoes
 from .registry import create_dataset, get_dataset_class, list_datasets, register_dataset
-from .sampling import balanced_sampler, class_counts, class_weights, labels_of
+from .sampling import (
+    BalancedSampler,
+    balanced_sampler,
+    class_counts,
+    class_weights,
+    labels_of,
+    set_dataset_epoch,
+)
 from .similar_motions import MOTIONS, SimilarMotions, motion_steps
 from .splits import (
     split_by_time,
@@ -30,6 +37,7 @@ __all__ = [
     "MOTIONS",
     "ArraySequences",
     "Augmented",
+    "BalancedSampler",
     "ClipAugment",
     "FrameFolder",
     "MovingDigits",
@@ -58,6 +66,7 @@ __all__ = [
     "parse_axes",
     "read_idx_images",
     "register_dataset",
+    "set_dataset_epoch",
     "split_by_time",
     "split_dataset",
     "split_groups",

@@ -88,29 +88,60 @@ def class_weights(
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
+    """Call ``set_epoch`` on ``dataset`` or the first data set it wraps that has one
+    (generated data sets draw fresh training samples per epoch)."""
+    target = dataset
+    while target is not None:
+        if hasattr(type(target), "set_epoch"):
+            target.set_epoch(epoch)
+            return
+        target = getattr(target, "dataset", None)
+
+
+class BalancedSampler(WeightedRandomSampler):
+    """``WeightedRandomSampler`` whose draws depend only on ``(seed, epoch)``, so a run
+    resumed at epoch ``e`` draws what an uninterrupted run draws there. Lightning calls
+    ``set_epoch`` every epoch; it is passed on to the data set. With ``seed=None`` the
+    draws come from torch's global RNG."""
+
+    def __init__(self, weights, num_samples: int, replacement: bool, seed: int | None,
+                 dataset: Dataset | None = None) -> None:  # fmt: skip
+        super().__init__(weights, num_samples=num_samples, replacement=replacement)
+        self.seed, self.epoch, self.dataset = seed, 0, dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if self.dataset is not None:
+            set_dataset_epoch(self.dataset, self.epoch)
+
+    def __iter__(self):
+        if self.seed is not None:
+            self.generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return super().__iter__()
+
+
 def balanced_sampler(
     labels: Sequence[int] | np.ndarray | Dataset,
     num_samples: int | None = None,
     replacement: bool = True,
     seed: int | None = None,
-) -> WeightedRandomSampler:
+) -> BalancedSampler:
     """A sampler drawing every class equally often (weight ``1 / count`` per sample).
 
     Args:
         labels: training labels ``(N,)`` or the training data set.
         num_samples: draws per epoch. Default ``N``.
         replacement: draw with replacement. Default ``True``.
-        seed: seed of the sampler's generator (``None``: torch's global RNG).
+        seed: with the epoch (``set_epoch``), fixes the draws; ``None``: torch's global RNG.
     """
     y = _labels(labels)
     counts = class_counts(y)
     weights = 1.0 / counts[y]
-    generator = None
-    if seed is not None:
-        generator = torch.Generator().manual_seed(int(seed))
-    return WeightedRandomSampler(
+    return BalancedSampler(
         torch.as_tensor(weights, dtype=torch.double),
         num_samples=int(num_samples or len(y)),
         replacement=replacement,
-        generator=generator,
+        seed=None if seed is None else int(seed),
+        dataset=labels if isinstance(labels, Dataset) else None,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .classification import BinaryCrossEntropy, CrossEntropy, FocalLoss
-from .forecasting import MAELoss, MSELoss, MSEMAELoss, SSIMLoss, gaussian_window, ssim
+from .forecasting import FrameBCELoss, MAELoss, MSELoss, MSEMAELoss, SSIMLoss, gaussian_window, ssim
 from .metric import SupConLoss, TripletLoss, pairwise_distances
 
 LOSSES: dict[str, type[nn.Module]] = {
@@ -23,6 +23,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "mse": MSELoss,
     "mae": MAELoss,
     "mse+mae": MSEMAELoss,
+    "frame_bce": FrameBCELoss,
     "ssim": SSIMLoss,
 }
 
@@ -44,6 +45,7 @@ __all__ = [
     "BinaryCrossEntropy",
     "CrossEntropy",
     "FocalLoss",
+    "FrameBCELoss",
     "MAELoss",
     "MSELoss",
     "MSEMAELoss",

@@ -26,12 +26,7 @@ class EpochShuffleSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        target = self.dataset
-        while target is not None:
-            if hasattr(type(target), "set_epoch"):
-                target.set_epoch(epoch)
-                break
-            target = getattr(target, "dataset", None)
+        datasets.set_dataset_epoch(self.dataset, epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
