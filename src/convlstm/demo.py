@@ -19,7 +19,7 @@ from .training.run import Run, load_yaml, train
 
 # Budgets for the full demo and for --quick (a smoke test of the whole pipeline).
 DEMO_OVERRIDES = {
-    "moving_digits": {"trainer": {"max_epochs": 5}, "data": {"train": {"num_samples": 1280}}},
+    "moving_digits": {"trainer": {"max_epochs": 5}, "data": {"train": {"num_samples": 1760}}},
     "similar_motions": {"trainer": {"max_epochs": 8}},
 }
 QUICK_OVERRIDES = {
