@@ -16,11 +16,11 @@ def configure_malloc() -> bool:
 
     By default glibc serves every allocation above 32 MiB with a fresh ``mmap`` and
     unmaps it on free, so each large tensor of every training step is page-faulted in
-    again (measured here: ~15% of a ConvLSTM training step, and 5-7x slower pointwise
-    ops on 140 MB tensors). With ``mmap`` off and a high trim threshold, freed blocks stay
-    in the heap, as PyTorch's CPU performance guide recommends (it suggests jemalloc or
-    tcmalloc for the same reason). The process's resident memory then stays near its
-    peak instead of shrinking.
+    again (measured on 2 cores: a training step of the benchmarks' W1 took 1.12 s with
+    glibc's defaults and 0.87 s with these settings). With ``mmap`` off and a high trim
+    threshold, freed blocks stay in the heap, as PyTorch's CPU performance guide
+    recommends (it suggests jemalloc or tcmalloc for the same reason). The process's
+    resident memory then stays near its peak instead of shrinking.
 
     Applied by the ``convlstm`` command; call it yourself at the start of a script for
     the same effect. Set ``CONVLSTM_MALLOC=0`` to skip it. Returns whether it was applied
