@@ -11,6 +11,8 @@ only when the input needs one, and the weight gradient from the saved stacked bu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -38,13 +40,17 @@ def stack_input(
     layout = memory_format(ndim, x.device)
     buffer = torch.empty(shape, dtype=dtype, device=x.device, memory_format=layout).zero_()
     buffer[:, :channels] = x
-    pads = hidden_pad[::-1]  # (after, before) per dimension, first dimension first
-    interior = tuple(
-        slice(before, size - after)
-        for size, after, before in zip(x.shape[2:], pads[::2], pads[1::2])
-    )
-    buffer[(slice(None), slice(channels, None), *interior)] = h
+    buffer[(slice(None), slice(channels, None), *_interior(x.shape[2:], hidden_pad))] = h
     return buffer
+
+
+def _interior(padded_size: Sequence[int], hidden_pad: tuple[int, ...]) -> tuple[slice, ...]:
+    """Slices of the unpadded hidden state inside a padded spatial size."""
+    pads = hidden_pad[::-1]  # (after, before) per dimension, first dimension first
+    return tuple(
+        slice(before, size - after)
+        for size, after, before in zip(padded_size, pads[::2], pads[1::2])
+    )
 
 
 class StepConv(torch.autograd.Function):
@@ -86,11 +92,7 @@ class StepConv(torch.autograd.Function):
         dx = dh = dw = db = None
         if need_h:
             padded = input_grad(buffer[:, channels:], weight[:, channels:])
-            pads = hidden_pad[::-1]
-            interior = tuple(
-                slice(before, size - after)
-                for size, after, before in zip(padded.shape[2:], pads[::2], pads[1::2])
-            )
+            interior = _interior(padded.shape[2:], hidden_pad)
             dh = padded[(slice(None), slice(None), *interior)].to(h_dtype)
         if need_x:
             dx = input_grad(buffer[:, :channels], weight[:, :channels]).to(x_dtype)
