@@ -118,3 +118,16 @@ def test_checkpointing_through_the_fused_kernel(fusion_always):
         grads.append([p.grad for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_second_order_gradients_with_fusion_never():
+    # The fused kernels have first-order derivatives only (like cuDNN's RNNs);
+    # set_fusion("never") gives a layer built from differentiable ops throughout.
+    previous = functional.get_fusion()
+    convlstm.set_fusion("never")
+    try:
+        layer = perturb(ConvLSTM2d(1, 2, 3)).double()
+        x = torch.randn(1, 3, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradgradcheck(lambda inp: layer(inp)[0], (x,))
+    finally:
+        convlstm.set_fusion(previous)

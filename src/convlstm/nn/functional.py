@@ -55,7 +55,9 @@ def set_fusion(mode: str) -> None:
         mode: ``"auto"`` (default: fuse for steps of at least
             ``AUTO_FUSION_MIN_ELEMENTS`` cell elements, without layer norm, when
             ``torch.compile`` works here),
-            ``"always"`` or ``"never"`` (plain eager ops). The environment variable
+            ``"always"`` or ``"never"`` (plain eager ops, also for the step
+            convolution: needed for higher-order gradients, since the fused kernels
+            have first-order derivatives only). The environment variable
             ``CONVLSTM_FUSION`` sets the initial mode.
     """
     global _fusion_mode, _fusion_failed

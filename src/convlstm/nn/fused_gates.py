@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import torch
 import torch._dynamo.config as _dynamo_config
+from torch.autograd.function import once_differentiable
 
 _kernels: dict[str, Callable] = {}
 
@@ -171,6 +172,7 @@ class FusedGates(torch.autograd.Function):
         return view.unrows(h), view.unrows(c)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dh: torch.Tensor, dc: torch.Tensor):
         acts, c, c0 = ctx.saved_tensors
         view = ctx.view

@@ -15,6 +15,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .functional import _in_tracing_context, get_fusion
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
@@ -71,6 +74,7 @@ class StepConv(torch.autograd.Function):
         return _CONV[x.dim() - 2](buffer, conv_weight, conv_bias)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dz):
         buffer, weight = ctx.saved_tensors
         channels, hidden_pad, has_bias, x_dtype, h_dtype, w_dtype = ctx.meta
@@ -114,11 +118,11 @@ def step_conv(
     hidden_pad: tuple[int, ...],
 ) -> torch.Tensor:
     """``W * [x, pad(h)] + b`` for one step (see ``StepConv``); plain ops when no
-    gradient is needed or inside tracing (export, ``torch.compile``)."""
-    tracing = (
-        torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    )
-    if torch.is_grad_enabled() and not tracing:
+    gradient is needed, inside tracing (export, ``torch.compile``) and with
+    ``set_fusion("never")`` (then higher-order gradients work: ``StepConv`` has
+    first-order derivatives only)."""
+    plain = get_fusion() == "never" or _in_tracing_context()
+    if torch.is_grad_enabled() and not plain:
         return StepConv.apply(x, h, weight, bias, tuple(hidden_pad))
     dtype = x.dtype
     if torch.is_autocast_enabled(x.device.type):
