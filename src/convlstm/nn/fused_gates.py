@@ -154,9 +154,9 @@ class _Rows:
 class FusedGates(torch.autograd.Function):
     """``(h, c) = FusedGates.apply(gates, c_prev, hard)``; see the module docstring.
 
-    ``gates`` ``(B, 4F, *S)`` (any float dtype; arithmetic in float32), ``c_prev``
-    ``(B, F, *S)``; returns ``h`` in the dtype of ``gates`` and ``c`` in float32, in the
-    memory layout of ``gates``.
+    ``gates`` ``(B, 4F, *S)`` (float16/bfloat16 gates are computed in float32),
+    ``c_prev`` ``(B, F, *S)``; returns ``h`` in the dtype of ``gates`` and ``c`` in
+    float32 (float64 for float64 gates), in the memory layout of ``gates``.
     """
 
     @staticmethod

@@ -83,6 +83,7 @@ class StepConv(torch.autograd.Function):
         ones, zeros = [1] * ndim, [0] * ndim
 
         def input_grad(part: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+            # The input gradient reads only the input's shape and layout: an empty tensor.
             layout = memory_format(ndim, part.device)
             like = torch.empty(
                 part.shape, dtype=part.dtype, device=part.device, memory_format=layout
