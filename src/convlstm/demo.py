@@ -53,7 +53,8 @@ def main(quick: bool = False, root: str = "runs") -> dict[str, Run]:
     for name, run in runs.items():
         m = run.metrics
         if run.config.task == "forecasting":
-            headline = {k: round(float(m[k]), 4) for k in ("mse", "mae", "ssim", "psnr")}
+            keys = ("mse", "mae", "ssim", "psnr", "baseline_mse_zero", "baseline_mse_persistence")
+            headline = {k: round(float(m[k]), 4) for k in keys if k in m}
         else:
             headline = {k: round(float(m[k]), 4) for k in ("accuracy", "roc_auc", "f1")}
         print(f"{name}: {json.dumps(headline)}")

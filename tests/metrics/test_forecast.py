@@ -155,3 +155,23 @@ def test_bad_shapes_are_named():
         m.update(torch.rand(1, 3, 1, 8, 8), torch.rand(1, 3, 1, 8, 8))
     with pytest.raises(ValueError, match="data_range"):
         ForecastMetrics(data_range=0)
+
+
+def test_zero_and_persistence_baselines_by_hand():
+    # one sequence, two 1x3x3 target frames; the last observed frame is all ones
+    target = torch.zeros(1, 2, 1, 3, 3)
+    target[0, 0, 0, 0, 0] = 1.0
+    target[0, 1, 0, 1, 2] = 2.0
+    last_input = torch.ones(1, 1, 3, 3)
+    m = ForecastMetrics()
+    m.update(torch.zeros_like(target), target, last_input)
+    r = m.compute()
+    assert r["baseline_mse_zero"] == pytest.approx((1.0 + 4.0) / 2)  # per-frame sums, averaged
+    # frame 1: (1-1)^2 + 8 ones = 8; frame 2: (1-2)^2 + 8 ones = 9
+    assert r["baseline_mse_persistence"] == pytest.approx((8.0 + 9.0) / 2)
+    assert r["mse"] == pytest.approx(r["baseline_mse_zero"])  # the forecast here is zeros
+    no_baseline = ForecastMetrics()
+    no_baseline.update(target, target)
+    assert "baseline_mse_zero" not in no_baseline.compute()
+    with pytest.raises(ValueError, match=r"last_input must have shape \(1, 1, 3, 3\)"):
+        ForecastMetrics().update(target, target, torch.ones(1, 3, 3))

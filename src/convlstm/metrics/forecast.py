@@ -88,6 +88,9 @@ class ForecastMetrics(Metric):
         * for each threshold ``thr`` (key suffix ``str(float(thr))``, e.g. ``csi@0.5``):
           ``csi@thr``, ``pod@thr``, ``far@thr`` from hits/misses/false alarms summed over
           the whole set (see :func:`nowcast_scores`; ``0/0`` is ``nan``).
+        * with ``last_input`` given to every ``update``: ``baseline_mse_zero`` and
+          ``baseline_mse_persistence``, the ``mse`` of two trivial forecasts (all-zero
+          frames, and the last input frame repeated), to judge ``mse`` against.
         * ``num_sequences``.
     """
 
@@ -106,19 +109,31 @@ class ForecastMetrics(Metric):
             raise ValueError(f"data_range must be > 0, got {data_range}")
         self.data_range = float(data_range)
         self.thresholds = [float(t) for t in (thresholds or [])]
-        for name in ("frame_se", "frame_ae", "frame_ssim", "frame_psnr"):
+        for name in ("frame_se", "frame_ae", "frame_ssim", "frame_psnr", "zero_se", "last_se"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.add_state("pixels", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         counts = torch.zeros(len(self.thresholds), 3, dtype=torch.long)
         self.add_state("contingency", default=counts, dist_reduce_fx="sum")
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add a batch of forecasts ``pred`` and truths ``target``, both ``(B, T_out, C, H, W)``."""
+    def update(self, pred: Tensor, target: Tensor, last_input: Tensor | None = None) -> None:
+        """Add a batch of forecasts ``pred`` and truths ``target``, both ``(B, T_out, C, H, W)``;
+        ``last_input`` ``(B, C, H, W)``, the last observed frame, adds the baselines."""
         if pred.dim() != 5 or pred.shape != target.shape:
             raise ValueError(
                 "pred and target must both have shape (B, T_out, C, H, W), got pred "
                 f"{tuple(pred.shape)} and target {tuple(target.shape)}"
             )
+        if last_input is not None:
+            expected = (target.shape[0], *target.shape[2:])
+            if tuple(last_input.shape) != expected:
+                raise ValueError(
+                    f"last_input must have shape {expected} (B, C, H, W), "
+                    f"got {tuple(last_input.shape)}"
+                )
+            truth = target.detach().float()
+            self.zero_se.append(truth.square().sum(dim=(2, 3, 4)).double())
+            last = last_input.detach().float().unsqueeze(1)
+            self.last_se.append((last - truth).square().sum(dim=(2, 3, 4)).double())
         if self.frame_se and self.frame_se[0].shape[1] != pred.shape[1]:
             raise ValueError(
                 f"T_out changed between updates: first {self.frame_se[0].shape[1]}, "
@@ -174,6 +189,13 @@ class ForecastMetrics(Metric):
             "mae_per_lead": ae.mean(dim=0).tolist(),
             "ssim_per_lead": ssim.mean(dim=0).tolist(),
         }
+        zero_se, last_se = (
+            dim_zero_cat(s) if not (isinstance(s, list) and not s) else None
+            for s in (self.zero_se, self.last_se)
+        )
+        if zero_se is not None and zero_se.shape == se.shape:
+            out["baseline_mse_zero"] = float(zero_se.mean())
+            out["baseline_mse_persistence"] = float(last_se.mean())
         for thr, (hits, misses, false_alarms) in zip(self.thresholds, self.contingency.tolist()):
             for name, value in _skill(hits, misses, false_alarms).items():
                 out[f"{name}@{thr}"] = value

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..metrics import ClassificationMetrics, ForecastMetrics
 from .config import DataConfig, config_from_dict
-from .tasks import class_probabilities
+from .tasks import class_probabilities, last_frame
 
 
 def datamodule_for(run, data: dict[str, Any] | None = None):
@@ -100,7 +100,7 @@ def evaluate_run(
             probs.append(scores)
             labels.append(y)
         else:
-            metrics.update(out.float(), y.float())
+            metrics.update(out.float(), y.float(), last_frame(x, y))
         if samples is None:
             samples = (x[:n_samples], y[:n_samples], out[:n_samples])
     result: dict[str, Any] = {"metrics": metrics.compute(), "split": split}

@@ -14,6 +14,14 @@ from .config import OptimizerConfig, SchedulerConfig
 from .objectives import build_objective
 
 
+def last_frame(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    """The last input frame ``(B, C, *S)`` when frames in and out are alike (the
+    persistence baseline of ``ForecastMetrics``), else ``None``."""
+    if inputs.dim() != targets.dim() or inputs.shape[2:] != targets.shape[2:]:
+        return None
+    return inputs[:, -1].float()
+
+
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """``(B, 1)`` logits -> ``(B,)`` probability of class 1 (sigmoid); ``(B, K)`` -> softmax."""
     if logits.shape[-1] == 1:
@@ -181,7 +189,7 @@ class ForecastingTask(_Task):
         inputs, targets = batch
         preds = self.model(inputs)
         self.log(f"{prefix}_loss", self.objective(preds, targets), prog_bar=True, sync_dist=True)
-        metrics.update(preds.float(), targets.float())
+        metrics.update(preds.float(), targets.float(), last_frame(inputs, targets))
 
     def _log_metrics(self, prefix: str, metrics: ForecastMetrics) -> None:
         for key, value in metrics.compute().items():
