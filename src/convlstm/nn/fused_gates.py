@@ -144,6 +144,11 @@ class _Rows:
             t = t.reshape(batch, groups, -1)
         return t if groups > 1 else t.squeeze(1)
 
+    def inputs(self, gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The loops' inputs: gates ``(R, 4, K)`` and ``c_prev`` ``(R, K)`` in the
+        compute dtype."""
+        return self.rows(gates, 4), self.rows(c_prev.to(_compute_dtype(gates.dtype)))
+
     def unrows(self, t: torch.Tensor) -> torch.Tensor:
         """``(R, K)`` -> ``(B, F, *S)`` in this layout (a view)."""
         if self.last:
@@ -162,7 +167,7 @@ class FusedGates(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gates: torch.Tensor, c_prev: torch.Tensor, hard: bool):
         view = _Rows(gates)
-        z, c0 = view.rows(gates, 4), view.rows(c_prev.to(_compute_dtype(gates.dtype)))
+        z, c0 = view.inputs(gates, c_prev)
         h, c, acts = _compiled("train", _forward_train)(z, c0, hard)
         # c is kept anyway (the next step's c_prev, or c_n), so tanh(c) is recomputed
         # in the backward instead of stored.
@@ -194,7 +199,5 @@ def fused_gates(gates: torch.Tensor, c_prev: torch.Tensor, hard: bool = False):
     if torch.is_grad_enabled() and (gates.requires_grad or c_prev.requires_grad):
         return FusedGates.apply(gates, c_prev, hard)
     view = _Rows(gates)
-    h, c = _compiled("infer", _forward_infer)(
-        view.rows(gates, 4), view.rows(c_prev.to(_compute_dtype(gates.dtype))), hard
-    )
+    h, c = _compiled("infer", _forward_infer)(*view.inputs(gates, c_prev), hard)
     return view.unrows(h), view.unrows(c)

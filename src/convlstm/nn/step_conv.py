@@ -31,6 +31,13 @@ def memory_format(ndim: int, device: torch.device) -> torch.memory_format:
     return _CHANNELS_LAST.get(ndim, torch.contiguous_format)
 
 
+def _conv_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the step convolution runs in: autocast's when it is on, else ``x``'s."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def stack_input(
     x: torch.Tensor, h: torch.Tensor, hidden_pad: tuple[int, ...], dtype: torch.dtype
 ) -> torch.Tensor:
@@ -63,9 +70,7 @@ class StepConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h, weight, bias, hidden_pad):
-        dtype = x.dtype
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
+        dtype = _conv_dtype(x)
         buffer = stack_input(x, h, hidden_pad, dtype)
         conv_weight = weight.to(dtype)
         conv_bias = None if bias is None else bias.to(dtype)
@@ -125,7 +130,4 @@ def step_conv(
     plain = get_fusion() == "never" or _in_tracing_context()
     if torch.is_grad_enabled() and not plain:
         return StepConv.apply(x, h, weight, bias, tuple(hidden_pad))
-    dtype = x.dtype
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
-    return _CONV[x.dim() - 2](stack_input(x, h, hidden_pad, dtype), weight, bias)
+    return _CONV[x.dim() - 2](stack_input(x, h, hidden_pad, _conv_dtype(x)), weight, bias)
