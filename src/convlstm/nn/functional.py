@@ -132,7 +132,9 @@ def _pointwise(
     return values["h"].to(gates.dtype), values["c"]
 
 
-def _use_fused(c_prev: torch.Tensor, normalized: bool) -> bool:
+def use_fused(numel: int, device: torch.device, normalized: bool = False) -> bool:
+    """Whether the gate arithmetic of a step whose cell state has ``numel`` elements on
+    ``device`` runs fused (see ``set_fusion``); ``normalized``: the cell has layer norm."""
     if _fusion_mode == "never" or _fusion_failed or _in_tracing_context():
         return False
     if _fusion_mode == "always":
@@ -141,8 +143,28 @@ def _use_fused(c_prev: torch.Tensor, normalized: bool) -> bool:
     # step than eager ops, so "auto" fuses only the plain gate arithmetic.
     return (
         not normalized
-        and c_prev.numel() >= AUTO_FUSION_MIN_ELEMENTS
-        and c_prev.device.type in ("cpu", "cuda")
+        and numel >= AUTO_FUSION_MIN_ELEMENTS
+        and device.type in ("cpu", "cuda")
+    )
+
+
+def hand_written_kind(activation: Callable, recurrent_activation: Callable) -> bool | None:
+    """For the gates the hand-written kernels know (``tanh`` with sigmoid or hard
+    sigmoid), whether the gates are hard sigmoids; ``None`` for any other pair."""
+    if activation is not torch.tanh:
+        return None
+    return _HARD_SIGMOIDS.get(recurrent_activation)
+
+
+def fusion_failed(error: Exception) -> None:
+    """Turn fusion off for this process after the compiler failed, with a warning."""
+    global _fusion_failed
+    _fusion_failed = True
+    warnings.warn(
+        f"convlstm: fused gate kernel unavailable ({type(error).__name__}: {error}); "
+        "falling back to eager ops. Call convlstm.nn.set_fusion('never') to silence.",
+        RuntimeWarning,
+        stacklevel=3,
     )
 
 
@@ -174,23 +196,17 @@ def lstm_pointwise(
         ``(h, c)``: the new hidden state in the dtype of ``gates`` and the new cell
         state (float32 when ``gates`` is float16/bfloat16), both ``(B, F, *spatial)``.
     """
-    global _compiled, _fusion_failed
+    global _compiled
     args = (gates, c_prev, peephole, gate_norm, cell_norm, activation, recurrent_activation)
-    if _use_fused(c_prev, gate_norm is not None or cell_norm is not None):
+    if use_fused(c_prev.numel(), c_prev.device, gate_norm is not None or cell_norm is not None):
         try:
-            hard = _HARD_SIGMOIDS.get(recurrent_activation)
-            if peephole is None and activation is torch.tanh and hard is not None:
+            hard = hand_written_kind(activation, recurrent_activation)
+            if peephole is None and hard is not None:
                 return fused_gates(gates, c_prev, hard)  # hand-written derivatives
             if _compiled is None:
                 # dynamic=True: one kernel for every batch and frame size (no recompiles)
                 _compiled = torch.compile(_pointwise, dynamic=True)
             return _compiled(*args)
         except Exception as error:  # compiler missing or broken on this machine
-            _fusion_failed = True
-            warnings.warn(
-                f"convlstm: fused gate kernel unavailable ({type(error).__name__}: {error}); "
-                "falling back to eager ops. Call convlstm.nn.set_fusion('never') to silence.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            fusion_failed(error)
     return _pointwise(*args)

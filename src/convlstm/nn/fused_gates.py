@@ -94,9 +94,12 @@ def _backward(
     c_prev: torch.Tensor,
     hard: bool,
     dtype: torch.dtype,
+    dh_more: torch.Tensor | None = None,
 ):
     i, f, g, o = acts.unbind(1)
     dh = dh.to(acts.dtype)
+    if dh_more is not None:  # a second gradient reaching h (the sequence's output)
+        dh = dh + dh_more.reshape(dh.shape).to(acts.dtype)
     tanh_c = _tanh(c)
     dc = dc_out + dh * o * (1 - tanh_c * tanh_c)
 
@@ -149,11 +152,24 @@ class _Rows:
         compute dtype."""
         return self.rows(gates, 4), self.rows(c_prev.to(_compute_dtype(gates.dtype)))
 
+    def strided_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B, F, *S)`` -> ``(B, *S, F)`` (channels-last) or itself: the row order of
+        ``rows`` without a copy, for a tensor dense in every dimension but the batch (a
+        step of a sequence); the loops read it with ``reshape``."""
+        return t.movedim(1, -1) if self.last else t
+
     def unrows(self, t: torch.Tensor) -> torch.Tensor:
         """``(R, K)`` -> ``(B, F, *S)`` in this layout (a view)."""
         if self.last:
             return t.reshape(self.shape[0], *self.shape[2:], self.shape[1]).movedim(-1, 1)
         return t.reshape(self.shape)
+
+    def ungates(self, t: torch.Tensor) -> torch.Tensor:
+        """``(R, 4, K)`` -> ``(B, 4F, *S)`` in this layout (a view)."""
+        batch, channels, spatial = self.shape[0], self.shape[1], self.shape[2:]
+        if self.last:
+            return t.reshape(batch, *spatial, 4 * channels).movedim(-1, 1)
+        return t.reshape(batch, 4 * channels, *spatial)
 
 
 class FusedGates(torch.autograd.Function):
@@ -184,13 +200,7 @@ class FusedGates(torch.autograd.Function):
         dz, dc_prev = _compiled("backward", _backward)(
             view.rows(dh), view.rows(dc.to(acts.dtype)), acts, c, c0, ctx.hard, ctx.dtype
         )
-        # dz is (R, 4, K): back to (B, 4F, *S) in the layout of the gates
-        if view.last:
-            batch, channels, spatial = view.shape[0], view.shape[1], view.shape[2:]
-            dz = dz.reshape(batch, *spatial, 4 * channels).movedim(-1, 1)
-        else:
-            dz = dz.reshape(view.shape[0], 4 * view.shape[1], *view.shape[2:])
-        return dz, view.unrows(dc_prev).to(ctx.c_dtype), None
+        return view.ungates(dz), view.unrows(dc_prev).to(ctx.c_dtype), None
 
 
 def fused_gates(gates: torch.Tensor, c_prev: torch.Tensor, hard: bool = False):

@@ -14,6 +14,7 @@ from torch.utils.checkpoint import set_checkpoint_early_stop
 from ._utils import IntOrTuple, Padding
 from .activations import Activation
 from .cell import ConvLSTMCellNd
+from .fused_sequence import run_fused_sequence
 
 #: ``(h_n, c_n)`` (``(h_n, c_n, m_n)`` with ``attention="sam"``): stacked tensors, or lists.
 State = tuple[torch.Tensor, ...] | tuple[list[torch.Tensor], ...]
@@ -261,16 +262,21 @@ class ConvLSTMNd(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
         steps = x.shape[1]
         plan = cell.plan(tuple(x.shape[3:]))
+        use_checkpoint = self.checkpoint and self.training and torch.is_grad_enabled()
+        need_weights = need_weights and cell.attention is not None
+        dropping = self.recurrent_dropout > 0 and self.training
+        if mask is None and not (use_checkpoint or need_weights or dropping):
+            fused = run_fused_sequence(cell, x, state, plan, backwards)
+            if fused is not None:
+                return fused[0], fused[1:], {}
         if state is None:
             state = cell.init_state(x[:, 0], plan)
         recurrent_mask = None
-        if self.recurrent_dropout > 0 and self.training:
+        if dropping:
             keep = 1.0 - self.recurrent_dropout
             recurrent_mask = state[0].new_empty(state[0].shape).bernoulli_(keep) / keep
         inputs = cell.prepare_inputs(x, plan)
         weight = cell.step_weight(plan)
-        use_checkpoint = self.checkpoint and self.training and torch.is_grad_enabled()
-        need_weights = need_weights and cell.attention is not None
 
         order = range(steps - 1, -1, -1) if backwards else range(steps)
         outputs: list[torch.Tensor | None] = [None] * steps

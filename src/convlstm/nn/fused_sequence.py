@@ -1,0 +1,255 @@
+"""One layer's whole sequence, in one direction, as one autograd function (training).
+
+Run step by step under autograd, every step of the usual cell builds two nodes (the
+step convolution and the gates) and every step pays for glue between them: a fresh
+``[x_t, pad(h)]`` buffer zeroed and filled, the hidden state's gradient copied out of
+its padded form, the two gradients reaching ``h`` (from the output and from the next
+step) added in a separate pass, and at the end the steps' outputs stacked into one
+tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
+
+* forward: all inputs are written once into one zeroed buffer of ``T`` stacked
+  slots ``[x_t, pad(h)]``; each step convolves its slot, runs the gate kernel and
+  writes ``h`` into the hidden channels of the next step's slot and into the output.
+  The buffer is also the weight gradient's saved input;
+* backward: per step, the gate kernel (``fused_gates``) adds the output's gradient
+  in its own loop, the hidden state's gradient comes unpadded from a convolution with
+  the flipped kernel, and the input's (when needed) likewise.
+
+The results equal ``ConvLSTMCellNd.step`` in a loop (tests check values and
+gradients). Like ``FusedGates``, it has first-order derivatives only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .functional import fusion_failed, hand_written_kind, use_fused
+from .fused_gates import _backward, _compiled, _forward_train, _Rows
+from .step_conv import _conv_dtype, _interior, memory_format
+
+if TYPE_CHECKING:
+    from .cell import ConvLSTMCellNd, StepPlan
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _pairs(flat_pad: Sequence[int]) -> list[tuple[int, int]]:
+    """``F.pad`` order (last dimension first) -> ``(before, after)`` per dimension, first
+    dimension first."""
+    return [(flat_pad[i], flat_pad[i + 1]) for i in range(len(flat_pad) - 2, -1, -2)]
+
+
+def _flipped(kernel: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """``(O, I, *k)`` -> ``(I, O, *k)`` with every spatial axis reversed: convolving with
+    it is the transposed convolution of ``kernel``."""
+    spatial = tuple(range(2, kernel.dim()))
+    return kernel.flip(spatial).transpose(0, 1).contiguous(memory_format=layout)
+
+
+def _transposed(dz: torch.Tensor, flipped: torch.Tensor, pad: list[tuple[int, int]]):
+    """Gradient of a stride-1 convolution's input, with the input's own ``(before,
+    after)`` zero padding already cut away: the output gradient padded by ``k-1-before``
+    and ``k-1-after``, convolved with the flipped kernel."""
+    kernel = flipped.shape[2:]
+    edges = [(k - 1 - before, k - 1 - after) for k, (before, after) in zip(kernel, pad)]
+    if all(lo == hi >= 0 for lo, hi in edges):
+        return _CONV[dz.dim() - 2](dz, flipped, padding=[lo for lo, _ in edges])
+    flat = [e for lo, hi in reversed(edges) for e in (lo, hi)]
+    return _CONV[dz.dim() - 2](F.pad(dz, flat), flipped)
+
+
+def _batch_major(step: torch.Tensor, steps: int) -> torch.Tensor:
+    """An empty ``(B, T, F, *S)`` sequence for steps like ``step`` ``(B, F, *S)``, with
+    channels innermost when ``step`` has them so (elementwise ops keep this layout in
+    their results and gradients; a time-major one they turn into transposing copies).
+    Not a view, so it may be modified in place like any output."""
+    batch, channels, spatial = step.shape[0], step.shape[1], tuple(step.shape[2:])
+    shape = (batch, steps, channels, *spatial)
+    if step.dim() > 2 and step.stride(1) == 1 and channels > 1:
+        inner = [channels]  # strides of (*S, F) laid out F innermost
+        for size in reversed(spatial[1:]):
+            inner.insert(0, inner[0] * size)
+        pixels = math.prod(spatial) * channels
+        strides = (steps * pixels, pixels, 1, *inner)
+        return torch.empty_strided(shape, strides, dtype=step.dtype, device=step.device)
+    return step.new_empty(shape)
+
+
+class FusedSequence(torch.autograd.Function):
+    """``output, h_n, c_n = FusedSequence.apply(x, h_0, c_0, weight, bias, input_pad,
+    hidden_pad, hard, reverse)``.
+
+    ``x`` ``(B, T, C, *S_in)``; ``h_0``, ``c_0`` ``(B, F, *S)`` or ``None`` (zeros);
+    ``weight`` ``(4F, C + F, *k)`` (``[W_x, W_h]``), ``bias`` ``(4F,)`` or ``None``;
+    ``input_pad`` and ``hidden_pad`` in ``F.pad`` order; stride 1, no dilation; gates
+    ``tanh`` and sigmoid (``hard=False``) or Keras's hard sigmoid. Returns ``output``
+    ``(B, T, F, *S)`` (time order also when ``reverse``), ``h_n`` and ``c_n`` (float32
+    for reduced-precision inputs) ``(B, F, *S)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse):
+        ctx.set_materialize_grads(False)
+        batch, steps, channels = x.shape[:3]
+        ndim = x.dim() - 3
+        dtype = _conv_dtype(x)
+        layout = memory_format(ndim, x.device)
+        padded = [s + lo + hi for s, (lo, hi) in zip(x.shape[3:], _pairs(input_pad))]
+        hidden = weight.shape[1] - channels
+        # Slot t holds [x_t, pad(h)] with the state step t starts from; each step writes
+        # its h into the slot of the step that follows it.
+        slots = torch.empty(
+            (steps * batch, channels + hidden, *padded),
+            dtype=dtype, device=x.device, memory_format=layout,
+        ).zero_().unflatten(0, (steps, batch))  # fmt: skip
+        x_part = (slice(None), slice(None), slice(0, channels), *_interior(padded, input_pad))
+        slots[x_part] = x.transpose(0, 1)
+        h_part = (slice(None), slice(channels, None), *_interior(padded, hidden_pad))
+        order = range(steps - 1, -1, -1) if reverse else range(steps)
+        if h_0 is not None:
+            slots[order[0]][h_part] = h_0
+
+        conv_weight = weight.to(dtype)
+        conv_bias = None if bias is None else bias.to(dtype)
+        conv = _CONV[ndim]
+        kernel = _compiled("train", _forward_train)
+        cells: list[torch.Tensor] = [None] * steps
+        acts: list[torch.Tensor] = [None] * steps
+        view = c_first = output = None
+        for t in order:
+            z = conv(slots[t], conv_weight, conv_bias)
+            if view is None:
+                view = _Rows(z)
+                if c_0 is None:
+                    c_0 = torch.empty(
+                        view.shape, dtype=dtype, device=x.device, memory_format=view.format
+                    ).zero_()
+                gates, c_first = view.inputs(z, c_0)
+                c_prev = c_first
+            else:
+                gates = view.rows(z, 4)
+            h, c_prev, acts[t] = kernel(gates, c_prev, hard)
+            h = view.unrows(h)
+            following = t - 1 if reverse else t + 1
+            if 0 <= following < steps:
+                slots[following][h_part] = h
+            if output is None:
+                output = _batch_major(h, steps)
+            output[:, t] = h
+            cells[t] = c_prev
+            # Free this step's temporaries before the next step allocates its own, so
+            # the allocator hands the same blocks back (less heap fragmentation).
+            del z, gates
+
+        ctx.save_for_backward(slots, conv_weight, c_first, *cells, *acts)
+        ctx.meta = (view, hard, reverse, input_pad, hidden_pad, channels, bias is not None)
+        ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, c_0.dtype, weight.dtype)
+        return output, h, view.unrows(cells[order[-1]])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_output, d_h_n, d_c_n):
+        slots, weight, c_first, *saved = ctx.saved_tensors
+        view, hard, reverse, input_pad, hidden_pad, channels, has_bias = ctx.meta
+        x_dtype, h_dtype, c_dtype, w_dtype = ctx.dtypes
+        steps = len(saved) // 2
+        cells, acts = saved[:steps], saved[steps:]
+        need_x, need_h, need_c, need_w, need_b = ctx.needs_input_grad[:5]
+        ndim = slots.dim() - 3
+        layout = memory_format(ndim, slots.device)
+        dtype = slots.dtype
+        flipped_h = _flipped(weight[:, channels:], layout)
+        flipped_x = _flipped(weight[:, :channels], layout) if need_x else None
+        ones, zeros = [1] * ndim, [0] * ndim
+        kernel = _compiled("backward", _backward)
+
+        order = range(steps) if reverse else range(steps - 1, -1, -1)  # backward order
+        acc_dtype = acts[0].dtype
+        dh = (
+            torch.zeros_like(c_first, dtype=acc_dtype)
+            if d_h_n is None
+            else view.rows(d_h_n.to(acc_dtype))
+        )
+        dc = torch.zeros_like(c_first) if d_c_n is None else view.rows(d_c_n.to(acc_dtype))
+        d_weight = d_bias = None
+        d_inputs: list[torch.Tensor] = [None] * steps
+        for index, t in enumerate(order):
+            before = t + 1 if reverse else t - 1  # the step processed before t
+            c_prev = cells[before] if 0 <= before < steps else c_first
+            d_out = None if d_output is None else view.strided_rows(d_output[:, t])
+            dz, dc = kernel(dh, dc, acts[t], cells[t], c_prev, hard, dtype, d_out)
+            del dh, d_out  # (see the forward loop)
+            dz = view.ungates(dz)
+            if index < steps - 1 or need_h:
+                dh = view.rows(_transposed(dz, flipped_h, _pairs(hidden_pad)))
+            if need_x:
+                d_inputs[t] = _transposed(dz, flipped_x, _pairs(input_pad))
+            if need_w or need_b:
+                _, dw, db = torch.ops.aten.convolution_backward(
+                    dz, slots[t], weight, [weight.shape[0]] if has_bias else None,
+                    ones, zeros, ones, False, zeros, 1, [False, need_w, need_b and has_bias],
+                )  # fmt: skip
+                if need_w:
+                    d_weight = dw if d_weight is None else d_weight.add_(dw)
+                if need_b and has_bias:
+                    d_bias = db if d_bias is None else d_bias.add_(db)
+                del dw, db
+            del dz
+
+        d_x = d_h0 = d_c0 = None
+        if need_x:
+            d_x = torch.stack(d_inputs, dim=1).to(x_dtype)
+        if need_h:
+            d_h0 = view.unrows(dh).to(h_dtype)
+        if need_c:
+            d_c0 = view.unrows(dc).to(c_dtype)
+        if d_weight is not None:
+            d_weight = d_weight.to(w_dtype)
+        if d_bias is not None:
+            d_bias = d_bias.to(w_dtype)
+        return d_x, d_h0, d_c0, d_weight, d_bias, None, None, None, None
+
+
+def run_fused_sequence(
+    cell: ConvLSTMCellNd,
+    x: torch.Tensor,
+    state: tuple[torch.Tensor, ...] | None,
+    plan: StepPlan,
+    reverse: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(output, h_n, c_n)`` of ``cell`` over ``x`` ``(B, T, C, *S_in)`` by
+    ``FusedSequence``, or ``None`` when it does not apply: no gradient is being recorded,
+    or the cell has peepholes, layer norm, attention, gates other than tanh with
+    (hard) sigmoid, a strided or dilated input path, or fusion is off (``set_fusion``)."""
+    hard = hand_written_kind(cell.activation, cell.recurrent_activation)
+    if (
+        hard is None
+        or not plan.fused
+        or cell.attention is not None
+        or cell.peephole_weight is not None
+        or cell.layer_norm
+        or x.shape[1] == 0
+        or not torch.is_grad_enabled()
+    ):
+        return None
+    tensors = [x, *cell.parameters(), *(state or ())]
+    if not any(t.requires_grad for t in tensors):
+        return None
+    state_elements = x.shape[0] * cell.hidden_channels * math.prod(plan.output_size)
+    if not use_fused(state_elements, x.device):
+        return None
+    h_0, c_0 = (None, None) if state is None else state
+    weight = cell.step_weight(plan)
+    try:
+        return FusedSequence.apply(
+            x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, hard, reverse
+        )
+    except Exception as error:  # compiler missing or broken on this machine
+        fusion_failed(error)
+        return None

@@ -1,0 +1,201 @@
+"""FusedSequence: one layer's whole sequence as one autograd function, against the
+step-by-step path with plain ops (``set_fusion("never")``)."""
+
+import pytest
+import torch
+
+from convlstm.nn import get_fusion, set_fusion
+from convlstm.nn.fused_sequence import FusedSequence
+from convlstm.nn.layer import ConvLSTMNd
+
+from .conftest import perturb
+
+
+@pytest.fixture
+def fusion():
+    """Run a callable under a fusion mode, restoring the previous mode afterwards."""
+    previous = get_fusion()
+
+    def run(mode, fn, *args, **kwargs):
+        set_fusion(mode)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            set_fusion(previous)
+
+    return run
+
+
+def _layer(ndim=2, **options):
+    options = {"kernel_size": 3, **options}
+    kernel = options.pop("kernel_size")
+    layer = ConvLSTMNd(2, 3, kernel, ndim=ndim, **options).double()
+    return perturb(layer)
+
+
+def _spatial(ndim):
+    return {1: (9,), 2: (6, 7), 3: (4, 5, 6)}[ndim]
+
+
+def _outputs_and_grads(layer, x, state=None, **forward):
+    """Forward, then gradients of a loss that uses every output, w.r.t. the input, the
+    initial state (when given) and every parameter."""
+    out, (h_n, c_n) = layer(x, state, **forward)
+    weights = [torch.randn(t.shape, dtype=t.dtype, generator=_generator(i)) for i, t in
+               enumerate((out, h_n, c_n))]  # fmt: skip
+    loss = sum((t * w).sum() for t, w in zip((out, h_n, c_n), weights))
+    wanted = [x, *(state or ()), *layer.parameters()]
+    return (out, h_n, c_n), torch.autograd.grad(loss, wanted), out.grad_fn
+
+
+def _generator(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _compare(fusion, layer, x, state=None, **forward):
+    fused, fused_grads, grad_fn = fusion("always", _outputs_and_grads, layer, x, state, **forward)
+    plain, plain_grads, _ = fusion("never", _outputs_and_grads, layer, x, state, **forward)
+    # PyTorch's own hardsigmoid backward multiplies by 1/6 in single precision, also for
+    # float64, so the reference's gradients are off by ~3e-8 relative there.
+    tolerance = 1e-6 if layer.cell(0).recurrent_activation_name == "hard_sigmoid" else 1e-10
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=tolerance, rtol=tolerance)
+    return grad_fn
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"padding": "valid", "recurrent_activation": "hard_sigmoid", "bias": False},
+        {"padding": 2, "kernel_size": (3, 5)},
+        {"kernel_size": 4},  # even kernel: the hidden state's padding is asymmetric
+        {"num_layers": 2},  # the second layer's input needs a gradient
+    ],
+    ids=["same", "valid-hard-nobias", "int-padding", "even-kernel", "stacked"],
+)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_equals_the_step_path_2d(fusion, options, reverse):
+    layer = _layer(**options)
+    x = torch.randn(2, 5, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    grad_fn = _compare(fusion, layer, x, reverse=reverse)
+    assert "FusedSequence" in type(grad_fn).__name__
+
+
+@pytest.mark.parametrize("ndim", [1, 3])
+def test_equals_the_step_path_1d_3d(fusion, ndim):
+    layer = _layer(ndim)
+    x = torch.randn(2, 4, 2, *_spatial(ndim), dtype=torch.float64, requires_grad=True)
+    assert "FusedSequence" in type(_compare(fusion, layer, x)).__name__
+
+
+def test_given_state_gets_gradients(fusion):
+    layer = _layer(bidirectional=True)
+    x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(2, 2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+                  for _ in range(2))  # fmt: skip
+    _compare(fusion, layer, x, state)
+
+
+def test_gradcheck_float64():
+    x = torch.randn(1, 3, 1, 4, 5, dtype=torch.float64, requires_grad=True)
+    h_0 = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    c_0 = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(8, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    pad = (1, 1, 1, 1)
+
+    def run(*tensors):
+        return FusedSequence.apply(*tensors, pad, pad, False, False)
+
+    assert torch.autograd.gradcheck(run, (x, h_0, c_0, weight, bias))
+
+
+@pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
+def test_one_output_used(fusion, used):
+    """Autograd passes no gradient for unused outputs; each alone must be handled."""
+    layer = _layer()
+    x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+
+    def grads():
+        out, (h_n, c_n) = layer(x)
+        chosen = {"output": out, "h_n": h_n, "c_n": c_n}[used]
+        return torch.autograd.grad(chosen.square().sum(), [x, *layer.parameters()])
+
+    for a, b in zip(fusion("always", grads), fusion("never", grads)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_output_is_not_a_view_and_can_be_modified_in_place(fusion):
+    layer = _layer()
+    x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64)
+
+    def grads():
+        out, _ = layer(x)
+        fused = "FusedSequence" in type(out.grad_fn).__name__
+        out.mul_(3.0)
+        return fused, out._is_view(), torch.autograd.grad(out.sum(), list(layer.parameters()))
+
+    fused, is_view, ours = fusion("always", grads)
+    assert fused and not is_view
+    for a, b in zip(ours, fusion("never", grads)[2]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_backward_twice_with_retained_graph(fusion):
+    layer = _layer()
+    x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64)
+
+    def twice():
+        loss = layer(x)[0].square().sum()
+        first = torch.autograd.grad(loss, list(layer.parameters()), retain_graph=True)
+        return first, torch.autograd.grad(loss, list(layer.parameters()))
+
+    first, second = fusion("always", twice)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_bfloat16_autocast_follows_the_step_path(fusion):
+    layer = ConvLSTMNd(2, 4, 3, ndim=2)
+    x = torch.randn(2, 4, 2, 8, 8)
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, (h_n, c_n) = layer(x)
+        grads = torch.autograd.grad(out.float().square().sum(), list(layer.parameters()))
+        return out, h_n, c_n, grads
+
+    out, h_n, c_n, grads = fusion("always", run)
+    ref_out, ref_h, ref_c, ref_grads = fusion("never", run)
+    assert (out.dtype, h_n.dtype, c_n.dtype) == (ref_out.dtype, ref_h.dtype, ref_c.dtype)
+    assert out.dtype == torch.bfloat16 and c_n.dtype == torch.float32
+    torch.testing.assert_close(out, ref_out, atol=2e-2, rtol=2e-2)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["lengths", "peephole", "layer_norm", "no_grad", "checkpoint", "stride", "relu"],
+)
+def test_other_cases_take_the_step_path(fusion, setting):
+    options = {
+        "peephole": {"peephole": "channel"},
+        "layer_norm": {"layer_norm": True},
+        "checkpoint": {"checkpoint": True},
+        "stride": {"stride": 2},
+        "relu": {"activation": "relu"},
+    }.get(setting, {})
+    layer = _layer(**options)
+    x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    forward = {"lengths": torch.tensor([4, 2])} if setting == "lengths" else {}
+
+    def run():
+        with torch.set_grad_enabled(setting != "no_grad"):
+            return layer(x, **forward)[0]
+
+    out = fusion("always", run)
+    assert out.grad_fn is None or "FusedSequence" not in type(out.grad_fn).__name__
