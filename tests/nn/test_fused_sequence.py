@@ -27,9 +27,9 @@ def fusion():
 
 
 def _layer(ndim=2, **options):
-    options = {"kernel_size": 3, **options}
-    kernel = options.pop("kernel_size")
-    layer = ConvLSTMNd(2, 3, kernel, ndim=ndim, **options).double()
+    options = {"kernel_size": 3, "hidden_channels": 3, **options}
+    kernel, hidden = options.pop("kernel_size"), options.pop("hidden_channels")
+    layer = ConvLSTMNd(2, hidden, kernel, ndim=ndim, **options).double()
     return perturb(layer)
 
 
@@ -73,8 +73,10 @@ def _compare(fusion, layer, x, state=None, **forward):
         {"padding": 2, "kernel_size": (3, 5)},
         {"kernel_size": 4},  # even kernel: the hidden state's padding is asymmetric
         {"num_layers": 2},  # the second layer's input needs a gradient
+        # more channels x taps than SMALL_UNFOLD: oneDNN's weight gradient
+        {"num_layers": 2, "hidden_channels": 8},
     ],
-    ids=["same", "valid-hard-nobias", "int-padding", "even-kernel", "stacked"],
+    ids=["same", "valid-hard-nobias", "int-padding", "even-kernel", "stacked", "wide"],
 )
 @pytest.mark.parametrize("reverse", [False, True])
 def test_equals_the_step_path_2d(fusion, options, reverse):
