@@ -7,16 +7,18 @@ its padded form, the two gradients reaching ``h`` (from the output and from the 
 step) added in a separate pass, and at the end the steps' outputs stacked into one
 tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
 
-* forward: all inputs are written once into one zeroed buffer of ``T`` stacked
-  slots ``[x_t, pad(h)]``; each step convolves its slot, runs the gate kernel and
-  writes ``h`` into the hidden channels of the next step's slot and into the output.
-  The buffer is also the weight gradient's saved input;
+* forward: one ``[x_t, pad(h)]`` buffer, its zero padding written once, is refilled
+  and convolved at every step (the first step of a zero state convolves ``x_t``
+  alone), and the gate kernel's ``h`` is written into the output;
 * backward: per step, the gate kernel (``fused_gates``) adds the output's gradient
   in its own loop, the hidden state's gradient comes unpadded from a convolution with
-  the flipped kernel, and the input's (when needed) likewise.
+  the flipped kernel, the input's (when needed) likewise, and the weight gradient
+  refills the buffer from the input and the saved output.
 
 The results equal ``ConvLSTMCellNd.step`` in a loop (tests check values and
-gradients). Like ``FusedGates``, it has first-order derivatives only.
+gradients). Like ``FusedGates``, it has first-order derivatives only. Like
+``torch.tanh``, it saves its output: modifying the output in place before the
+backward pass makes the backward raise, as for any such op.
 """
 
 from __future__ import annotations
@@ -117,6 +119,34 @@ def _weight_grad(
     return dw, (grad[:, -1] if has_bias else None)
 
 
+class _Stacked:
+    """One reused ``(B, C + F, *S_in_padded)`` buffer for a step's ``[x_t, pad(h)]`` (its
+    zero padding written once), in the layout the convolutions run fastest in."""
+
+    def __init__(self, x, weight, input_pad, hidden_pad, dtype) -> None:
+        self.channels, ndim = x.shape[2], x.dim() - 3
+        padded = [s + lo + hi for s, (lo, hi) in zip(x.shape[3:], _pairs(input_pad))]
+        self.layout = memory_format(ndim, x.device)
+        self.buffer = torch.empty(
+            (x.shape[0], weight.shape[1], *padded),
+            dtype=dtype, device=x.device, memory_format=self.layout,
+        ).zero_()  # fmt: skip
+        everything = (slice(None),)
+        self.x_part = (*everything, slice(0, self.channels), *_interior(padded, input_pad))
+        self.h_part = (*everything, slice(self.channels, None), *_interior(padded, hidden_pad))
+
+    def fill(self, x: torch.Tensor, t: int, h: torch.Tensor | None) -> torch.Tensor:
+        """The buffer holding ``[x[:, t], pad(h)]`` (``h=None``: zeros)."""
+        self.buffer[self.x_part] = x[:, t]
+        self.buffer[self.h_part] = 0 if h is None else h
+        return self.buffer
+
+    def inputs(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """``pad(x[:, t])`` alone, ``(B, C, *S_in_padded)`` in the buffer's layout."""
+        self.buffer[self.x_part] = x[:, t]
+        return self.buffer[:, : self.channels].contiguous(memory_format=self.layout)
+
+
 class FusedSequence(torch.autograd.Function):
     """``output, h_n, c_n = FusedSequence.apply(x, h_0, c_0, weight, bias, input_pad,
     hidden_pad, hard, reverse)``.
@@ -132,41 +162,25 @@ class FusedSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse):
         ctx.set_materialize_grads(False)
-        batch, steps, channels = x.shape[:3]
-        ndim = x.dim() - 3
+        steps, channels = x.shape[1], x.shape[2]
         dtype = _conv_dtype(x)
-        layout = memory_format(ndim, x.device)
-        padded = [s + lo + hi for s, (lo, hi) in zip(x.shape[3:], _pairs(input_pad))]
-        hidden = weight.shape[1] - channels
-        # Slot t holds [x_t, pad(h)] with the state step t starts from; each step writes
-        # its h into the slot of the step that follows it.
-        slots = torch.empty(
-            (steps * batch, channels + hidden, *padded),
-            dtype=dtype, device=x.device, memory_format=layout,
-        ).zero_().unflatten(0, (steps, batch))  # fmt: skip
-        x_part = (slice(None), slice(None), slice(0, channels), *_interior(padded, input_pad))
-        slots[x_part] = x.transpose(0, 1)
-        h_part = (slice(None), slice(channels, None), *_interior(padded, hidden_pad))
-        order = range(steps - 1, -1, -1) if reverse else range(steps)
-        if h_0 is not None:
-            slots[order[0]][h_part] = h_0
-
+        stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
         conv_weight = weight.to(dtype)
         conv_bias = None if bias is None else bias.to(dtype)
-        conv = _CONV[ndim]
+        conv = _CONV[x.dim() - 3]
         kernel = _compiled("train", _forward_train)
         cells: list[torch.Tensor] = [None] * steps
         acts: list[torch.Tensor] = [None] * steps
-        view = c_first = output = None
+        view = c_first = output = h = None
+        order = range(steps - 1, -1, -1) if reverse else range(steps)
         zero_start = h_0 is None
         for t in order:
             if zero_start and t == order[0]:
                 # The zero state adds nothing: convolve the input's channels only.
-                x_t = slots[t][:, :channels].contiguous(memory_format=layout)
-                z = conv(x_t, conv_weight[:, :channels], conv_bias)
-                z = z.contiguous(memory_format=layout)
+                z = conv(stacked.inputs(x, t), conv_weight[:, :channels], conv_bias)
+                z = z.contiguous(memory_format=stacked.layout)
             else:
-                z = conv(slots[t], conv_weight, conv_bias)
+                z = conv(stacked.fill(x, t, h_0 if h is None else h), conv_weight, conv_bias)
             if view is None:
                 view = _Rows(z)
                 if c_0 is None:
@@ -179,9 +193,6 @@ class FusedSequence(torch.autograd.Function):
                 gates = view.rows(z, 4)
             h, c_prev, acts[t] = kernel(gates, c_prev, hard)
             h = view.unrows(h)
-            following = t - 1 if reverse else t + 1
-            if 0 <= following < steps:
-                slots[following][h_part] = h
             if output is None:
                 output = _batch_major(h, steps)
             output[:, t] = h
@@ -190,24 +201,26 @@ class FusedSequence(torch.autograd.Function):
             # the allocator hands the same blocks back (less heap fragmentation).
             del z, gates
 
-        ctx.save_for_backward(slots, conv_weight, c_first, *cells, *acts)
-        ctx.meta = (view, hard, reverse, input_pad, hidden_pad, channels, bias is not None)
-        ctx.zero_start = zero_start
+        # The output holds every h, so it is saved (as tanh's backward saves its result)
+        # instead of a copy of every step's stacked input.
+        ctx.save_for_backward(x, h_0, output, conv_weight, c_first, *cells, *acts)
+        ctx.meta = (view, hard, reverse, input_pad, hidden_pad, bias is not None)
         ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, c_0.dtype, weight.dtype)
         return output, h, view.unrows(cells[order[-1]])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_output, d_h_n, d_c_n):
-        slots, weight, c_first, *saved = ctx.saved_tensors
-        view, hard, reverse, input_pad, hidden_pad, channels, has_bias = ctx.meta
+        x, h_0, output, weight, c_first, *saved = ctx.saved_tensors
+        view, hard, reverse, input_pad, hidden_pad, has_bias = ctx.meta
         x_dtype, h_dtype, c_dtype, w_dtype = ctx.dtypes
         steps = len(saved) // 2
         cells, acts = saved[:steps], saved[steps:]
         need_x, need_h, need_c, need_w, need_b = ctx.needs_input_grad[:5]
-        ndim = slots.dim() - 3
-        layout = memory_format(ndim, slots.device)
-        dtype = slots.dtype
+        channels = x.shape[2]
+        dtype = weight.dtype
+        stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype) if need_w or need_b else None
+        layout = memory_format(x.dim() - 3, x.device)
         flipped_h = _flipped(weight[:, channels:], layout)
         flipped_x = _flipped(weight[:, :channels], layout) if need_x else None
         kernel = _compiled("backward", _backward)
@@ -222,7 +235,6 @@ class FusedSequence(torch.autograd.Function):
         dc = torch.zeros_like(c_first) if d_c_n is None else view.rows(d_c_n.to(acc_dtype))
         d_weight = torch.zeros_like(weight) if need_w else None
         d_bias = weight.new_zeros(weight.shape[0]) if need_b and has_bias else None
-        zero_start = ctx.zero_start
         d_inputs: list[torch.Tensor] = [None] * steps
         for index, t in enumerate(order):
             before = t + 1 if reverse else t - 1  # the step processed before t
@@ -235,11 +247,13 @@ class FusedSequence(torch.autograd.Function):
                 dh = view.rows(_transposed(dz, flipped_h, _pairs(hidden_pad)))
             if need_x:
                 d_inputs[t] = _transposed(dz, flipped_x, _pairs(input_pad))
-            if need_w or need_b:
-                parts = slice(None)
-                if zero_start and index == steps - 1:  # the hidden part of the input is 0
-                    parts = slice(0, channels)
-                dw, db = _weight_grad(dz, slots[t][:, parts], weight[:, parts], has_bias)
+            if stacked is not None:
+                if h_0 is None and index == steps - 1:  # the hidden part of the input is 0
+                    parts, inputs = slice(0, channels), stacked.inputs(x, t)
+                else:
+                    h_prev = output[:, before] if 0 <= before < steps else h_0
+                    parts, inputs = slice(None), stacked.fill(x, t, h_prev)
+                dw, db = _weight_grad(dz, inputs, weight[:, parts], has_bias)
                 if need_w:
                     d_weight[:, parts] += dw
                 if need_b and has_bias:
