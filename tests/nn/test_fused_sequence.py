@@ -4,7 +4,7 @@ step-by-step path with plain ops (``set_fusion("never")``)."""
 import pytest
 import torch
 
-from convlstm.nn import get_fusion, set_fusion
+from convlstm.nn import fused_sequence, get_fusion, set_fusion
 from convlstm.nn.fused_sequence import FusedSequence
 from convlstm.nn.layer import ConvLSTMNd
 
@@ -181,7 +181,7 @@ def test_bfloat16_autocast_follows_the_step_path(fusion):
 
 @pytest.mark.parametrize(
     "setting",
-    ["lengths", "peephole", "layer_norm", "no_grad", "checkpoint", "stride", "relu"],
+    ["lengths", "peephole", "layer_norm", "checkpoint", "stride", "relu"],
 )
 def test_other_cases_take_the_step_path(fusion, setting):
     options = {
@@ -195,9 +195,32 @@ def test_other_cases_take_the_step_path(fusion, setting):
     x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64, requires_grad=True)
     forward = {"lengths": torch.tensor([4, 2])} if setting == "lengths" else {}
 
-    def run():
-        with torch.set_grad_enabled(setting != "no_grad"):
-            return layer(x, **forward)[0]
+    out = fusion("always", lambda: layer(x, **forward)[0])
+    assert "FusedSequence" not in type(out.grad_fn).__name__
 
-    out = fusion("always", run)
-    assert out.grad_fn is None or "FusedSequence" not in type(out.grad_fn).__name__
+
+@pytest.mark.parametrize("options", [{}, {"bidirectional": True, "num_layers": 2}])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_inference_runs_the_same_forward(fusion, monkeypatch, options, with_state):
+    """Without autograd the layer runs the sequence's forward alone (no saved tensors)
+    and gives the step path's results."""
+    layer = _layer(**options)
+    x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64)
+    count = 2 * layer.num_layers if layer.bidirectional else layer.num_layers
+    state = None
+    if with_state:
+        state = tuple(torch.randn(count, 2, 3, 6, 7, dtype=torch.float64) for _ in range(2))
+    calls = []
+    forward = fused_sequence._forward
+
+    def spy(*args, train):
+        calls.append(train)
+        return forward(*args, train=train)
+
+    monkeypatch.setattr(fused_sequence, "_forward", spy)
+    with torch.inference_mode():
+        out, (h_n, c_n) = fusion("always", layer, x, state)
+        ref_out, (ref_h, ref_c) = fusion("never", layer, x, state)
+    assert calls == [False] * count
+    for a, b in zip((out, h_n, c_n), (ref_out, ref_h, ref_c)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .functional import fusion_failed, hand_written_kind, use_fused
-from .fused_gates import _backward, _compiled, _forward_train, _Rows
+from .fused_gates import _backward, _compiled, _forward_infer, _forward_train, _Rows
 from .step_conv import _conv_dtype, _interior, memory_format
 
 if TYPE_CHECKING:
@@ -147,6 +148,67 @@ class _Stacked:
         return self.buffer[:, : self.channels].contiguous(memory_format=self.layout)
 
 
+@dataclass
+class _Run:
+    """What ``_forward`` computed: the results, and what the backward needs."""
+
+    output: torch.Tensor
+    h_n: torch.Tensor
+    c_n: torch.Tensor
+    weight: torch.Tensor  # in the convolutions' dtype
+    view: _Rows
+    c_0: torch.Tensor  # rows
+    c_dtype: torch.dtype
+    cells: list[torch.Tensor]  # rows, per step (training only)
+    acts: list[torch.Tensor]  # (R, 4, K) gate activations, per step (training only)
+
+
+def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, train) -> _Run:
+    """The sequence's forward (see ``FusedSequence``); ``train`` keeps what the
+    backward needs."""
+    steps, channels = x.shape[1], x.shape[2]
+    dtype = _conv_dtype(x)
+    stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
+    conv_weight = weight.to(dtype)
+    conv_bias = None if bias is None else bias.to(dtype)
+    conv = _CONV[x.dim() - 3]
+    kernel = _compiled("train", _forward_train) if train else _compiled("infer", _forward_infer)
+    cells: list[torch.Tensor] = [None] * steps
+    acts: list[torch.Tensor] = [None] * steps
+    view = c_first = output = h = None
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for t in order:
+        if h_0 is None and t == order[0]:
+            # The zero state adds nothing: convolve the input's channels only.
+            z = conv(stacked.inputs(x, t), conv_weight[:, :channels], conv_bias)
+            z = z.contiguous(memory_format=stacked.layout)
+        else:
+            z = conv(stacked.fill(x, t, h_0 if h is None else h), conv_weight, conv_bias)
+        if view is None:
+            view = _Rows(z)
+            if c_0 is None:
+                c_0 = torch.empty(
+                    view.shape, dtype=dtype, device=x.device, memory_format=view.format
+                ).zero_()
+            gates, c_first = view.inputs(z, c_0)
+            c_prev = c_first
+        else:
+            gates = view.rows(z, 4)
+        if train:
+            h, c_prev, acts[t] = kernel(gates, c_prev, hard)
+            cells[t] = c_prev
+        else:
+            h, c_prev = kernel(gates, c_prev, hard)
+        h = view.unrows(h)
+        if output is None:
+            output = _batch_major(h, steps)
+        output[:, t] = h
+        # Free this step's temporaries before the next step allocates its own, so the
+        # allocator hands the same blocks back (less heap fragmentation).
+        del z, gates
+    return _Run(output, h, view.unrows(c_prev), conv_weight, view, c_first, c_0.dtype, cells, acts)
+
+
 class FusedSequence(torch.autograd.Function):
     """``output, h_n, c_n = FusedSequence.apply(x, h_0, c_0, weight, bias, input_pad,
     hidden_pad, hard, reverse)``.
@@ -162,51 +224,13 @@ class FusedSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse):
         ctx.set_materialize_grads(False)
-        steps, channels = x.shape[1], x.shape[2]
-        dtype = _conv_dtype(x)
-        stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
-        conv_weight = weight.to(dtype)
-        conv_bias = None if bias is None else bias.to(dtype)
-        conv = _CONV[x.dim() - 3]
-        kernel = _compiled("train", _forward_train)
-        cells: list[torch.Tensor] = [None] * steps
-        acts: list[torch.Tensor] = [None] * steps
-        view = c_first = output = h = None
-        order = range(steps - 1, -1, -1) if reverse else range(steps)
-        zero_start = h_0 is None
-        for t in order:
-            if zero_start and t == order[0]:
-                # The zero state adds nothing: convolve the input's channels only.
-                z = conv(stacked.inputs(x, t), conv_weight[:, :channels], conv_bias)
-                z = z.contiguous(memory_format=stacked.layout)
-            else:
-                z = conv(stacked.fill(x, t, h_0 if h is None else h), conv_weight, conv_bias)
-            if view is None:
-                view = _Rows(z)
-                if c_0 is None:
-                    c_0 = torch.empty(
-                        view.shape, dtype=dtype, device=x.device, memory_format=view.format
-                    ).zero_()
-                gates, c_first = view.inputs(z, c_0)
-                c_prev = c_first
-            else:
-                gates = view.rows(z, 4)
-            h, c_prev, acts[t] = kernel(gates, c_prev, hard)
-            h = view.unrows(h)
-            if output is None:
-                output = _batch_major(h, steps)
-            output[:, t] = h
-            cells[t] = c_prev
-            # Free this step's temporaries before the next step allocates its own, so
-            # the allocator hands the same blocks back (less heap fragmentation).
-            del z, gates
-
+        run = _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, True)
         # The output holds every h, so it is saved (as tanh's backward saves its result)
         # instead of a copy of every step's stacked input.
-        ctx.save_for_backward(x, h_0, output, conv_weight, c_first, *cells, *acts)
-        ctx.meta = (view, hard, reverse, input_pad, hidden_pad, bias is not None)
-        ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, c_0.dtype, weight.dtype)
-        return output, h, view.unrows(cells[order[-1]])
+        ctx.save_for_backward(x, h_0, run.output, run.weight, run.c_0, *run.cells, *run.acts)
+        ctx.meta = (run.view, hard, reverse, input_pad, hidden_pad, bias is not None)
+        ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, run.c_dtype, weight.dtype)
+        return run.output, run.h_n, run.c_n
 
     @staticmethod
     @once_differentiable
@@ -283,9 +307,10 @@ def run_fused_sequence(
     reverse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """``(output, h_n, c_n)`` of ``cell`` over ``x`` ``(B, T, C, *S_in)`` by
-    ``FusedSequence``, or ``None`` when it does not apply: no gradient is being recorded,
-    or the cell has peepholes, layer norm, attention, gates other than tanh with
-    (hard) sigmoid, a strided or dilated input path, or fusion is off (``set_fusion``)."""
+    ``FusedSequence`` (or its forward alone when no gradient is recorded), or ``None``
+    when it does not apply: the cell has peepholes, layer norm, attention, gates other
+    than tanh with (hard) sigmoid, a strided or dilated input path, or fusion is off
+    (``set_fusion``, and "auto" below ``AUTO_FUSION_MIN_ELEMENTS`` state elements)."""
     hard = hand_written_kind(cell.activation, cell.recurrent_activation)
     if (
         hard is None
@@ -294,21 +319,20 @@ def run_fused_sequence(
         or cell.peephole_weight is not None
         or cell.layer_norm
         or x.shape[1] == 0
-        or not torch.is_grad_enabled()
     ):
-        return None
-    tensors = [x, *cell.parameters(), *(state or ())]
-    if not any(t.requires_grad for t in tensors):
         return None
     state_elements = x.shape[0] * cell.hidden_channels * math.prod(plan.output_size)
     if not use_fused(state_elements, x.device):
         return None
     h_0, c_0 = (None, None) if state is None else state
     weight = cell.step_weight(plan)
+    args = (x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, hard, reverse)
+    tensors = [x, *cell.parameters(), *(state or ())]
     try:
-        return FusedSequence.apply(
-            x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, hard, reverse
-        )
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return FusedSequence.apply(*args)
+        run = _forward(*args, train=False)
+        return run.output, run.h_n, run.c_n
     except Exception as error:  # compiler missing or broken on this machine
         fusion_failed(error)
         return None
