@@ -76,6 +76,9 @@ class ConvLSTMNd(nn.Module):
             ``key_stride``).
 
     Gates use one fused convolution with ``4F`` output channels in order ``i, f, g, o``.
+    For the usual cell (see ``convlstm.nn.fused_sequence``) a direction's whole sequence
+    is one autograd function that saves its output, as ``torch.tanh`` does: modify the
+    output in place only after ``backward()``, else autograd raises.
     """
 
     def __init__(
