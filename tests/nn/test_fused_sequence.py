@@ -114,6 +114,11 @@ def test_gradcheck_float64():
 
     assert torch.autograd.gradcheck(run, (x, h_0, c_0, weight, bias))
 
+    def zero_state(x, weight, bias):  # the first step convolves the input alone
+        return FusedSequence.apply(x, None, None, weight, bias, pad, pad, True, True)
+
+    assert torch.autograd.gradcheck(zero_state, (x, weight, bias))
+
 
 @pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
 def test_one_output_used(fusion, used):
