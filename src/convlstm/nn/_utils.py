@@ -1,9 +1,11 @@
-"""Argument normalisation and padding arithmetic shared by the cells and layers."""
+"""Argument normalisation, padding arithmetic and sequence layouts for cells and layers."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+import torch
 
 IntOrTuple = int | Sequence[int]
 Padding = str | int | Sequence[int]
@@ -87,3 +89,24 @@ def flat_pad(pads: Sequence[tuple[int, int]]) -> list[int]:
     for before, after in reversed(pads):
         flat.extend((before, after))
     return flat
+
+
+def steps_last(step: torch.Tensor) -> bool:
+    """Whether a ``(B, F, *S)`` step is laid out with channels innermost."""
+    return step.dim() in (4, 5) and not step.is_contiguous() and step.stride(1) == 1
+
+
+def empty_steps(step: torch.Tensor, steps: int) -> torch.Tensor:
+    """An empty ``(B, T, F, *S)`` sequence for ``steps`` steps like ``step``, with channels
+    innermost when ``step`` has them so (elementwise ops keep this layout in their results
+    and gradients). Not a view, so it may be modified in place like any output."""
+    batch, channels, spatial = step.shape[0], step.shape[1], tuple(step.shape[2:])
+    shape = (batch, steps, channels, *spatial)
+    if not steps_last(step):
+        return step.new_empty(shape)
+    last = (batch, steps, *spatial, channels)  # the memory order
+    strides = [1] * len(last)
+    for i in range(len(last) - 2, -1, -1):
+        strides[i] = strides[i + 1] * last[i + 1]
+    strides = (strides[0], strides[1], strides[-1], *strides[2:-1])
+    return torch.empty_strided(shape, strides, dtype=step.dtype, device=step.device)

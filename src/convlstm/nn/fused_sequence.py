@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ._utils import empty_steps
 from .functional import fusion_failed, hand_written_kind, use_fused
 from .fused_gates import _backward, _compiled, _forward_infer, _forward_train, _Rows
 from .step_conv import _conv_dtype, _interior, memory_format
@@ -66,23 +67,6 @@ def _transposed(dz: torch.Tensor, flipped: torch.Tensor, pad: list[tuple[int, in
         return _CONV[dz.dim() - 2](dz, flipped, padding=[lo for lo, _ in edges])
     flat = [e for lo, hi in reversed(edges) for e in (lo, hi)]
     return _CONV[dz.dim() - 2](F.pad(dz, flat), flipped)
-
-
-def _batch_major(step: torch.Tensor, steps: int) -> torch.Tensor:
-    """An empty ``(B, T, F, *S)`` sequence for steps like ``step`` ``(B, F, *S)``, with
-    channels innermost when ``step`` has them so (elementwise ops keep this layout in
-    their results and gradients; a time-major one they turn into transposing copies).
-    Not a view, so it may be modified in place like any output."""
-    batch, channels, spatial = step.shape[0], step.shape[1], tuple(step.shape[2:])
-    shape = (batch, steps, channels, *spatial)
-    if step.dim() > 2 and step.stride(1) == 1 and channels > 1:
-        inner = [channels]  # strides of (*S, F) laid out F innermost
-        for size in reversed(spatial[1:]):
-            inner.insert(0, inner[0] * size)
-        pixels = math.prod(spatial) * channels
-        strides = (steps * pixels, pixels, 1, *inner)
-        return torch.empty_strided(shape, strides, dtype=step.dtype, device=step.device)
-    return step.new_empty(shape)
 
 
 #: Weight gradients of inputs with at most this many channels x kernel taps are computed
@@ -201,7 +185,7 @@ def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, tr
             h, c_prev = kernel(gates, c_prev, hard)
         h = view.unrows(h)
         if output is None:
-            output = _batch_major(h, steps)
+            output = empty_steps(h, steps)
         output[:, t] = h
         # Free this step's temporaries before the next step allocates its own, so the
         # allocator hands the same blocks back (less heap fragmentation).
@@ -250,6 +234,7 @@ class FusedSequence(torch.autograd.Function):
         kernel = _compiled("backward", _backward)
 
         order = range(steps) if reverse else range(steps - 1, -1, -1)  # backward order
+        hidden_pairs, input_pairs = _pairs(hidden_pad), _pairs(input_pad)
         acc_dtype = acts[0].dtype
         dh = (
             torch.zeros_like(c_first, dtype=acc_dtype)
@@ -268,9 +253,9 @@ class FusedSequence(torch.autograd.Function):
             del dh, d_out  # (see the forward loop)
             dz = view.ungates(dz)
             if index < steps - 1 or need_h:
-                dh = view.rows(_transposed(dz, flipped_h, _pairs(hidden_pad)))
+                dh = view.rows(_transposed(dz, flipped_h, hidden_pairs))
             if need_x:
-                d_inputs[t] = _transposed(dz, flipped_x, _pairs(input_pad))
+                d_inputs[t] = _transposed(dz, flipped_x, input_pairs)
             if stacked is not None:
                 if h_0 is None and index == steps - 1:  # the hidden part of the input is 0
                     parts, inputs = slice(0, channels), stacked.inputs(x, t)

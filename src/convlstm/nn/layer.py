@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as checkpoint_fn
 from torch.utils.checkpoint import set_checkpoint_early_stop
 
-from ._utils import IntOrTuple, Padding
+from ._utils import IntOrTuple, Padding, empty_steps, steps_last
 from .activations import Activation
 from .cell import ConvLSTMCellNd
 from .fused_sequence import run_fused_sequence
@@ -308,7 +308,7 @@ class ConvLSTMNd(nn.Module):
                 outputs[t] = output
             else:
                 if into is None:
-                    into = _empty_steps(output, steps)
+                    into = empty_steps(output, steps)
                 into[:, t] = output
         weights = {}
         if need_weights:
@@ -397,26 +397,11 @@ class ConvLSTMNd(nn.Module):
         return tuple(merged)
 
 
-def _steps_last(step: torch.Tensor) -> bool:
-    """Whether a ``(B, F, *S)`` step is laid out with channels innermost."""
-    return step.dim() in (4, 5) and not step.is_contiguous() and step.stride(1) == 1
-
-
-def _empty_steps(step: torch.Tensor, steps: int) -> torch.Tensor:
-    """An empty ``(B, T, F, *S)`` tensor for ``steps`` steps like ``step``, in the layout
-    ``_stack_steps`` gives."""
-    batch, channels, spatial = step.shape[0], step.shape[1], step.shape[2:]
-    if _steps_last(step):
-        empty = step.new_empty((batch, steps, *spatial, channels))
-        return empty.permute(0, 1, step.dim(), *range(2, step.dim()))
-    return step.new_empty((batch, steps, channels, *spatial))
-
-
 def _stack_steps(outputs: list[torch.Tensor]) -> torch.Tensor:
     """``T`` tensors ``(B, F, *S)`` -> ``(B, T, F, *S)``, keeping channels innermost when
     the steps are channels-last (stacking them as they are takes a slow strided copy)."""
     first = outputs[0]
-    if _steps_last(first):
+    if steps_last(first):
         to_last = (0, *range(2, first.dim()), 1)
         stacked = torch.stack([o.permute(to_last) for o in outputs], dim=1)
         return stacked.permute(0, 1, first.dim(), *range(2, first.dim()))
