@@ -6,8 +6,9 @@ what ran before it in the same process. Run by hand, e.g.::
     python benchmarks/worker.py --impl convlstm --workload W2 --mode train --iters 3
 
 Every implementation runs the same step. Training: forward over the whole sequence,
-loss = mean(output²) (Keras's "mse" against zeros), backward, and one SGD step
-(lr 0.01); inference: forward only (``torch.inference_mode`` / ``predict_on_batch``).
+the mean squared error against a zeros target (Keras's "mse"; ``F.mse_loss`` on torch),
+backward, and one SGD step (lr 0.01); inference: forward only
+(``torch.inference_mode`` / ``predict_on_batch``).
 The "limit" runs only the step's convolutions (see ``build_limit``).
 """
 
@@ -115,7 +116,7 @@ def make_input(wl: Workload, *, channels_last: bool = False) -> np.ndarray:
 def torch_step(
     forward: Callable[[Any], Any], params: list, x: Any, mode: str, *, bf16: bool = False
 ) -> Callable[[], object]:
-    """One training step (forward, mse-to-zero loss, backward, SGD) or one inference pass."""
+    """One training step (forward, MSE against zeros, backward, SGD) or one inference pass."""
     import torch
 
     def autocast() -> Any:
@@ -130,12 +131,17 @@ def torch_step(
         return infer
 
     optimizer = torch.optim.SGD(params, lr=LEARNING_RATE)
+    target: list[Any] = []  # zeros of the output's shape, made once (as Keras's y is)
 
     def train() -> object:
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             out = forward(x)
-        loss = out.float().square().mean()
+        if not target:
+            target.append(torch.zeros(out.shape))
+        # PyTorch's MSE, as Keras's "mse" is Keras's: its backward is one pass, where
+        # autograd of out.square().mean() kept four output-sized tensors at once.
+        loss = torch.nn.functional.mse_loss(out.float(), target[0])
         loss.backward()
         optimizer.step()
         return loss
