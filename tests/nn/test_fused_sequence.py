@@ -229,3 +229,36 @@ def test_inference_runs_the_same_forward(fusion, monkeypatch, options, with_stat
     assert calls == [False] * count
     for a, b in zip((out, h_n, c_n), (ref_out, ref_h, ref_c)):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion):
+    """The gates, cells and output a training step keeps come from ``mapped_pool``;
+    a second step of the same size reuses the freed mappings, a kept output is never
+    handed out again, and ``empty_cache`` unmaps what is free."""
+    pool = fused_sequence.mapped_pool
+    pool.empty_cache()
+    layer = ConvLSTMNd(2, 4, 3, ndim=2)
+    x = torch.randn(2, 5, 2, 8, 8)
+
+    def step():
+        out, _ = layer(x)
+        out.square().mean().backward()
+        return out
+
+    kept = fusion("always", step)
+    out_bytes = kept.numel() * 4
+    assert kept.untyped_storage().nbytes() == out_bytes and not kept._is_view()
+    # per step: gates (B·4F·H·W) and cells (B·F·H·W) of 5 steps, and the output
+    held = 5 * (2 * 16 * 64 + 2 * 4 * 64) * 4 + out_bytes
+    assert pool.held() == held
+    expected = kept.detach().clone()
+    second = fusion("always", step)  # kept is alive: its mapping is not handed out
+    torch.testing.assert_close(kept, expected, atol=0, rtol=0)
+    torch.testing.assert_close(second, expected, atol=0, rtol=0)
+    assert pool.held() == held + out_bytes  # gates and cells reused, a second output
+    del kept, second
+    third = fusion("always", step)
+    assert pool.held() == held + out_bytes  # everything reused
+    del third
+    assert pool.empty_cache() == held + out_bytes
+    assert pool.held() == 0

@@ -4,6 +4,7 @@ from .activations import get_activation, hard_sigmoid
 from .attention import SpatialAttention, TemporalAttention
 from .cell import ConvLSTMCell1d, ConvLSTMCell2d, ConvLSTMCell3d, ConvLSTMCellNd
 from .functional import get_fusion, lstm_pointwise, set_fusion
+from .fused_sequence import empty_cache
 from .layer import ConvLSTM1d, ConvLSTM2d, ConvLSTM3d, ConvLSTMNd
 from .sam import SelfAttentionMemory
 
@@ -19,6 +20,7 @@ __all__ = [
     "SelfAttentionMemory",
     "SpatialAttention",
     "TemporalAttention",
+    "empty_cache",
     "get_activation",
     "get_fusion",
     "hard_sigmoid",

@@ -9,7 +9,10 @@ tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
 
 * forward: one ``[x_t, pad(h)]`` buffer, its zero padding written once, is refilled
   and convolved at every step (the first step of a zero state convolves ``x_t``
-  alone), and the gate kernel's ``h`` is written into the output;
+  alone), and the gate kernel's ``h`` is written into the output. In training the
+  convolution adds each step's gates into that step's slot of one block (oneDNN's
+  sum post-op) and the gate kernel overwrites them with their activations; the block,
+  one for the cells and the output are memory of ``MappedPool``, outside malloc's heap;
 * backward: per step, the gate kernel (``fused_gates``) adds the output's gradient
   in its own loop, the hidden state's gradient comes unpadded from a convolution with
   the flipped kernel, the input's (when needed) likewise, and the weight gradient
@@ -25,6 +28,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import mmap
+import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,13 +41,22 @@ from torch.autograd.function import once_differentiable
 
 from ._utils import empty_steps
 from .functional import fusion_failed, hand_written_kind, use_fused
-from .fused_gates import _backward, _compiled, _forward_infer, _forward_train, _Rows
+from .fused_gates import (
+    _backward,
+    _backward_from_gates,
+    _compiled,
+    _compute_dtype,
+    _forward_infer,
+    _forward_train_in_place,
+    _Rows,
+)
 from .step_conv import _conv_dtype, _interior, memory_format
 
 if TYPE_CHECKING:
     from .cell import ConvLSTMCellNd, StepPlan
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_DENSE = torch.contiguous_format
 
 
 def _pairs(flat_pad: Sequence[int]) -> list[tuple[int, int]]:
@@ -67,6 +82,121 @@ def _transposed(dz: torch.Tensor, flipped: torch.Tensor, pad: list[tuple[int, in
         return _CONV[dz.dim() - 2](dz, flipped, padding=[lo for lo, _ in edges])
     flat = [e for lo, hi in reversed(edges) for e in (lo, hi)]
     return _CONV[dz.dim() - 2](F.pad(dz, flat), flipped)
+
+
+_onednn_add = {"usable": True}
+
+
+def _add_conv_(out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, bias) -> None:
+    """``out += conv(inputs, weight) + bias`` in place (stride 1, no padding). On a CPU,
+    oneDNN adds the convolution into ``out`` as it writes its result (as fast as the
+    convolution alone, measured), so a step's gates land in memory the caller chose;
+    elsewhere a convolution and an add."""
+    ndim = inputs.dim() - 2
+    if (
+        _onednn_add["usable"]
+        and out.device.type == "cpu"
+        and out.dtype in (torch.float32, torch.bfloat16)
+        and ndim in (2, 3)
+        and out.is_contiguous(memory_format=memory_format(ndim, out.device))
+        and torch.backends.mkldnn.is_available()
+    ):
+        ones, zeros = [1] * ndim, [0] * ndim
+        try:
+            torch.ops.mkldnn._convolution_pointwise_.binary(
+                out, inputs, weight, bias, zeros, ones, ones, 1, "add", None, None, [], None
+            )
+            return
+        except (RuntimeError, AttributeError):  # not in this build of PyTorch
+            _onednn_add["usable"] = False
+    out.add_(_CONV[ndim](inputs, weight, bias))
+
+
+class MappedPool:
+    """Memory for the large tensors a training step keeps until its backward (every
+    step's gates and cell, and the output), mapped from the OS apart from malloc's heap
+    and reused once no tensor uses it.
+
+    Taken from the heap, these blocks leave holes that the heap's small, long-lived
+    allocations split, and with glibc the resident memory grew from one training step
+    to the next. Unmapped after every step instead, they are page-faulted afresh each
+    time (measured: +0.28 s per step of the benchmarks' W2). So, like PyTorch's CUDA
+    caching allocator, the pool keeps free mappings for requests of the same size, and
+    releases them all when a request of a new size finds none (or on ``empty_cache``).
+    """
+
+    def __init__(self) -> None:
+        self._maps: list[mmap.mmap] = []
+        self._unused = [object()]  # referenced as a free mapping is, by nothing else
+        self._lock = threading.Lock()
+
+    def _free(self) -> list[mmap.mmap]:
+        # Each tensor made from a mapping holds one reference to it until its storage is
+        # freed; a free mapping has as many as an object held only by a list.
+        counts = [sys.getrefcount(m) for m in [*self._unused, *self._maps]]
+        return [m for m, n in zip(self._maps, counts[1:]) if n <= counts[0]]
+
+    def empty(self, shape, strides, dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised CPU tensor of ``shape`` and ``strides``."""
+        count = _storage_size(shape, strides)
+        nbytes = count * dtype.itemsize
+        with self._lock:
+            free = self._free()
+            memory = next((m for m in free if len(m) == nbytes), None)
+            if memory is None:
+                self._release(free)
+                memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                if hasattr(mmap, "MADV_HUGEPAGE"):
+                    memory.madvise(mmap.MADV_HUGEPAGE)  # fewer, larger page faults
+                self._maps.append(memory)
+        storage = torch.frombuffer(memory, dtype=dtype, count=count).untyped_storage()
+        return torch.empty(0, dtype=dtype).set_(storage, 0, shape, strides)  # not a view
+
+    def _release(self, free: list[mmap.mmap]) -> None:
+        for memory in free:
+            self._maps.remove(memory)
+            memory.close()
+
+    def empty_cache(self) -> int:
+        """Unmap every free mapping; returns the bytes released."""
+        with self._lock:
+            free = self._free()
+            released = sum(len(m) for m in free)
+            self._release(free)
+        return released
+
+    def held(self) -> int:
+        """Bytes mapped, in use or free."""
+        with self._lock:
+            return sum(len(m) for m in self._maps)
+
+
+mapped_pool = MappedPool()
+
+
+def empty_cache() -> int:
+    """Unmap the memory that training layers keep for reuse and no tensor uses now (see
+    ``MappedPool``); returns the bytes released. Like ``torch.cuda.empty_cache``."""
+    return mapped_pool.empty_cache()
+
+
+def _empty(shape, strides, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Uninitialised memory for a kept training tensor: from ``mapped_pool`` on a CPU."""
+    count = _storage_size(shape, strides)
+    if device.type != "cpu" or count == 0:
+        return torch.empty_strided(shape, strides, dtype=dtype, device=device)
+    return mapped_pool.empty(shape, strides, dtype)
+
+
+def _storage_size(shape, strides) -> int:
+    """Elements a tensor of ``shape`` and ``strides`` spans (0 when it is empty)."""
+    return 1 + sum((n - 1) * s for n, s in zip(shape, strides)) if all(shape) else 0
+
+
+def _step_block(shape, dtype, device, layout, steps: int) -> torch.Tensor:
+    """``_empty`` of ``(steps, *shape)``, each step dense in ``layout``."""
+    strides = torch.empty(shape, dtype=dtype, device="meta", memory_format=layout).stride()
+    return _empty((steps, *shape), (math.prod(shape), *strides), dtype, device)
 
 
 #: Weight gradients of inputs with at most this many channels x kernel taps are computed
@@ -99,7 +229,9 @@ def _weight_grad(
     columns = torch.stack(shifted, dim=-1).movedim(1, -2).reshape(-1, channels * taps)
     if has_bias:
         columns = torch.cat([columns, columns.new_ones(columns.shape[0], 1)], dim=1)
-    grad = dz.movedim(1, -1).reshape(-1, dz.shape[1]).t() @ columns.to(dz.dtype)
+    # (C·taps, rows) @ (rows, O), transposed: MKL took 3.6x longer for dz^T @ columns
+    # (W2's first step: 22.6 against 6.3 ms).
+    grad = (columns.to(dz.dtype).t() @ dz.movedim(1, -1).reshape(-1, dz.shape[1])).t()
     dw = grad[:, : channels * taps].reshape(weight.shape)
     return dw, (grad[:, -1] if has_bias else None)
 
@@ -144,7 +276,8 @@ class _Run:
     c_0: torch.Tensor  # rows
     c_dtype: torch.dtype
     cells: list[torch.Tensor]  # rows, per step (training only)
-    acts: list[torch.Tensor]  # (R, 4, K) gate activations, per step (training only)
+    gates: list[torch.Tensor]  # (R, 4, K) per step (training only), holding
+    activations: bool  # the activations, or (float16/bfloat16 gates) the pre-activations
 
 
 def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, train) -> _Run:
@@ -153,21 +286,42 @@ def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, tr
     steps, channels = x.shape[1], x.shape[2]
     dtype = _conv_dtype(x)
     stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
-    conv_weight = weight.to(dtype)
+    layout = stacked.layout
+    conv_weight = weight.to(dtype)  # saved for the backward; the forward's in its layout:
+    step_weights = [
+        w.contiguous(memory_format=layout) for w in (conv_weight[:, :channels], conv_weight)
+    ]
     conv_bias = None if bias is None else bias.to(dtype)
     conv = _CONV[x.dim() - 3]
-    kernel = _compiled("train", _forward_train) if train else _compiled("infer", _forward_infer)
+    # Training keeps every step's gates and cell for the backward: the convolution adds
+    # a step's gates into its slot of one block and the gate kernel writes the
+    # activations over them (float16/bfloat16 gates: the backward recomputes the float32
+    # activations instead of keeping them at twice the size); the cells go to another.
+    block = None
+    if train:
+        size = [n - k + 1 for n, k in zip(stacked.buffer.shape[2:], weight.shape[2:])]
+        gate_shape = (x.shape[0], weight.shape[0], *size)
+        block = _step_block(gate_shape, dtype, x.device, layout, steps)
+    activations = train and _compute_dtype(dtype) == dtype
+    if activations:
+        kernel = _compiled("train_in_place", _forward_train_in_place)
+    else:
+        kernel = _compiled("infer", _forward_infer)
     cells: list[torch.Tensor] = [None] * steps
-    acts: list[torch.Tensor] = [None] * steps
-    view = c_first = output = h = None
+    saved_gates: list[torch.Tensor] = [None] * steps
+    view = c_first = output = cell_block = None
+    h = h_0
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
-        if h_0 is None and t == order[0]:
-            # The zero state adds nothing: convolve the input's channels only.
-            z = conv(stacked.inputs(x, t), conv_weight[:, :channels], conv_bias)
-            z = z.contiguous(memory_format=stacked.layout)
+        if h is None:  # the zero state adds nothing: convolve the input's channels only
+            inputs, step_weight = stacked.inputs(x, t), step_weights[0]
         else:
-            z = conv(stacked.fill(x, t, h_0 if h is None else h), conv_weight, conv_bias)
+            inputs, step_weight = stacked.fill(x, t, h), step_weights[1]
+        if block is None:
+            z = conv(inputs, step_weight, conv_bias).contiguous(memory_format=layout)
+        else:
+            z = block[t].zero_()
+            _add_conv_(z, inputs, step_weight, conv_bias)
         if view is None:
             view = _Rows(z)
             if c_0 is None:
@@ -178,19 +332,29 @@ def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, tr
             c_prev = c_first
         else:
             gates = view.rows(z, 4)
+        h, c_prev = kernel(gates, c_prev, hard)
         if train:
-            h, c_prev, acts[t] = kernel(gates, c_prev, hard)
-            cells[t] = c_prev
-        else:
-            h, c_prev = kernel(gates, c_prev, hard)
+            if cell_block is None:
+                cell_block = _step_block(c_prev.shape, c_prev.dtype, x.device, _DENSE, steps)
+            cell_block[t] = c_prev  # the kernel's tensor is freed, as h's below
+            saved_gates[t], cells[t] = gates, cell_block[t]
+            c_prev = cells[t]
         h = view.unrows(h)
-        if output is None:
+        if output is None and train:  # kept for the backward too: mapped, as the blocks
+            like = empty_steps(h.to("meta"), steps)
+            output = _empty(like.shape, like.stride(), h.dtype, x.device)
+        elif output is None:
             output = empty_steps(h, steps)
         output[:, t] = h
-        # Free this step's temporaries before the next step allocates its own, so the
-        # allocator hands the same blocks back (less heap fragmentation).
+        if t != order[-1]:
+            # The next step reads h back from the output, so the step's own tensor is
+            # freed at once and the next step's is handed the same block.
+            h = output[:, t]
         del z, gates
-    return _Run(output, h, view.unrows(c_prev), conv_weight, view, c_first, c_0.dtype, cells, acts)
+    c_n = view.unrows(c_prev)
+    return _Run(
+        output, h, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates, activations
+    )
 
 
 class FusedSequence(torch.autograd.Function):
@@ -211,8 +375,9 @@ class FusedSequence(torch.autograd.Function):
         run = _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, True)
         # The output holds every h, so it is saved (as tanh's backward saves its result)
         # instead of a copy of every step's stacked input.
-        ctx.save_for_backward(x, h_0, run.output, run.weight, run.c_0, *run.cells, *run.acts)
+        ctx.save_for_backward(x, h_0, run.output, run.weight, run.c_0, *run.cells, *run.gates)
         ctx.meta = (run.view, hard, reverse, input_pad, hidden_pad, bias is not None)
+        ctx.activations = run.activations
         ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, run.c_dtype, weight.dtype)
         return run.output, run.h_n, run.c_n
 
@@ -223,7 +388,7 @@ class FusedSequence(torch.autograd.Function):
         view, hard, reverse, input_pad, hidden_pad, has_bias = ctx.meta
         x_dtype, h_dtype, c_dtype, w_dtype = ctx.dtypes
         steps = len(saved) // 2
-        cells, acts = saved[:steps], saved[steps:]
+        cells, gates = saved[:steps], saved[steps:]
         need_x, need_h, need_c, need_w, need_b = ctx.needs_input_grad[:5]
         channels = x.shape[2]
         dtype = weight.dtype
@@ -231,11 +396,14 @@ class FusedSequence(torch.autograd.Function):
         layout = memory_format(x.dim() - 3, x.device)
         flipped_h = _flipped(weight[:, channels:], layout)
         flipped_x = _flipped(weight[:, :channels], layout) if need_x else None
-        kernel = _compiled("backward", _backward)
+        if ctx.activations:
+            kernel = _compiled("backward", _backward)
+        else:
+            kernel = _compiled("backward_from_gates", _backward_from_gates)
 
         order = range(steps) if reverse else range(steps - 1, -1, -1)  # backward order
         hidden_pairs, input_pairs = _pairs(hidden_pad), _pairs(input_pad)
-        acc_dtype = acts[0].dtype
+        acc_dtype = cells[0].dtype
         dh = (
             torch.zeros_like(c_first, dtype=acc_dtype)
             if d_h_n is None
@@ -249,7 +417,7 @@ class FusedSequence(torch.autograd.Function):
             before = t + 1 if reverse else t - 1  # the step processed before t
             c_prev = cells[before] if 0 <= before < steps else c_first
             d_out = None if d_output is None else view.strided_rows(d_output[:, t])
-            dz, dc = kernel(dh, dc, acts[t], cells[t], c_prev, hard, dtype, d_out)
+            dz, dc = kernel(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
             del dh, d_out  # (see the forward loop)
             dz = view.ungates(dz)
             if index < steps - 1 or need_h:
