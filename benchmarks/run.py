@@ -213,6 +213,7 @@ MEMORY_COLUMNS = (
     ("peak_rss_mib", ".0f"),
     ("setup_rss_mib", ".0f"),
     ("peak_heap_mib", ".0f"),
+    ("mapped_mib", ".0f"),
 )
 
 
@@ -224,8 +225,8 @@ def memory_table(rows: list[dict[str, Any]]) -> list[str]:
         "### Peak memory, convlstm W1 training (forward + backward + SGD)",
         "",
         "| T | variant | s/iter (median) | peak RSS MiB | RSS after set-up MiB "
-        "| peak live heap MiB | note |",
-        "|---:|---|---:|---:|---:|---:|---|",
+        "| peak live heap MiB | mapped MiB | note |",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in mem:
         cells = [str(r["steps"]), r["variant"] or "default"]

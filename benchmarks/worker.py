@@ -375,6 +375,9 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     }
     if "torch" in sys.modules:
         result["torch_threads"] = sys.modules["torch"].get_num_threads()
+    pool = getattr(sys.modules.get("convlstm.nn.fused_sequence"), "mapped_pool", None)
+    if pool is not None:  # what convlstm's training keeps outside malloc's heap
+        result["mapped_mib"] = pool.held() / 2**20
     if built.finish is not None:
         result.update(built.finish())
     return result

@@ -262,3 +262,33 @@ def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion):
     del third
     assert pool.empty_cache() == held + out_bytes
     assert pool.held() == 0
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_float32_training_adds_the_convolution_into_the_block(fusion, ndim, with_state):
+    """In float32 on a CPU the gates are written by oneDNN's in-place convolution and
+    the in-place gate kernel (float64, as in the tests above, takes the fallback add):
+    the values and gradients still equal the step path."""
+    layer = ConvLSTMNd(2, 4, 3, ndim=ndim)
+    x = torch.randn(2, 4, 2, *_spatial(ndim), requires_grad=True)
+    state = None
+    if with_state:
+        shape = (1, 2, 4, *_spatial(ndim))  # (layers, B, F, *S)
+        state = (torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True))
+    calls = []
+    original = fused_sequence._add_conv_
+
+    def spy(out, *args):
+        calls.append(out.dtype)
+        return original(out, *args)
+
+    fused_sequence._add_conv_ = spy
+    try:
+        fused, fused_grads, _ = fusion("always", _outputs_and_grads, layer, x, state)
+    finally:
+        fused_sequence._add_conv_ = original
+    plain, plain_grads, _ = fusion("never", _outputs_and_grads, layer, x, state)
+    assert calls == [torch.float32] * 4 and fused_sequence._onednn_add["usable"]
+    for a, b in zip((*fused, *fused_grads), (*plain, *plain_grads)):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
