@@ -90,10 +90,9 @@ def _forward_train_in_place(z: torch.Tensor, c_prev: torch.Tensor, hard: bool):
     """``_forward_train`` writing the activations over ``z`` (gates in the compute dtype,
     whose pre-activations are not needed again) instead of into a new tensor; as fast
     (measured)."""
-    i, f, g, o = _activations(z, hard)
-    c = f * c_prev + i * g
-    z.copy_(torch.stack((i, f, g, o), dim=1))
-    return (o * _tanh(c)).to(z.dtype), c
+    h, c, acts = _forward_train(z, c_prev, hard)
+    z.copy_(acts)
+    return h, c
 
 
 def _backward(
