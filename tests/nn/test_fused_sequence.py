@@ -231,10 +231,11 @@ def test_inference_runs_the_same_forward(fusion, monkeypatch, options, with_stat
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
-def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion):
+def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion, monkeypatch):
     """The gates, cells and output a training step keeps come from ``mapped_pool``;
     a second step of the same size reuses the freed mappings, a kept output is never
     handed out again, and ``empty_cache`` unmaps what is free."""
+    monkeypatch.setattr(fused_sequence, "MAPPED_MIN_BYTES", 0)  # this test's are small
     pool = fused_sequence.mapped_pool
     pool.empty_cache()
     layer = ConvLSTMNd(2, 4, 3, ndim=2)
@@ -292,3 +293,34 @@ def test_float32_training_adds_the_convolution_into_the_block(fusion, ndim, with
     assert calls == [torch.float32] * 4 and fused_sequence._onednn_add["usable"]
     for a, b in zip((*fused, *fused_grads), (*plain, *plain_grads)):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+
+
+def test_the_pool_keeps_free_mappings_a_step_asks_for_again(monkeypatch):
+    """Layers of different sizes, called several times a step (a forecaster's decoder):
+    from the second step on, every request is served by a free mapping."""
+    monkeypatch.setattr(fused_sequence, "MAPPED_MIN_BYTES", 0)
+    pool = fused_sequence.MappedPool()
+    sizes = [4096, 8192, 4096, 12288, 8192, 4096]
+
+    def step():
+        return [pool.empty((n // 4,), (1,), torch.float32) for n in sizes]
+
+    kept = step()
+    held = pool.held()
+    assert held == sum(sizes)
+    del kept
+    for _ in range(3):
+        kept = step()
+        assert pool.held() == held  # nothing unmapped and mapped again
+        del kept
+    other = [pool.empty((4096,), (1,), torch.float32) for _ in range(2)]  # new sizes
+    assert pool.held() == held + 2 * 16384  # the free ones may still be asked for
+    del other
+    small = pool.empty((25,), (1,), torch.float32)
+    # Now the free mappings (held + 32768 bytes) outgrow the largest working set
+    # (held): the oldest are unmapped until they no longer do.
+    free_after = pool.held() - 100
+    assert held - 8192 < free_after <= held
+    del small
+    assert pool.empty_cache() == free_after + 100
+    assert pool.held() == 0

@@ -122,13 +122,15 @@ class MappedPool:
     to the next. Unmapped after every step instead, they are page-faulted afresh each
     time (measured: +0.28 s per step of the benchmarks' W2). So, like PyTorch's CUDA
     caching allocator, the pool keeps free mappings for requests of the same size, and
-    releases them all when a request of a new size finds none (or on ``empty_cache``).
+    unmaps free ones only when they outgrow the largest working set seen (or on
+    ``empty_cache``). Tensors under ``MAPPED_MIN_BYTES`` stay in the heap.
     """
 
     def __init__(self) -> None:
         self._maps: list[mmap.mmap] = []
         self._unused = [object()]  # referenced as a free mapping is, by nothing else
         self._lock = threading.Lock()
+        self._peak = 0  # the most bytes in use at once
 
     def _free(self) -> list[mmap.mmap]:
         # Each tensor made from a mapping holds one reference to it until its storage is
@@ -144,11 +146,17 @@ class MappedPool:
             free = self._free()
             memory = next((m for m in free if len(m) == nbytes), None)
             if memory is None:
-                self._release(free)
                 memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
                 if hasattr(mmap, "MADV_HUGEPAGE"):
                     memory.madvise(mmap.MADV_HUGEPAGE)  # fewer, larger page faults
                 self._maps.append(memory)
+                free_bytes = sum(len(m) for m in free)
+                self._peak = max(self._peak, sum(len(m) for m in self._maps) - free_bytes)
+                # Free mappings may be asked for later in the same step, so they go only
+                # when they outgrow the largest working set (oldest first).
+                while free and free_bytes > self._peak:
+                    free_bytes -= len(free[0])
+                    self._release([free.pop(0)])
         storage = torch.frombuffer(memory, dtype=dtype, count=count).untyped_storage()
         return torch.empty(0, dtype=dtype).set_(storage, 0, shape, strides)  # not a view
 
@@ -180,10 +188,15 @@ def empty_cache() -> int:
     return mapped_pool.empty_cache()
 
 
+#: Smaller kept tensors come from the heap: a mapping each would cost more than the holes
+#: they leave.
+MAPPED_MIN_BYTES = 1 << 20
+
+
 def _empty(shape, strides, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Uninitialised memory for a kept training tensor: from ``mapped_pool`` on a CPU."""
     count = _storage_size(shape, strides)
-    if device.type != "cpu" or count == 0:
+    if device.type != "cpu" or count * dtype.itemsize < MAPPED_MIN_BYTES:
         return torch.empty_strided(shape, strides, dtype=dtype, device=device)
     return mapped_pool.empty(shape, strides, dtype)
 
