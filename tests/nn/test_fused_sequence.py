@@ -184,6 +184,43 @@ def test_bfloat16_autocast_follows_the_step_path(fusion):
         torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_bfloat16_weight_gradient_in_two_parts_equals_the_joint_one(fusion, monkeypatch, bias):
+    """One input channel and 16 hidden ones (17 stacked, a 3x3 kernel): in bfloat16 the
+    hidden part's weight gradient comes from a buffer of its own and the input part's
+    from a matrix product. Both sum to what the joint weight gradient gives, up to the
+    rounding of each step's bfloat16 result."""
+    torch.manual_seed(0)
+    layer = ConvLSTMNd(1, 16, 3, ndim=2, bias=bias)
+    x = torch.randn(2, 4, 1, 8, 9)
+    weight = layer.cell(0).step_weight(layer.cell(0).plan((8, 9))).to(torch.bfloat16)
+    assert fused_sequence._split_weight_grad(weight, channels=1)
+    assert not fused_sequence._split_weight_grad(weight.float(), channels=1)
+
+    def grads():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = layer(x)
+        assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
+        return torch.autograd.grad(out.float().square().sum(), list(layer.parameters()))
+
+    hidden_fills = []
+    original = fused_sequence._Stacked.hidden
+
+    def spy(self, h):
+        hidden_fills.append(h.shape)
+        return original(self, h)
+
+    monkeypatch.setattr(fused_sequence._Stacked, "hidden", spy)
+    split = fusion("always", grads)
+    assert len(hidden_fills) == 3  # every step but the first (its hidden part is zero)
+    monkeypatch.setattr(fused_sequence, "SPLIT_INPUT_COLUMNS", 0)
+    joint = fusion("always", grads)
+    assert len(hidden_fills) == 3
+    for a, b in zip(split, joint):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2 * b.abs().max().item())
+
+
 @pytest.mark.parametrize(
     "setting",
     ["lengths", "peephole", "layer_norm", "checkpoint", "stride", "relu"],
@@ -268,9 +305,9 @@ def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion, mo
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_float32_training_adds_the_convolution_into_the_block(fusion, ndim, with_state):
-    """In float32 on a CPU the gates are written by oneDNN's in-place convolution and
-    the in-place gate kernel (float64, as in the tests above, takes the fallback add):
-    the values and gradients still equal the step path."""
+    """In float32 on a CPU the gates are written by oneDNN's in-place convolution
+    (float64, as in the tests above, takes the fallback add): the values and gradients
+    still equal the step path."""
     layer = ConvLSTMNd(2, 4, 3, ndim=ndim)
     x = torch.randn(2, 4, 2, *_spatial(ndim), requires_grad=True)
     state = None

@@ -11,12 +11,13 @@ tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
   and convolved at every step (the first step of a zero state convolves ``x_t``
   alone), and the gate kernel's ``h`` is written into the output. In training the
   convolution adds each step's gates into that step's slot of one block (oneDNN's
-  sum post-op) and the gate kernel overwrites them with their activations; the block,
-  one for the cells and the output are memory of ``MappedPool``, outside malloc's heap;
-* backward: per step, the gate kernel (``fused_gates``) adds the output's gradient
-  in its own loop, the hidden state's gradient comes unpadded from a convolution with
-  the flipped kernel, the input's (when needed) likewise, and the weight gradient
-  refills the buffer from the input and the saved output.
+  sum post-op), kept for the backward; the block, one for the cells and the output
+  are memory of ``MappedPool``, outside malloc's heap;
+* backward: per step, the gate kernel (``fused_gates``) recomputes the activations
+  from the kept gates and adds the output's gradient in its own loop, the hidden
+  state's gradient comes unpadded from a convolution with the flipped kernel, the
+  input's (when needed) likewise, and the weight gradient refills the buffer from the
+  input and the saved output.
 
 The results equal ``ConvLSTMCellNd.step`` in a loop (tests check values and
 gradients). Like ``FusedGates``, it has first-order derivatives only. Like
@@ -41,15 +42,7 @@ from torch.autograd.function import once_differentiable
 
 from ._utils import empty_steps
 from .functional import fusion_failed, hand_written_kind, use_fused
-from .fused_gates import (
-    _backward,
-    _backward_from_gates,
-    _compiled,
-    _compute_dtype,
-    _forward_infer,
-    _forward_train_in_place,
-    _Rows,
-)
+from .fused_gates import _compiled, _Rows, _step_backward, _step_forward
 from .step_conv import _conv_dtype, _interior, memory_format
 
 if TYPE_CHECKING:
@@ -249,6 +242,27 @@ def _weight_grad(
     return dw, (grad[:, -1] if has_bias else None)
 
 
+#: In float16/bfloat16 on a CPU, the weight gradient of a stacked input whose channel
+#: count is not a multiple of 16 while its hidden part's is, and whose input part unfolds
+#: to at most this many columns, is computed in two parts: the hidden part by oneDNN from
+#: a dense buffer of its own and the input part as a matrix product (``_weight_grad``).
+#: oneDNN's bfloat16 weight gradient took 7.4-9.2 ms for the 17 channels of W1's step
+#: and 4.8-6.0 for 16 (6.5-7.1 with the input part); in float32 it is not slower for 17.
+SPLIT_INPUT_COLUMNS = 16
+
+
+def _split_weight_grad(weight: torch.Tensor, channels: int) -> bool:
+    """Whether ``FusedSequence``'s backward splits the weight gradient (see above)."""
+    hidden = weight.shape[1] - channels
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype in (torch.float16, torch.bfloat16)
+        and weight.shape[1] % 16 != 0
+        and hidden % 16 == 0
+        and channels * math.prod(weight.shape[2:]) <= SPLIT_INPUT_COLUMNS
+    )
+
+
 class _Stacked:
     """One reused ``(B, C + F, *S_in_padded)`` buffer for a step's ``[x_t, pad(h)]`` (its
     zero padding written once), in the layout the convolutions run fastest in."""
@@ -264,6 +278,8 @@ class _Stacked:
         everything = (slice(None),)
         self.x_part = (*everything, slice(0, self.channels), *_interior(padded, input_pad))
         self.h_part = (*everything, slice(self.channels, None), *_interior(padded, hidden_pad))
+        self.h_alone = (*everything, *everything, *_interior(padded, hidden_pad))
+        self.hidden_buffer: torch.Tensor | None = None
 
     def fill(self, x: torch.Tensor, t: int, h: torch.Tensor | None) -> torch.Tensor:
         """The buffer holding ``[x[:, t], pad(h)]`` (``h=None``: zeros)."""
@@ -275,6 +291,14 @@ class _Stacked:
         """``pad(x[:, t])`` alone, ``(B, C, *S_in_padded)`` in the buffer's layout."""
         self.buffer[self.x_part] = x[:, t]
         return self.buffer[:, : self.channels].contiguous(memory_format=self.layout)
+
+    def hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """``pad(h)`` alone, ``(B, F, *S_in_padded)``, in a dense buffer of its own."""
+        if self.hidden_buffer is None:
+            part = self.buffer[:, self.channels :]
+            self.hidden_buffer = torch.zeros_like(part, memory_format=self.layout)
+        self.hidden_buffer[self.h_alone] = h
+        return self.hidden_buffer
 
 
 @dataclass
@@ -289,8 +313,7 @@ class _Run:
     c_0: torch.Tensor  # rows
     c_dtype: torch.dtype
     cells: list[torch.Tensor]  # rows, per step (training only)
-    gates: list[torch.Tensor]  # (R, 4, K) per step (training only), holding
-    activations: bool  # the activations, or (float16/bfloat16 gates) the pre-activations
+    gates: list[torch.Tensor]  # (R, 4, K) pre-activations per step (training only)
 
 
 def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, train) -> _Run:
@@ -306,20 +329,15 @@ def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, tr
     ]
     conv_bias = None if bias is None else bias.to(dtype)
     conv = _CONV[x.dim() - 3]
-    # Training keeps every step's gates and cell for the backward: the convolution adds
-    # a step's gates into its slot of one block and the gate kernel writes the
-    # activations over them (float16/bfloat16 gates: the backward recomputes the float32
-    # activations instead of keeping them at twice the size); the cells go to another.
+    # Training keeps every step's gates and cell for the backward (which recomputes the
+    # activations): the convolution adds a step's gates into its slot of one block; the
+    # cells go to another.
     block = None
     if train:
         size = [n - k + 1 for n, k in zip(stacked.buffer.shape[2:], weight.shape[2:])]
         gate_shape = (x.shape[0], weight.shape[0], *size)
         block = _step_block(gate_shape, dtype, x.device, layout, steps)
-    activations = train and _compute_dtype(dtype) == dtype
-    if activations:
-        kernel = _compiled("train_in_place", _forward_train_in_place)
-    else:
-        kernel = _compiled("infer", _forward_infer)
+    kernel = _compiled("forward", _step_forward)
     cells: list[torch.Tensor] = [None] * steps
     saved_gates: list[torch.Tensor] = [None] * steps
     view = c_first = output = cell_block = None
@@ -365,9 +383,7 @@ def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, tr
             h = output[:, t]
         del z, gates
     c_n = view.unrows(c_prev)
-    return _Run(
-        output, h, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates, activations
-    )
+    return _Run(output, h, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates)
 
 
 class FusedSequence(torch.autograd.Function):
@@ -390,7 +406,6 @@ class FusedSequence(torch.autograd.Function):
         # instead of a copy of every step's stacked input.
         ctx.save_for_backward(x, h_0, run.output, run.weight, run.c_0, *run.cells, *run.gates)
         ctx.meta = (run.view, hard, reverse, input_pad, hidden_pad, bias is not None)
-        ctx.activations = run.activations
         ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, run.c_dtype, weight.dtype)
         return run.output, run.h_n, run.c_n
 
@@ -409,10 +424,7 @@ class FusedSequence(torch.autograd.Function):
         layout = memory_format(x.dim() - 3, x.device)
         flipped_h = _flipped(weight[:, channels:], layout)
         flipped_x = _flipped(weight[:, :channels], layout) if need_x else None
-        if ctx.activations:
-            kernel = _compiled("backward", _backward)
-        else:
-            kernel = _compiled("backward_from_gates", _backward_from_gates)
+        kernel = _compiled("backward", _step_backward)
 
         order = range(steps) if reverse else range(steps - 1, -1, -1)  # backward order
         hidden_pairs, input_pairs = _pairs(hidden_pad), _pairs(input_pad)
@@ -423,8 +435,11 @@ class FusedSequence(torch.autograd.Function):
             else view.rows(d_h_n.to(acc_dtype))
         )
         dc = torch.zeros_like(c_first) if d_c_n is None else view.rows(d_c_n.to(acc_dtype))
-        d_weight = torch.zeros_like(weight) if need_w else None
-        d_bias = weight.new_zeros(weight.shape[0]) if need_b and has_bias else None
+        # Summed over the steps in float32 also for float16/bfloat16 convolutions.
+        sum_dtype = torch.promote_types(dtype, torch.float32)
+        d_weight = torch.zeros_like(weight, dtype=sum_dtype) if need_w else None
+        d_bias = weight.new_zeros(weight.shape[0], dtype=sum_dtype) if need_b and has_bias else None
+        split = _split_weight_grad(weight, channels)
         d_inputs: list[torch.Tensor] = [None] * steps
         for index, t in enumerate(order):
             before = t + 1 if reverse else t - 1  # the step processed before t
@@ -438,17 +453,23 @@ class FusedSequence(torch.autograd.Function):
             if need_x:
                 d_inputs[t] = _transposed(dz, flipped_x, input_pairs)
             if stacked is not None:
+                x_part = slice(0, channels)
                 if h_0 is None and index == steps - 1:  # the hidden part of the input is 0
-                    parts, inputs = slice(0, channels), stacked.inputs(x, t)
+                    pieces = [(x_part, stacked.inputs(x, t))]
                 else:
                     h_prev = output[:, before] if 0 <= before < steps else h_0
-                    parts, inputs = slice(None), stacked.fill(x, t, h_prev)
-                dw, db = _weight_grad(dz, inputs, weight[:, parts], has_bias)
-                if need_w:
-                    d_weight[:, parts] += dw
-                if need_b and has_bias:
-                    d_bias += db
-                del dw, db
+                    if split:
+                        h_part = slice(channels, None)
+                        pieces = [(x_part, stacked.inputs(x, t)), (h_part, stacked.hidden(h_prev))]
+                    else:
+                        pieces = [(slice(None), stacked.fill(x, t, h_prev))]
+                for k, (parts, inputs) in enumerate(pieces):
+                    dw, db = _weight_grad(dz, inputs, weight[:, parts], has_bias and k == 0)
+                    if need_w:
+                        d_weight[:, parts] += dw
+                    if need_b and db is not None:
+                        d_bias += db
+                    del dw, db
             del dz
 
         d_x = d_h0 = d_c0 = None
