@@ -4,7 +4,7 @@ step-by-step path with plain ops (``set_fusion("never")``)."""
 import pytest
 import torch
 
-from convlstm.nn import fused_sequence, get_fusion, set_fusion
+from convlstm.nn import fused_gates, fused_sequence, get_fusion, set_fusion
 from convlstm.nn.fused_sequence import FusedSequence
 from convlstm.nn.layer import ConvLSTMNd
 
@@ -182,6 +182,36 @@ def test_bfloat16_autocast_follows_the_step_path(fusion):
     torch.testing.assert_close(out, ref_out, atol=2e-2, rtol=2e-2)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("channels_innermost", [False, True])
+def test_the_output_gradient_in_either_layout(fusion, monkeypatch, channels_innermost):
+    """The output is channels-innermost, while a loss usually hands back a contiguous
+    (channels-first) gradient, which the backward transposes into rows step by step
+    (one channels-innermost gradient is read as it is): both equal the step path."""
+    layer = ConvLSTMNd(2, 4, 3, ndim=2)
+    x = torch.randn(2, 5, 2, 6, 7, requires_grad=True)
+    weight = torch.randn(2, 5, 4, 6, 7)
+    if channels_innermost:
+        weight = weight.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    transposed = []
+    original = fused_gates._Rows.step_rows
+
+    def spy(self, t, buffer):
+        transposed.append(t.stride(1) != 1)
+        return original(self, t, buffer)
+
+    monkeypatch.setattr(fused_gates._Rows, "step_rows", spy)
+
+    def grads():
+        out, _ = layer(x)
+        return torch.autograd.grad((out * weight).sum(), [x, *layer.parameters()])
+
+    fused = fusion("always", grads)
+    assert transposed == [not channels_innermost] * 5
+    plain = fusion("never", grads)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.parametrize("bias", [False, True])

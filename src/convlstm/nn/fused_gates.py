@@ -113,6 +113,11 @@ def _step_backward(
     return torch.stack([d.to(dtype) for d in dz], dim=-2), dc * f
 
 
+def _channels_last_copy(source: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` ``(B, *S, F)`` = ``source`` ``(B, F, *S)``."""
+    out.copy_(source.movedim(1, -1))
+
+
 def _channels_last(t: torch.Tensor) -> bool:
     if t.dim() == 4:
         return t.is_contiguous(memory_format=torch.channels_last)
@@ -155,6 +160,20 @@ class _Rows:
         ``rows`` without a copy, for a tensor dense in every dimension but the batch (a
         step of a sequence); the loops read it with ``reshape``."""
         return t.movedim(1, -1) if self.last else t
+
+    def step_rows(self, t: torch.Tensor, buffer: list[torch.Tensor]) -> torch.Tensor:
+        """``strided_rows`` of one step ``(B, F, *S)`` of a sequence. A channels-first
+        step for channels-last rows (the usual gradient of a loss, whatever the output's
+        layout) is first transposed into ``buffer`` (a one-element list, filled on first
+        use) by a generated loop: read strided inside the gate loop it cost the backward
+        of a W2 step 4 ms, and PyTorch's own copy takes 3.5 ms where the loop takes 0.9."""
+        if not self.last or t.stride(1) == 1:
+            return self.strided_rows(t)
+        if not buffer:
+            shape = (t.shape[0], *t.shape[2:], t.shape[1])
+            buffer.append(torch.empty(shape, dtype=t.dtype, device=t.device))
+        _compiled("channels_last_copy", _channels_last_copy)(t, buffer[0])
+        return buffer[0]
 
     def unrows(self, t: torch.Tensor) -> torch.Tensor:
         """``(R, K)`` -> ``(B, F, *S)`` in this layout (a view)."""

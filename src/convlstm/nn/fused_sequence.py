@@ -441,10 +441,11 @@ class FusedSequence(torch.autograd.Function):
         d_bias = weight.new_zeros(weight.shape[0], dtype=sum_dtype) if need_b and has_bias else None
         split = _split_weight_grad(weight, channels)
         d_inputs: list[torch.Tensor] = [None] * steps
+        d_step: list[torch.Tensor] = []  # the output's gradient at a step, if transposed
         for index, t in enumerate(order):
             before = t + 1 if reverse else t - 1  # the step processed before t
             c_prev = cells[before] if 0 <= before < steps else c_first
-            d_out = None if d_output is None else view.strided_rows(d_output[:, t])
+            d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
             dz, dc = kernel(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
             del dh, d_out  # (see the forward loop)
             dz = view.ungates(dz)
