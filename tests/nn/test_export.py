@@ -106,14 +106,17 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
     torch.testing.assert_close(torch.from_numpy(c), ref_c, atol=1e-5, rtol=1e-4)
 
 
-def test_checkpointing_through_the_fused_kernel(fusion_always):
+@pytest.mark.parametrize("lengths", [None, [5, 3]], ids=["segments", "per-step"])
+def test_checkpointing_through_the_fused_kernel(fusion_always, lengths):
+    # Without a mask the fused sequence recomputes segments; with one every step is
+    # recomputed by torch.utils.checkpoint through the compiled gate kernel.
     plain = perturb(ConvLSTM2d(1, 4, 3))
     ckpt = ConvLSTM2d(1, 4, 3, checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 5, 1, 6, 6)
     grads = []
     for model in (plain, ckpt):
-        out, _ = model(x)
+        out, _ = model(x, lengths=lengths)
         out.square().sum().backward()
         grads.append([p.grad for p in model.parameters()])
     for a, b in zip(*grads):

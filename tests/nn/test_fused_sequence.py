@@ -253,13 +253,12 @@ def test_bfloat16_weight_gradient_in_two_parts_equals_the_joint_one(fusion, monk
 
 @pytest.mark.parametrize(
     "setting",
-    ["lengths", "peephole", "layer_norm", "checkpoint", "stride", "relu"],
+    ["lengths", "peephole", "layer_norm", "stride", "relu"],
 )
 def test_other_cases_take_the_step_path(fusion, setting):
     options = {
         "peephole": {"peephole": "channel"},
         "layer_norm": {"layer_norm": True},
-        "checkpoint": {"checkpoint": True},
         "stride": {"stride": 2},
         "relu": {"activation": "relu"},
     }.get(setting, {})
@@ -391,3 +390,79 @@ def test_the_pool_keeps_free_mappings_a_step_asks_for_again(monkeypatch):
     del small
     assert pool.empty_cache() == free_after + 100
     assert pool.held() == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"padding": "valid", "recurrent_activation": "hard_sigmoid", "bias": False},
+     {"bidirectional": True}, {"num_layers": 2}],
+    ids=["same", "valid-hard-nobias", "bidirectional", "stacked"],
+)  # fmt: skip
+@pytest.mark.parametrize("steps,segment", [(7, 3), (6, 2), (5, 1), (4, 4), (1, 1)])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_checkpointed_sequence_equals_the_kept_one(
+    fusion, monkeypatch, options, steps, segment, with_state
+):
+    """``checkpoint=True`` keeps the output and one cell per segment, recomputes each
+    segment's gates in the backward, and gives the same values and gradients."""
+    monkeypatch.setattr(fused_sequence, "checkpoint_segment", lambda steps, dtype: segment)
+    layer = _layer(**options)
+    x = torch.randn(2, steps, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    state = None
+    if with_state:
+        directions = 2 if options.get("bidirectional") else 1
+        spatial = (4, 5) if options.get("padding") == "valid" else (6, 7)
+        shape = (layer.num_layers * directions, 2, 3, *spatial)
+        state = tuple(torch.randn(shape, dtype=torch.float64, requires_grad=True)
+                      for _ in range(2))  # fmt: skip
+    def saved(checkpoint):
+        layer.checkpoint = checkpoint
+        fn = fusion("always", layer, x, state)[0].grad_fn
+        return type(fn).__name__, len(fn.saved_tensors) if hasattr(fn, "saved_tensors") else 0
+
+    kept, kept_grads, _ = fusion("always", _outputs_and_grads, layer, x, state)
+    layer.checkpoint = True
+    recomputed, recomputed_grads, _ = fusion("always", _outputs_and_grads, layer, x, state)
+    if not options.get("bidirectional") and not options.get("num_layers"):
+        # x, h_0, output, weight, bias, c_0, then the cell before every later segment
+        # (instead of every step's cell and gates)
+        segments = -(-steps // segment)
+        assert saved(True) == ("FusedSequenceBackward", 6 + segments - 1)
+        assert saved(False) == ("FusedSequenceBackward", 6 + 2 * steps)
+    for a, b in zip(recomputed, kept):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    for a, b in zip(recomputed_grads, kept_grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_checkpointed_bfloat16_equals_the_kept_one_and_keeps_less(fusion, monkeypatch):
+    """Under bfloat16 autocast the backward recomputes in bfloat16 (not in the
+    backward's own float32); the pool holds the output and the segment cells only."""
+    monkeypatch.setattr(fused_sequence, "MAPPED_MIN_BYTES", 0)
+    pool = fused_sequence.mapped_pool
+    layer = ConvLSTMNd(1, 16, 3, ndim=2, padding="valid", recurrent_activation="hard_sigmoid")
+    x = torch.randn(2, 9, 1, 10, 12)
+    assert fused_sequence.checkpoint_segment(9, torch.bfloat16) == 2  # round(sqrt(9/3))
+
+    def grads(checkpoint):
+        layer.checkpoint = checkpoint
+        pool.empty_cache()  # only what is in use stays (the other call's output)
+        before = pool.held()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = layer(x)
+        held = pool.held() - before
+        out.float().square().mean().backward()
+        result = [p.grad.clone() for p in layer.parameters()]
+        layer.zero_grad(set_to_none=True)
+        return out.detach(), result, held
+
+    kept_out, kept_grads, kept_held = fusion("always", grads, False)
+    out, recomputed_grads, held = fusion("always", grads, True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, kept_out, atol=0, rtol=0)
+    for a, b in zip(recomputed_grads, kept_grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    cell = 2 * 16 * 8 * 10 * 4  # float32 (B, F, H', W')
+    output = out.numel() * 2
+    assert held == output + 4 * cell  # the cells after steps 2, 4, 6, 8
+    assert kept_held == output + 9 * (cell + 4 * cell // 2)  # every cell and bf16 gates

@@ -17,7 +17,11 @@ tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
   from the kept gates and adds the output's gradient in its own loop, the hidden
   state's gradient comes unpadded from a convolution with the flipped kernel, the
   input's (when needed) likewise, and the weight gradient refills the buffer from the
-  input and the saved output.
+  input and the saved output;
+* checkpointed (``segment``, the layer's ``checkpoint=True``): the forward keeps only
+  the output and the cell after every segment of steps, and the backward reruns the
+  training forward over one segment at a time, from its first state, before going
+  back through it.
 
 The results equal ``ConvLSTMCellNd.step`` in a loop (tests check values and
 gradients). Like ``FusedGates``, it has first-order derivatives only. Like
@@ -325,13 +329,20 @@ class _Run:
     c_dtype: torch.dtype
     cells: list[torch.Tensor]  # rows, per step (training only)
     gates: list[torch.Tensor]  # (R, 4, K) pre-activations per step (training only)
+    boundaries: list[torch.Tensor]  # rows: the cell after every ``keep_every`` steps
 
 
-def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, train) -> _Run:
+def _forward(
+    x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, train,
+    *, dtype: torch.dtype | None = None, keep_every: int | None = None,
+) -> _Run:  # fmt: skip
     """The sequence's forward (see ``FusedSequence``); ``train`` keeps what the
-    backward needs."""
+    backward needs, every step's gates and cell; ``keep_every=k`` keeps only the cell
+    after every ``k`` steps (in processing order) and the output in ``mapped_pool``,
+    for a backward that recomputes the rest. ``dtype``: the convolutions' (default
+    autocast's or ``x``'s)."""
     steps, channels = x.shape[1], x.shape[2]
-    dtype = _conv_dtype(x)
+    dtype = dtype or _conv_dtype(x)
     stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
     layout = stacked.layout
     conv_weight = weight.to(dtype)  # saved for the backward; the forward's in its layout:
@@ -351,10 +362,11 @@ def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, tr
     kernel = _compiled("forward", _step_forward)
     cells: list[torch.Tensor] = [None] * steps
     saved_gates: list[torch.Tensor] = [None] * steps
+    boundaries: list[torch.Tensor] = []
     view = c_first = output = cell_block = None
     h = h_0
     order = range(steps - 1, -1, -1) if reverse else range(steps)
-    for t in order:
+    for index, t in enumerate(order):
         if h is None:  # the zero state adds nothing: convolve the input's channels only
             inputs, step_weight = stacked.inputs(x, t), step_weights[0]
         else:
@@ -381,8 +393,11 @@ def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, tr
             cell_block[t] = c_prev  # the kernel's tensor is freed, as h's below
             saved_gates[t], cells[t] = gates, cell_block[t]
             c_prev = cells[t]
+        if keep_every and (index + 1) % keep_every == 0 and index < steps - 1:
+            boundaries.append(_empty(c_prev.shape, c_prev.stride(), c_prev.dtype, x.device))
+            boundaries[-1].copy_(c_prev)  # kept for the backward: mapped, as the output
         h = view.unrows(h)
-        if output is None and train:  # kept for the backward too: mapped, as the blocks
+        if output is None and (train or keep_every):  # kept for the backward: mapped
             like = empty_steps(h.to("meta"), steps)
             output = _empty(like.shape, like.stride(), h.dtype, x.device)
         elif output is None:
@@ -394,12 +409,46 @@ def _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, tr
             h = output[:, t]
         del z, gates
     c_n = view.unrows(c_prev)
-    return _Run(output, h, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates)
+    return _Run(
+        output, h, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates, boundaries
+    )
+
+
+def checkpoint_segment(steps: int, dtype: torch.dtype) -> int:
+    """Steps per recomputed segment for ``FusedSequence(..., segment)``: ``k`` near
+    ``sqrt(T · c / (g + c))``, which minimises the kept bytes ``(T / k) · c + k · (g +
+    c)`` (``c``: a cell, float32 or wider; ``g``: a step's ``4F`` gates in ``dtype``):
+    ``sqrt(T/5)`` for float32, ``sqrt(T/3)`` for bfloat16 convolutions."""
+    cell = torch.promote_types(dtype, torch.float32).itemsize
+    gates = 4 * dtype.itemsize
+    return max(1, min(steps, round(math.sqrt(steps * cell / (gates + cell)))))
+
+
+def _add_weight_grad(
+    d_weight, d_bias, stacked: _Stacked, dz, x, t: int, h_prev, weight, has_bias, split
+) -> None:
+    """Add step ``t``'s weight and bias gradients (``None`` where not needed) from its
+    gates' gradient ``dz`` and input ``[x_t, pad(h_prev)]`` (``h_prev=None``: zeros)."""
+    channels = stacked.channels
+    x_part = slice(0, channels)
+    if h_prev is None:  # the hidden part of the input is 0
+        pieces = [(x_part, stacked.inputs(x, t))]
+    elif split:
+        h_part = slice(channels, None)
+        pieces = [(x_part, stacked.inputs(x, t)), (h_part, stacked.hidden(h_prev))]
+    else:
+        pieces = [(slice(None), stacked.fill(x, t, h_prev))]
+    for k, (parts, inputs) in enumerate(pieces):
+        dw, db = _weight_grad(dz, inputs, weight[:, parts], has_bias and k == 0)
+        if d_weight is not None:
+            d_weight[:, parts] += dw
+        if d_bias is not None and db is not None:
+            d_bias += db
 
 
 class FusedSequence(torch.autograd.Function):
     """``output, h_n, c_n = FusedSequence.apply(x, h_0, c_0, weight, bias, input_pad,
-    hidden_pad, hard, reverse)``.
+    hidden_pad, hard, reverse, segment=None)``.
 
     ``x`` ``(B, T, C, *S_in)``; ``h_0``, ``c_0`` ``(B, F, *S)`` or ``None`` (zeros);
     ``weight`` ``(4F, C + F, *k)`` (``[W_x, W_h]``), ``bias`` ``(4F,)`` or ``None``;
@@ -407,27 +456,45 @@ class FusedSequence(torch.autograd.Function):
     ``tanh`` and sigmoid (``hard=False``) or Keras's hard sigmoid. Returns ``output``
     ``(B, T, F, *S)`` (time order also when ``reverse``), ``h_n`` and ``c_n`` (float32
     for reduced-precision inputs) ``(B, F, *S)``.
+
+    ``segment=k`` checkpoints through time: the forward keeps the output and the cell
+    after every ``k`` steps only, and the backward recomputes one segment of ``k``
+    steps' gates and cells at a time before going back through it (one more forward
+    in all; see ``checkpoint_segment`` for ``k``).
     """
 
     @staticmethod
-    def forward(ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse):
+    def forward(ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, segment=None):
         ctx.set_materialize_grads(False)
-        run = _forward(x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, True)
+        args = (x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse)
+        if segment is None:
+            run = _forward(*args, True)
+            kept = (*run.cells, *run.gates)
+        else:
+            run = _forward(*args, False, keep_every=segment)
+            kept = run.boundaries
         # The output holds every h, so it is saved (as tanh's backward saves its result)
         # instead of a copy of every step's stacked input.
-        ctx.save_for_backward(x, h_0, run.output, run.weight, run.c_0, *run.cells, *run.gates)
-        ctx.meta = (run.view, hard, reverse, input_pad, hidden_pad, bias is not None)
+        ctx.save_for_backward(x, h_0, run.output, run.weight, bias, run.c_0, *kept)
+        ctx.meta = (run.view, hard, reverse, input_pad, hidden_pad, bias is not None, segment)
         ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, run.c_dtype, weight.dtype)
         return run.output, run.h_n, run.c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_output, d_h_n, d_c_n):
-        x, h_0, output, weight, c_first, *saved = ctx.saved_tensors
-        view, hard, reverse, input_pad, hidden_pad, has_bias = ctx.meta
+        x, h_0, output, weight, bias, c_first, *saved = ctx.saved_tensors
+        view, hard, reverse, input_pad, hidden_pad, has_bias, segment = ctx.meta
         x_dtype, h_dtype, c_dtype, w_dtype = ctx.dtypes
-        steps = len(saved) // 2
-        cells, gates = saved[:steps], saved[steps:]
+        steps = x.shape[1]
+        order = list(range(steps - 1, -1, -1) if reverse else range(steps))  # forward's
+        if segment is None:  # one segment, everything kept
+            segments, starts = [order], [c_first]
+            cells, gates = list(saved[:steps]), list(saved[steps:])
+        else:
+            segments = [order[i : i + segment] for i in range(0, steps, segment)]
+            starts = [c_first, *saved]  # the cell before each segment
+            cells, gates = [None] * steps, [None] * steps
         need_x, need_h, need_c, need_w, need_b = ctx.needs_input_grad[:5]
         channels = x.shape[2]
         dtype = weight.dtype
@@ -437,9 +504,8 @@ class FusedSequence(torch.autograd.Function):
         flipped_x = _flipped(weight[:, :channels], layout) if need_x else None
         kernel = _compiled("backward", _step_backward)
 
-        order = range(steps) if reverse else range(steps - 1, -1, -1)  # backward order
         hidden_pairs, input_pairs = _pairs(hidden_pad), _pairs(input_pad)
-        acc_dtype = cells[0].dtype
+        acc_dtype = c_first.dtype
         dh = (
             torch.zeros_like(c_first, dtype=acc_dtype)
             if d_h_n is None
@@ -453,36 +519,40 @@ class FusedSequence(torch.autograd.Function):
         split = _split_weight_grad(weight, channels)
         d_inputs: list[torch.Tensor] = [None] * steps
         d_step: list[torch.Tensor] = []  # the output's gradient at a step, if transposed
-        for index, t in enumerate(order):
-            before = t + 1 if reverse else t - 1  # the step processed before t
-            c_prev = cells[before] if 0 <= before < steps else c_first
-            d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
-            dz, dc = kernel(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
-            del dh, d_out  # (see the forward loop)
-            dz = view.ungates(dz)
-            if index < steps - 1 or need_h:
-                dh = view.rows(_transposed(dz, flipped_h, hidden_pairs))
-            if need_x:
-                d_inputs[t] = _transposed(dz, flipped_x, input_pairs)
-            if stacked is not None:
-                x_part = slice(0, channels)
-                if h_0 is None and index == steps - 1:  # the hidden part of the input is 0
-                    pieces = [(x_part, stacked.inputs(x, t))]
-                else:
-                    h_prev = output[:, before] if 0 <= before < steps else h_0
-                    if split:
-                        h_part = slice(channels, None)
-                        pieces = [(x_part, stacked.inputs(x, t)), (h_part, stacked.hidden(h_prev))]
-                    else:
-                        pieces = [(slice(None), stacked.fill(x, t, h_prev))]
-                for k, (parts, inputs) in enumerate(pieces):
-                    dw, db = _weight_grad(dz, inputs, weight[:, parts], has_bias and k == 0)
-                    if need_w:
-                        d_weight[:, parts] += dw
-                    if need_b and db is not None:
-                        d_bias += db
-                    del dw, db
-            del dz
+        index = 0  # steps gone back through
+        for number in range(len(segments) - 1, -1, -1):
+            seg = segments[number]
+            if segment is not None:  # recompute the segment's gates and cells
+                low, high = min(seg), max(seg) + 1
+                h_start = h_0 if number == 0 else output[:, seg[0] + 1 if reverse else seg[0] - 1]
+                run = _forward(
+                    x[:, low:high], h_start, view.unrows(starts[number]), weight, bias,
+                    input_pad, hidden_pad, hard, reverse, True, dtype=dtype,
+                )  # fmt: skip
+                for t in seg:
+                    cells[t], gates[t] = run.cells[t - low], run.gates[t - low]
+                del run
+            for t in reversed(seg):
+                before = t + 1 if reverse else t - 1  # the step processed before t
+                c_prev = starts[number] if t == seg[0] else cells[before]
+                d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
+                dz, dc = kernel(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
+                del dh, d_out  # (see the forward loop)
+                if segment is not None:
+                    cells[t] = gates[t] = None
+                dz = view.ungates(dz)
+                if index < steps - 1 or need_h:
+                    dh = view.rows(_transposed(dz, flipped_h, hidden_pairs))
+                if need_x:
+                    d_inputs[t] = _transposed(dz, flipped_x, input_pairs)
+                if stacked is not None:
+                    _add_weight_grad(
+                        d_weight, d_bias, stacked, dz, x, t,
+                        output[:, before] if 0 <= before < steps else h_0,
+                        weight, has_bias, split,
+                    )  # fmt: skip
+                del dz
+                index += 1
 
         d_x = d_h0 = d_c0 = None
         if need_x:
@@ -495,7 +565,7 @@ class FusedSequence(torch.autograd.Function):
             d_weight = d_weight.to(w_dtype)
         if d_bias is not None:
             d_bias = d_bias.to(w_dtype)
-        return d_x, d_h0, d_c0, d_weight, d_bias, None, None, None, None
+        return d_x, d_h0, d_c0, d_weight, d_bias, None, None, None, None, None
 
 
 def run_fused_sequence(
@@ -504,9 +574,11 @@ def run_fused_sequence(
     state: tuple[torch.Tensor, ...] | None,
     plan: StepPlan,
     reverse: bool,
+    checkpoint: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """``(output, h_n, c_n)`` of ``cell`` over ``x`` ``(B, T, C, *S_in)`` by
-    ``FusedSequence`` (or its forward alone when no gradient is recorded), or ``None``
+    ``FusedSequence`` (checkpointed through time in segments of ``checkpoint_segment``
+    steps when ``checkpoint``), or its forward alone when no gradient is recorded; ``None``
     when it does not apply: the cell has peepholes, layer norm, attention, gates other
     than tanh with (hard) sigmoid, a strided or dilated input path, or fusion is off
     (``set_fusion``, and "auto" below ``AUTO_FUSION_MIN_ELEMENTS`` state elements)."""
@@ -529,7 +601,10 @@ def run_fused_sequence(
     tensors = [x, *cell.parameters(), *(state or ())]
     try:
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return FusedSequence.apply(*args)
+            segment = None
+            if checkpoint:
+                segment = checkpoint_segment(x.shape[1], _conv_dtype(x))
+            return FusedSequence.apply(*args, segment)
         run = _forward(*args, train=False)
         return run.output, run.h_n, run.c_n
     except Exception as error:  # compiler missing or broken on this machine

@@ -67,9 +67,13 @@ class ConvLSTMNd(nn.Module):
             ``"hard_sigmoid"``, ...).
         unit_forget_bias: forget-gate bias initialised to 1.
         return_all_layers: ``output`` is a list of every layer's output sequence.
-        checkpoint: gradient checkpointing through time: during training, activations
-            of each step are recomputed in the backward pass, so memory beyond the
-            states stays constant in ``T``.
+        checkpoint: gradient checkpointing through time (training only). For the usual
+            cell (see below) the sequence runs in segments of about ``sqrt(T/5)``
+            steps (``sqrt(T/3)`` under bfloat16 autocast): the forward keeps the
+            output and one cell state per segment, and the backward recomputes one
+            segment's gates at a time (one more forward in all), so memory beyond the
+            output grows as ``sqrt(T)``. Other cells (masks, recurrent dropout,
+            attention, peepholes, layer norm) recompute every step from its state.
         attention: ``None`` or ``"sam"`` (SA-ConvLSTM's self-attention memory in every
             cell; the state gains a memory: ``(h, c, m)``).
         attention_options: ``SelfAttentionMemory`` keyword arguments (``key_channels``,
@@ -268,8 +272,8 @@ class ConvLSTMNd(nn.Module):
         use_checkpoint = self.checkpoint and self.training and torch.is_grad_enabled()
         need_weights = need_weights and cell.attention is not None
         dropping = self.recurrent_dropout > 0 and self.training
-        if mask is None and not (use_checkpoint or need_weights or dropping):
-            fused = run_fused_sequence(cell, x, state, plan, backwards)
+        if mask is None and not (need_weights or dropping):
+            fused = run_fused_sequence(cell, x, state, plan, backwards, use_checkpoint)
             if fused is not None:
                 return fused[0], fused[1:], {}
         if state is None:
