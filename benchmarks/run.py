@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick              # smoke run: 1 warm-up, 1 timed iteration
     python benchmarks/run.py --only convlstm,limit --workload W2
     python benchmarks/run.py --ablations          # add convlstm diagnostic variants
+    python benchmarks/run.py --rounds 3           # every speed case 3 times, round-robin
 
 Writes ``results/bench.json`` and ``results/bench.md`` (``bench-quick.*`` with
 ``--quick``) and prints the tables. See README.md for what each column means.
@@ -137,6 +138,36 @@ def run_case(
     return {**row, **json.loads(lines[-1][len(RESULT_PREFIX) :])}
 
 
+# ---------------------------------------------------------------- rounds
+def merge_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's runs over the rounds as one row: the run of the median time (the
+    lower middle one for an even count), with every round's time and the highest
+    peak RSS of all."""
+    ok = [r for r in runs if r.get("status") == "ok"]
+    if not ok:
+        return runs[-1]
+    ordered = sorted(ok, key=lambda r: r["median_s"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        row["rounds_s"] = [r["median_s"] if r.get("status") == "ok" else None for r in runs]
+        row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in ok)
+    return row
+
+
+def paired_bf16_speedups(rounds: list[list[dict[str, Any]]]) -> dict[str, float]:
+    """Median over the rounds of convlstm's float32 time / its bfloat16 time, both
+    from the same round (run one after the other), per (workload, mode)."""
+    ratios: dict[str, list[float]] = {}
+    for runs in rounds:
+        ours = [r for r in runs if r["impl"] == OURS and r.get("status") == "ok"]
+        by_key = {(r["workload"], r["mode"], r["variant"]): r for r in ours}
+        for (wl, mode, variant), r in by_key.items():
+            fp32 = by_key.get((wl, mode, ""))
+            if variant == "bf16 autocast" and fp32 is not None:
+                ratios.setdefault(f"{wl} {mode}", []).append(fp32["median_s"] / r["median_s"])
+    return {key: sorted(v)[(len(v) - 1) // 2] for key, v in ratios.items()}
+
+
 # ---------------------------------------------------------------- derived metrics
 def derive(rows: list[dict[str, Any]]) -> None:
     """GFLOP/s, percent of the limit, and convlstm's speedup over each peer."""
@@ -178,6 +209,8 @@ def row_note(r: dict[str, Any]) -> str:
         notes.append(f"tf.function, jit_compile={r.get('jit_compile')}")
     if r["impl"] == "limit":
         notes.append("convs only")
+    if r.get("rounds_s"):
+        notes.append("rounds: " + " / ".join(fmt(t, ".3f") for t in r["rounds_s"]))
     return "; ".join(notes)
 
 
@@ -249,6 +282,19 @@ def report(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "analytically (training = 3x forward); convlstm speedup = peer time / convlstm time.",
         "",
     ]
+    if meta.get("rounds", 1) > 1:
+        lines += [
+            f"Every speed case ran {meta['rounds']} times, round-robin over the cases; a row "
+            "is its median round (times of every round in the note), peak RSS the highest.",
+            "",
+        ]
+    if meta.get("bf16_paired"):
+        pairs = ", ".join(f"{k} {v:.2f}x" for k, v in meta["bf16_paired"].items())
+        lines += [
+            "bfloat16 autocast speedup over float32, median over rounds of the ratio "
+            f"within a round (the two run one after the other): {pairs}.",
+            "",
+        ]
     for wl in dict.fromkeys(r["workload"] for r in rows if r["group"] != "memory"):
         for mode in ("train", "infer"):
             lines += speed_table(rows, wl, mode)
@@ -283,6 +329,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
     p.add_argument("--ablations", action="store_true", help="add convlstm diagnostic variants")
     p.add_argument("--skip-memory", action="store_true", help="no W1 peak-memory rows")
+    p.add_argument(
+        "--rounds", type=int, default=1,
+        help="run every speed case this many times, round-robin (the machine drifts)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, help="threads per worker (default: all cores)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds per case")
     p.add_argument("--out", type=Path, help="output path stem (default results/bench)")
@@ -296,6 +346,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown implementation(s) {sorted(unknown)}; choose from {IMPLS}")
     args.workload = args.workload or sorted(WORKLOADS)
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     default = "results/bench-quick" if args.quick else "results/bench"
     args.out = args.out or HERE / default
     return args
@@ -318,22 +370,35 @@ def main(argv: list[str] | None = None) -> None:
         if args.system_malloc
         else " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items()),
     }
+    meta["rounds"] = args.rounds
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
     malloc = {} if args.system_malloc else MALLOC_ENV
-    for n, case in enumerate(cases, 1):
+    speed = [c for c in cases if c.group != "memory"]
+    memory = [c for c in cases if c.group == "memory"]
+    # Speed cases round-robin, so that every implementation meets the machine's slow
+    # and fast phases alike; memory cases once, at the end.
+    schedule = [(r, c) for r in range(args.rounds) for c in speed] + [(0, c) for c in memory]
+    runs: dict[Case, list[dict[str, Any]]] = {}
+    rounds: list[list[dict[str, Any]]] = [[] for _ in range(args.rounds)]
+    for n, (number, case) in enumerate(schedule, 1):
         extra = f" T={case.steps}" if case.steps else ""
-        print(f"[{n}/{len(cases)}] {case.workload}{extra} {case.mode} {case.label} ...", end=" ")
+        prefix = f"round {number + 1}: " if args.rounds > 1 and case.group != "memory" else ""
+        print(f"[{n}/{len(schedule)}] {prefix}{case.workload}{extra} {case.mode} {case.label} ...",
+              end=" ")  # fmt: skip
         row = run_case(case, args.quick, args.timeout, args.threads, malloc)
-        rows.append(row)
+        runs.setdefault(case, []).append(row)
+        if case.group != "memory":
+            rounds[number].append(row)
         if row["status"] == "ok":
             rss = row["peak_rss_mib"]
             print(f"{row['median_s']:.3f} s/iter, peak RSS {rss:.0f} MiB", flush=True)
         else:
             print(f"{row['status']}: {row.get('reason', '')}", flush=True)
         meta["load_after"] = round(os.getloadavg()[0], 2)
+        rows = [merge_rounds(runs[c]) for c in cases if c in runs]
         derive(rows)
-        results = {"meta": meta, "results": rows}
+        meta["bf16_paired"] = paired_bf16_speedups(rounds)
+        results = {"meta": meta, "results": rows, "rounds": rounds}
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     text = report(meta, rows)
     args.out.with_suffix(".md").write_text(text + "\n")
