@@ -1,6 +1,6 @@
 """Run the ConvLSTM benchmark suite: each case in its own ``worker.py`` process.
 
-    python benchmarks/run.py                      # full run (~20 min on 2 cores)
+    python benchmarks/run.py                      # full run, one round (~8 min on 2 cores)
     python benchmarks/run.py --quick              # smoke run: 1 warm-up, 1 timed iteration
     python benchmarks/run.py --only convlstm,limit --workload W2
     python benchmarks/run.py --ablations          # add convlstm diagnostic variants
