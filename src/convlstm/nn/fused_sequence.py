@@ -287,7 +287,9 @@ class _Stacked:
         everything = (slice(None),)
         self.x_part = (*everything, slice(0, self.channels), *_interior(padded, input_pad))
         self.h_part = (*everything, slice(self.channels, None), *_interior(padded, hidden_pad))
-        self.pads = (input_pad, hidden_pad)
+        # each part alone in a dense buffer of its own: its interior, and the buffer
+        self.alone_part = [(*everything, *everything, *_interior(padded, pad))
+                           for pad in (input_pad, hidden_pad)]  # fmt: skip
         self.alone: list[torch.Tensor | None] = [None, None]
 
     def fill(self, x: torch.Tensor, t: int, h: torch.Tensor | None) -> torch.Tensor:
@@ -303,9 +305,8 @@ class _Stacked:
             channels = slice(0, self.channels) if part == 0 else slice(self.channels, None)
             like = self.buffer[:, channels]
             self.alone[part] = torch.zeros_like(like, memory_format=self.layout)
-        buffer = self.alone[part]
-        buffer[(slice(None), slice(None), *_interior(buffer.shape[2:], self.pads[part]))] = value
-        return buffer
+        self.alone[part][self.alone_part[part]] = value
+        return self.alone[part]
 
     def inputs(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """``pad(x[:, t])`` alone, ``(B, C, *S_in_padded)`` (overwritten by the next call)."""
@@ -475,7 +476,9 @@ class FusedSequence(torch.autograd.Function):
             kept = run.boundaries
         # The output holds every h, so it is saved (as tanh's backward saves its result)
         # instead of a copy of every step's stacked input.
-        ctx.save_for_backward(x, h_0, run.output, run.weight, bias, run.c_0, *kept)
+        # The bias only for the recomputation: saved, it may no longer change in place.
+        recompute_bias = None if segment is None else bias
+        ctx.save_for_backward(x, h_0, run.output, run.weight, recompute_bias, run.c_0, *kept)
         ctx.meta = (run.view, hard, reverse, input_pad, hidden_pad, bias is not None, segment)
         ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, run.c_dtype, weight.dtype)
         return run.output, run.h_n, run.c_n
