@@ -9,7 +9,8 @@ tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
 
 * forward: one ``[x_t, pad(h)]`` buffer, its zero padding written once, is refilled
   and convolved at every step (the first step of a zero state convolves ``x_t``
-  alone), and the gate kernel's ``h`` is written into the output. In training the
+  alone), and the gate loop writes ``h`` into the output (``simd_gates`` for
+  bfloat16 on CPUs with AVX-512 BF16, else ``fused_gates``'s). In training the
   convolution adds each step's gates into that step's slot of one block (oneDNN's
   sum post-op), kept for the backward; the block, one for the cells and the output
   are memory of ``MappedPool``, outside malloc's heap;
@@ -44,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import simd_gates
 from ._utils import empty_steps
 from .functional import fusion_failed, hand_written_kind, use_fused
 from .fused_gates import _compiled, _Rows, _step_backward, _step_forward
@@ -387,31 +389,41 @@ def _forward(
             c_prev = c_first
         else:
             gates = view.rows(z, 4)
-        h, c_prev = kernel(gates, c_prev, hard)
+        if output is None:
+            like = empty_steps(view.unrows(c_prev.to("meta", gates.dtype)), steps)
+            if train or keep_every:  # kept for the backward: mapped
+                output = _empty(like.shape, like.stride(), like.dtype, x.device)
+            else:
+                output = torch.empty_strided(
+                    like.shape, like.stride(), dtype=like.dtype, device=x.device
+                )
         if train:
             if cell_block is None:
                 cell_block = _step_block(c_prev.shape, c_prev.dtype, x.device, _DENSE, steps)
-            cell_block[t] = c_prev  # the kernel's tensor is freed, as h's below
-            saved_gates[t], cells[t] = gates, cell_block[t]
-            c_prev = cells[t]
+            c_next = cell_block[t]
+        else:  # the cell is updated in place, after a first one of its own
+            c_next = torch.empty_like(c_prev) if c_prev is c_first else c_prev
+        # The next step reads h back from the output: each step's h goes straight there.
+        h = output[:, t]
+        if not simd_gates.forward(gates, c_prev, hard, view.strided_rows(h), c_next):
+            h_rows, c_new = kernel(gates, c_prev, hard)
+            h.copy_(view.unrows(h_rows))
+            if train:
+                c_next.copy_(c_new)
+            else:
+                c_next = c_new
+            del h_rows, c_new
+        c_prev = c_next
+        if train:
+            saved_gates[t], cells[t] = gates, c_prev
         if keep_every and (index + 1) % keep_every == 0 and index < steps - 1:
             boundaries.append(_empty(c_prev.shape, c_prev.stride(), c_prev.dtype, x.device))
             boundaries[-1].copy_(c_prev)  # kept for the backward: mapped, as the output
-        h = view.unrows(h)
-        if output is None and (train or keep_every):  # kept for the backward: mapped
-            like = empty_steps(h.to("meta"), steps)
-            output = _empty(like.shape, like.stride(), h.dtype, x.device)
-        elif output is None:
-            output = empty_steps(h, steps)
-        output[:, t] = h
-        if t != order[-1]:
-            # The next step reads h back from the output, so the step's own tensor is
-            # freed at once and the next step's is handed the same block.
-            h = output[:, t]
         del z, gates
     c_n = view.unrows(c_prev)
+    h_n = h.clone()  # not a view of the output, which the caller may modify in place
     return _Run(
-        output, h, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates, boundaries
+        output, h_n, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates, boundaries
     )
 
 
@@ -539,7 +551,11 @@ class FusedSequence(torch.autograd.Function):
                 before = t + 1 if reverse else t - 1  # the step processed before t
                 c_prev = starts[number] if t == seg[0] else cells[before]
                 d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
-                dz, dc = kernel(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
+                step = simd_gates.backward(dh, dc, gates[t], cells[t], c_prev, hard, d_out)
+                if step is None:
+                    step = kernel(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
+                dz, dc = step
+                del step
                 del dh, d_out  # (see the forward loop)
                 if segment is not None:
                     cells[t] = gates[t] = None

@@ -1,0 +1,164 @@
+// The ConvLSTM gate step for bfloat16 gates on CPUs with AVX-512 BF16 (see simd_gates.py).
+//
+// Rows as in fused_gates.py: the gates z are (rows, 4, K) bfloat16 in order i, f, g, o; the
+// cells (rows, K) float32; h and the extra gradient of h are (rows, K) bfloat16 rows in
+// groups of `rows_per_batch` consecutive rows, one group every `batch_stride` elements (a
+// step of a (B, T, ...) sequence). K is a multiple of 16: one vector is 16 lanes of a row.
+// A cell may alias the cell it is computed from (every lane is read before it is written).
+//
+//   forward:  i, f, o = s(z_i), s(z_f), s(z_o);  g = tanh(z_g);  c = f c_prev + i g;
+//             h = o tanh(c)
+//   backward: dc = dc_out + dh o (1 - tanh(c)^2);  dz_i = dc g s'(i);  dz_f = dc c_prev s'(f);
+//             dz_g = dc i (1 - g^2);  dz_o = dh tanh(c) s'(o);  dc_prev = dc f
+//
+// s is the sigmoid or Keras's hard sigmoid relu6(x + 3) / 6 (s' = 1/6 inside (0, 1), else
+// 0). Compiled by PyTorch's Inductor (its compiler flags add -mavx512bf16 where the CPU has
+// it); CONVLSTM_BACKWARD selects the entry point.
+#include <immintrin.h>
+#include <cstdint>
+#include <omp.h>
+
+#if !defined(__AVX512F__) || !defined(__AVX512BF16__)
+#error "needs AVX-512 F and BF16"
+#endif
+
+namespace {
+
+inline __m512 load_bf16(const uint16_t* p) {
+  __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// Rounded to nearest even by the CPU's conversion (vcvtneps2bf16).
+inline void store_bf16(uint16_t* p, __m512 v) {
+  __m256bh rounded = _mm512_cvtneps_pbh(v);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i&>(rounded));
+}
+
+// exp(x) within 2 ulp on [-87, 88]: x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial
+// for exp(r), scaled by 2^n. The constant comes first in min/max, so a NaN propagates.
+inline __m512 exp_ps(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), x));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// 1 / d for d >= 1: the 14-bit estimate and one Newton step.
+inline __m512 reciprocal_ps(__m512 d) {
+  __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+inline __m512 sigmoid_ps(__m512 x) {
+  return reciprocal_ps(_mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+inline __m512 tanh_ps(__m512 x) {  // 2 s(2x) - 1
+  __m512 s = sigmoid_ps(_mm512_add_ps(x, x));
+  return _mm512_sub_ps(_mm512_add_ps(s, s), _mm512_set1_ps(1.0f));
+}
+
+inline __m512 hard_sigmoid_ps(__m512 x) {
+  __m512 v = _mm512_add_ps(x, _mm512_set1_ps(3.0f));
+  v = _mm512_min_ps(_mm512_set1_ps(6.0f), _mm512_max_ps(_mm512_setzero_ps(), v));
+  return _mm512_div_ps(v, _mm512_set1_ps(6.0f));
+}
+
+inline __m512 gate_ps(__m512 x, bool hard) { return hard ? hard_sigmoid_ps(x) : sigmoid_ps(x); }
+
+// s'(a) from a = s(x).
+inline __m512 slope_ps(__m512 a, bool hard) {
+  if (hard) {
+    __mmask16 inside = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ) &
+                       _mm512_cmp_ps_mask(a, _mm512_set1_ps(1.0f), _CMP_LT_OQ);
+    return _mm512_maskz_mov_ps(inside, _mm512_set1_ps(1.0f / 6.0f));
+  }
+  return _mm512_mul_ps(a, _mm512_sub_ps(_mm512_set1_ps(1.0f), a));
+}
+
+inline int64_t strided_row(int64_t r, int64_t rows_per_batch, int64_t batch_stride, int64_t K) {
+  return (r / rows_per_batch) * batch_stride + (r % rows_per_batch) * K;
+}
+
+template <bool hard>
+void forward_rows(const uint16_t* z, const float* c_prev, uint16_t* h, float* c, int64_t rows,
+                  int64_t K, int64_t rows_per_batch, int64_t batch_stride, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* zr = z + r * 4 * K;
+    uint16_t* hr = h + strided_row(r, rows_per_batch, batch_stride, K);
+    for (int64_t k = 0; k < K; k += 16) {
+      __m512 i = gate_ps(load_bf16(zr + k), hard);
+      __m512 f = gate_ps(load_bf16(zr + K + k), hard);
+      __m512 g = tanh_ps(load_bf16(zr + 2 * K + k));
+      __m512 o = gate_ps(load_bf16(zr + 3 * K + k), hard);
+      __m512 cell = _mm512_fmadd_ps(f, _mm512_loadu_ps(c_prev + r * K + k), _mm512_mul_ps(i, g));
+      _mm512_storeu_ps(c + r * K + k, cell);
+      store_bf16(hr + k, _mm512_mul_ps(o, tanh_ps(cell)));
+    }
+  }
+}
+
+template <bool hard, bool more>
+void backward_rows(const uint16_t* dh, const float* dc_out, const uint16_t* z, const float* c,
+                   const float* c_prev, const uint16_t* dh_more, uint16_t* dz, float* dc_prev,
+                   int64_t rows, int64_t K, int64_t rows_per_batch, int64_t batch_stride,
+                   int threads) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* zr = z + r * 4 * K;
+    uint16_t* dzr = dz + r * 4 * K;
+    const uint16_t* mr = more ? dh_more + strided_row(r, rows_per_batch, batch_stride, K) : nullptr;
+    for (int64_t k = 0; k < K; k += 16) {
+      const int64_t at = r * K + k;
+      __m512 i = gate_ps(load_bf16(zr + k), hard);
+      __m512 f = gate_ps(load_bf16(zr + K + k), hard);
+      __m512 g = tanh_ps(load_bf16(zr + 2 * K + k));
+      __m512 o = gate_ps(load_bf16(zr + 3 * K + k), hard);
+      __m512 grad_h = load_bf16(dh + at);
+      if (more) grad_h = _mm512_add_ps(grad_h, load_bf16(mr + k));
+      __m512 tanh_c = tanh_ps(_mm512_loadu_ps(c + at));
+      __m512 dc = _mm512_fmadd_ps(_mm512_mul_ps(grad_h, o), _mm512_fnmadd_ps(tanh_c, tanh_c, one),
+                                  _mm512_loadu_ps(dc_out + at));
+      store_bf16(dzr + k, _mm512_mul_ps(_mm512_mul_ps(dc, g), slope_ps(i, hard)));
+      store_bf16(dzr + K + k,
+                 _mm512_mul_ps(_mm512_mul_ps(dc, _mm512_loadu_ps(c_prev + at)), slope_ps(f, hard)));
+      store_bf16(dzr + 2 * K + k, _mm512_mul_ps(_mm512_mul_ps(dc, i), _mm512_fnmadd_ps(g, g, one)));
+      store_bf16(dzr + 3 * K + k,
+                 _mm512_mul_ps(_mm512_mul_ps(grad_h, tanh_c), slope_ps(o, hard)));
+      _mm512_storeu_ps(dc_prev + at, _mm512_mul_ps(dc, f));
+    }
+  }
+}
+
+}  // namespace
+
+#ifndef CONVLSTM_BACKWARD
+extern "C" void kernel(const uint16_t* z, const float* c_prev, uint16_t* h, float* c, int64_t rows,
+                       int64_t K, int64_t rows_per_batch, int64_t batch_stride, int64_t hard,
+                       int64_t threads) {
+  auto run = hard ? forward_rows<true> : forward_rows<false>;
+  run(z, c_prev, h, c, rows, K, rows_per_batch, batch_stride, static_cast<int>(threads));
+}
+#else
+extern "C" void kernel(const uint16_t* dh, const float* dc_out, const uint16_t* z, const float* c,
+                       const float* c_prev, const uint16_t* dh_more, uint16_t* dz, float* dc_prev,
+                       int64_t rows, int64_t K, int64_t rows_per_batch, int64_t batch_stride,
+                       int64_t has_more, int64_t hard, int64_t threads) {
+  auto run = hard ? (has_more ? backward_rows<true, true> : backward_rows<true, false>)
+                  : (has_more ? backward_rows<false, true> : backward_rows<false, false>);
+  run(dh, dc_out, z, c, c_prev, dh_more, dz, dc_prev, rows, K, rows_per_batch, batch_stride,
+      static_cast<int>(threads));
+}
+#endif

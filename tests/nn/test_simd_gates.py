@@ -1,0 +1,185 @@
+"""The hand-written bfloat16 gate loops against the generated ones (``fused_gates``),
+and their use by ``FusedSequence``."""
+
+import pytest
+import torch
+
+from convlstm.nn import get_fusion, set_fusion, simd_gates
+from convlstm.nn.fused_gates import _compiled, _step_backward, _step_forward
+from convlstm.nn.layer import ConvLSTMNd
+
+pytestmark = pytest.mark.skipif(
+    not simd_gates._cpu_supported() or simd_gates._kernel("forward") is None,
+    reason="needs a CPU with AVX-512 BF16 and a C++ compiler",
+)
+
+BF16 = torch.bfloat16
+ULP = 2.0**-7  # of bfloat16, relative
+
+
+def _step_inputs(batch=3, size=(5, 7), width=32, scale=3.0):
+    rows = batch * size[0] * size[1]
+    z = (torch.randn(rows, 4, width) * scale).to(BF16)
+    c_prev = torch.randn(rows, width) * 2
+    return z, c_prev
+
+
+def _sequence_step(batch, size, width, steps=4, t=2):
+    """A step ``(B, *S, F)`` view of a ``(B, T, *S, F)`` sequence (rows of a strided h)."""
+    return torch.zeros(batch, steps, *size, width, dtype=BF16)[:, t]
+
+
+def _close_in_bfloat16(actual, expected):
+    """Equal up to one bfloat16 rounding (the loops differ in float32 rounding first)."""
+    actual, expected = actual.float(), expected.float()
+    tolerance = ULP * expected.abs() + 1e-6
+    assert ((actual - expected).abs() <= tolerance).all()
+    assert (actual == expected).float().mean() > 0.99  # most round the same way
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("width", [16, 48])
+def test_forward_equals_the_generated_loop(hard, width):
+    z, c_prev = _step_inputs(width=width)
+    h = _sequence_step(3, (5, 7), width)
+    c = torch.empty_like(c_prev)
+    assert simd_gates.forward(z, c_prev, hard, h, c)
+    h_ref, c_ref = _compiled("forward", _step_forward)(z, c_prev, hard)
+    torch.testing.assert_close(c, c_ref, atol=2e-6, rtol=2e-6)
+    _close_in_bfloat16(h.reshape(h_ref.shape), h_ref)
+    in_place = c_prev.clone()
+    assert simd_gates.forward(z, in_place, hard, h, in_place)
+    torch.testing.assert_close(in_place, c, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("more", [False, True])
+def test_backward_equals_the_generated_loop(hard, more):
+    z, c_prev = _step_inputs()
+    c = _compiled("forward", _step_forward)(z, c_prev, hard)[1]
+    dh = torch.randn(c.shape).to(BF16)
+    dc_out = torch.randn(c.shape)
+    dh_more = None
+    if more:
+        dh_more = _sequence_step(3, (5, 7), 32)
+        dh_more.copy_(torch.randn(dh_more.shape))
+    dz, dc_prev = simd_gates.backward(dh, dc_out, z, c, c_prev, hard, dh_more)
+    dz_ref, dc_ref = _compiled("backward", _step_backward)(
+        dh, dc_out, z, c, c_prev, hard, BF16, dh_more
+    )
+    assert dz.dtype == BF16 and dc_prev.dtype == torch.float32
+    torch.testing.assert_close(dc_prev, dc_ref, atol=1e-5, rtol=1e-5)
+    _close_in_bfloat16(dz, dz_ref)
+
+
+def test_saturation_and_nan():
+    """Large pre-activations saturate the gates exactly; a NaN stays NaN."""
+    z, c_prev = _step_inputs(batch=1, size=(1, 4), width=16)
+    z[0] = 200.0
+    z[1] = -200.0
+    z[2, 2] = float("nan")
+    h = torch.empty(1, 4, 16, dtype=BF16)
+    c = torch.empty_like(c_prev)
+    assert simd_gates.forward(z, c_prev, False, h, c)
+    torch.testing.assert_close(c[0], c_prev[0] + 1)  # i = f = g = 1
+    expected_h = torch.tanh(c[0]).to(BF16).float()
+    torch.testing.assert_close(h[0, 0].float(), expected_h, atol=0.01, rtol=0)
+    torch.testing.assert_close(c[1], torch.zeros(16))  # i = f = 0
+    assert h[0, 1].eq(0).all()
+    assert c[2].isnan().all() and h[0, 2].isnan().all()
+    assert not c[3].isnan().any()
+
+
+def test_not_applicable_cases_are_declined():
+    z, c_prev = _step_inputs(width=16)
+    h = _sequence_step(3, (5, 7), 16)
+    c = torch.empty_like(c_prev)
+    assert not simd_gates.forward(z.float(), c_prev, True, h, c)  # float32 gates
+    assert not simd_gates.forward(z[..., :8], c_prev[:, :8], True, h[..., :8], c[:, :8])
+    assert not simd_gates.forward(z, c_prev, True, h.transpose(1, 2), c)  # not rows
+    dh = torch.zeros(c.shape, dtype=BF16)
+    assert simd_gates.backward(dh.float(), c, z, c, c_prev, True, None) is None
+    assert simd_gates.backward(dh, c, z, c, c_prev, True, h.float()) is None
+    simd_gates.set_enabled(False)
+    try:
+        assert not simd_gates.forward(z, c_prev, True, h, c)
+    finally:
+        simd_gates.set_enabled(True)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts of the steps the hand-written loops ran (not declined)."""
+    counts = {"forward": 0, "backward": 0}
+    forward, backward = simd_gates.forward, simd_gates.backward
+
+    def count_forward(*args):
+        done = forward(*args)
+        counts["forward"] += done
+        return done
+
+    def count_backward(*args):
+        result = backward(*args)
+        counts["backward"] += result is not None
+        return result
+
+    monkeypatch.setattr(simd_gates, "forward", count_forward)
+    monkeypatch.setattr(simd_gates, "backward", count_backward)
+    return counts
+
+
+@pytest.fixture
+def always_fused():
+    previous = get_fusion()
+    set_fusion("always")
+    yield
+    simd_gates.set_enabled(True)
+    set_fusion(previous)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_fused_sequence_uses_them_and_equals_the_generated_loops(calls, always_fused, hard):
+    """Training under bfloat16 autocast, 16 hidden channels: every forward step and every
+    backward step but the first (whose zero dh is float32) runs the hand-written loops,
+    with outputs and gradients as the generated loops give them."""
+    activation = "hard_sigmoid" if hard else "sigmoid"
+    layer = ConvLSTMNd(2, 16, 3, ndim=2, recurrent_activation=activation)
+    x = torch.randn(2, 5, 2, 9, 8)
+
+    def run():
+        with torch.autocast("cpu", dtype=BF16):
+            out, (h_n, c_n) = layer(x)
+        assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
+        grads = torch.autograd.grad(out.float().square().sum(), list(layer.parameters()))
+        return out, h_n, c_n, grads
+
+    out, h_n, c_n, grads = run()
+    assert calls == {"forward": 5, "backward": 4}
+    simd_gates.set_enabled(False)
+    ref_out, ref_h, ref_c, ref_grads = run()
+    assert calls == {"forward": 5, "backward": 4}
+    assert h_n[0].data_ptr() != out[:, -1].data_ptr()  # h_n is no view of the output
+    torch.testing.assert_close(h_n[0], out[:, -1], atol=0, rtol=0)
+    torch.testing.assert_close(out, ref_out, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(c_n, ref_c, atol=2e-2, rtol=2e-2)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=2e-2 * b.abs().max().item(), rtol=2e-2)
+
+
+def test_inference_updates_a_cell_of_its_own(calls, always_fused):
+    """Without gradients the cell is updated in place, in a tensor of its own: a given
+    float32 initial cell is left as it was."""
+    layer = ConvLSTMNd(2, 16, 3, ndim=2)
+    x = torch.randn(2, 4, 2, 6, 6)
+    h_0 = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)[None]
+    c_0 = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)[None]
+    before = c_0.clone()
+    with torch.no_grad(), torch.autocast("cpu", dtype=BF16):
+        out, (_, c_n) = layer(x, (h_0, c_0))
+        assert calls["forward"] == 4
+        simd_gates.set_enabled(False)
+        ref_out, (_, ref_c) = layer(x, (h_0, c_0))
+    assert calls["forward"] == 4
+    torch.testing.assert_close(c_0, before, atol=0, rtol=0)
+    torch.testing.assert_close(out, ref_out, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(c_n, ref_c, atol=1e-2, rtol=1e-2)
