@@ -1,11 +1,11 @@
-"""The hand-written bfloat16 gate loops against the generated ones (``fused_gates``),
-and their use by ``FusedSequence``."""
+"""The hand-written gate loops against the generated ones (``fused_gates``), and their
+use by ``FusedSequence`` and ``FusedGates``."""
 
 import pytest
 import torch
 
 from convlstm.nn import get_fusion, set_fusion, simd_gates
-from convlstm.nn.fused_gates import _compiled, _step_backward, _step_forward
+from convlstm.nn.fused_gates import _compiled, _step_backward, _step_forward, fused_gates
 from convlstm.nn.layer import ConvLSTMNd
 
 pytestmark = pytest.mark.skipif(
@@ -17,59 +17,65 @@ BF16 = torch.bfloat16
 ULP = 2.0**-7  # of bfloat16, relative
 
 
-def _step_inputs(batch=3, size=(5, 7), width=32, scale=3.0):
+def _step_inputs(batch=3, size=(5, 7), width=32, scale=3.0, dtype=BF16):
     rows = batch * size[0] * size[1]
-    z = (torch.randn(rows, 4, width) * scale).to(BF16)
+    z = (torch.randn(rows, 4, width) * scale).to(dtype)
     c_prev = torch.randn(rows, width) * 2
     return z, c_prev
 
 
-def _sequence_step(batch, size, width, steps=4, t=2):
+def _sequence_step(batch, size, width, steps=4, t=2, dtype=BF16):
     """A step ``(B, *S, F)`` view of a ``(B, T, *S, F)`` sequence (rows of a strided h)."""
-    return torch.zeros(batch, steps, *size, width, dtype=BF16)[:, t]
+    return torch.zeros(batch, steps, *size, width, dtype=dtype)[:, t]
 
 
-def _close_in_bfloat16(actual, expected):
-    """Equal up to one bfloat16 rounding (the loops differ in float32 rounding first)."""
+def _close(actual, expected):
+    """bfloat16: equal up to one rounding (the loops differ in float32 rounding first);
+    float32: within a few units of float32 rounding."""
+    if actual.dtype == torch.float32:
+        torch.testing.assert_close(actual, expected, atol=2e-6, rtol=2e-6)
+        return
     actual, expected = actual.float(), expected.float()
     tolerance = ULP * expected.abs() + 1e-6
     assert ((actual - expected).abs() <= tolerance).all()
     assert (actual == expected).float().mean() > 0.99  # most round the same way
 
 
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
 @pytest.mark.parametrize("hard", [False, True])
 @pytest.mark.parametrize("width", [16, 48])
-def test_forward_equals_the_generated_loop(hard, width):
-    z, c_prev = _step_inputs(width=width)
-    h = _sequence_step(3, (5, 7), width)
+def test_forward_equals_the_generated_loop(dtype, hard, width):
+    z, c_prev = _step_inputs(width=width, dtype=dtype)
+    h = _sequence_step(3, (5, 7), width, dtype=dtype)
     c = torch.empty_like(c_prev)
     assert simd_gates.forward(z, c_prev, hard, h, c)
     h_ref, c_ref = _compiled("forward", _step_forward)(z, c_prev, hard)
     torch.testing.assert_close(c, c_ref, atol=2e-6, rtol=2e-6)
-    _close_in_bfloat16(h.reshape(h_ref.shape), h_ref)
+    _close(h.reshape(h_ref.shape), h_ref)
     in_place = c_prev.clone()
     assert simd_gates.forward(z, in_place, hard, h, in_place)
     torch.testing.assert_close(in_place, c, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
 @pytest.mark.parametrize("hard", [False, True])
 @pytest.mark.parametrize("more", [False, True])
-def test_backward_equals_the_generated_loop(hard, more):
-    z, c_prev = _step_inputs()
+def test_backward_equals_the_generated_loop(dtype, hard, more):
+    z, c_prev = _step_inputs(dtype=dtype)
     c = _compiled("forward", _step_forward)(z, c_prev, hard)[1]
-    dh = torch.randn(c.shape).to(BF16)
+    dh = torch.randn(c.shape).to(dtype)
     dc_out = torch.randn(c.shape)
     dh_more = None
     if more:
-        dh_more = _sequence_step(3, (5, 7), 32)
+        dh_more = _sequence_step(3, (5, 7), 32, dtype=dtype)
         dh_more.copy_(torch.randn(dh_more.shape))
     dz, dc_prev = simd_gates.backward(dh, dc_out, z, c, c_prev, hard, dh_more)
     dz_ref, dc_ref = _compiled("backward", _step_backward)(
-        dh, dc_out, z, c, c_prev, hard, BF16, dh_more
+        dh, dc_out, z, c, c_prev, hard, dtype, dh_more
     )
-    assert dz.dtype == BF16 and dc_prev.dtype == torch.float32
+    assert dz.dtype == dtype and dc_prev.dtype == torch.float32
     torch.testing.assert_close(dc_prev, dc_ref, atol=1e-5, rtol=1e-5)
-    _close_in_bfloat16(dz, dz_ref)
+    _close(dz, dz_ref)
 
 
 def test_saturation_and_nan():
@@ -94,7 +100,8 @@ def test_not_applicable_cases_are_declined():
     z, c_prev = _step_inputs(width=16)
     h = _sequence_step(3, (5, 7), 16)
     c = torch.empty_like(c_prev)
-    assert not simd_gates.forward(z.float(), c_prev, True, h, c)  # float32 gates
+    assert not simd_gates.forward(z.float(), c_prev, True, h, c)  # h of another dtype
+    assert not simd_gates.forward(z.double(), c_prev, True, h.double(), c)  # float64
     assert not simd_gates.forward(z[..., :8], c_prev[:, :8], True, h[..., :8], c[:, :8])
     assert not simd_gates.forward(z, c_prev, True, h.transpose(1, 2), c)  # not rows
     dh = torch.zeros(c.shape, dtype=BF16)
@@ -138,32 +145,38 @@ def always_fused():
 
 
 @pytest.mark.parametrize("hard", [False, True])
-def test_fused_sequence_uses_them_and_equals_the_generated_loops(calls, always_fused, hard):
-    """Training under bfloat16 autocast, 16 hidden channels: every forward step and every
-    backward step but the first (whose zero dh is float32) runs the hand-written loops,
-    with outputs and gradients as the generated loops give them."""
+@pytest.mark.parametrize("autocast", [True, False])
+def test_fused_sequence_uses_them_and_equals_the_generated_loops(
+    calls, always_fused, hard, autocast
+):
+    """Training with 16 hidden channels: every forward step and every backward step
+    runs the hand-written loops (under bfloat16 autocast all but the first backward step,
+    whose zero gradient of h is float32), with the generated loops' outputs and
+    gradients."""
     activation = "hard_sigmoid" if hard else "sigmoid"
     layer = ConvLSTMNd(2, 16, 3, ndim=2, recurrent_activation=activation)
     x = torch.randn(2, 5, 2, 9, 8)
 
     def run():
-        with torch.autocast("cpu", dtype=BF16):
+        with torch.autocast("cpu", dtype=BF16, enabled=autocast):
             out, (h_n, c_n) = layer(x)
         assert type(out.grad_fn).__name__ == "FusedSequenceBackward"
         grads = torch.autograd.grad(out.float().square().sum(), list(layer.parameters()))
         return out, h_n, c_n, grads
 
     out, h_n, c_n, grads = run()
-    assert calls == {"forward": 5, "backward": 4}
+    expected = {"forward": 5, "backward": 4 if autocast else 5}
+    assert calls == expected
     simd_gates.set_enabled(False)
     ref_out, ref_h, ref_c, ref_grads = run()
-    assert calls == {"forward": 5, "backward": 4}
+    assert calls == expected
     assert h_n[0].data_ptr() != out[:, -1].data_ptr()  # h_n is no view of the output
     torch.testing.assert_close(h_n[0], out[:, -1], atol=0, rtol=0)
-    torch.testing.assert_close(out, ref_out, atol=2e-2, rtol=2e-2)
-    torch.testing.assert_close(c_n, ref_c, atol=2e-2, rtol=2e-2)
+    tolerance = 2e-2 if autocast else 1e-5
+    torch.testing.assert_close(out, ref_out, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(c_n, ref_c, atol=tolerance, rtol=tolerance)
     for a, b in zip(grads, ref_grads):
-        torch.testing.assert_close(a, b, atol=2e-2 * b.abs().max().item(), rtol=2e-2)
+        torch.testing.assert_close(a, b, atol=tolerance * b.abs().max().item(), rtol=tolerance)
 
 
 def test_inference_updates_a_cell_of_its_own(calls, always_fused):
@@ -183,3 +196,30 @@ def test_inference_updates_a_cell_of_its_own(calls, always_fused):
     torch.testing.assert_close(c_0, before, atol=0, rtol=0)
     torch.testing.assert_close(out, ref_out, atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(c_n, ref_c, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
+def test_fused_gates_use_them(calls, always_fused, dtype):
+    """A cell stepped on its own (``FusedGates``): forward and backward run the
+    hand-written loops, with the generated loops' values and gradients."""
+    gates = torch.randn(2, 64, 5, 6).contiguous(memory_format=torch.channels_last)
+    gates = (gates * 2).to(dtype).requires_grad_()
+    c_prev = torch.randn(2, 16, 5, 6, requires_grad=True)
+    weights = torch.randn(2, 16, 5, 6), torch.randn(2, 16, 5, 6)
+
+    def run():
+        h, c = fused_gates(gates, c_prev, True)
+        loss = (h.float() * weights[0]).sum() + (c * weights[1]).sum()
+        return h, c, torch.autograd.grad(loss, [gates, c_prev])
+
+    h, c, grads = run()
+    assert calls == {"forward": 1, "backward": 1}
+    simd_gates.set_enabled(False)
+    ref_h, ref_c, ref_grads = run()
+    assert calls == {"forward": 1, "backward": 1}
+    assert h.dtype == dtype and c.dtype == torch.float32
+    assert h.is_contiguous(memory_format=torch.channels_last)
+    _close(h, ref_h)
+    torch.testing.assert_close(c, ref_c, atol=2e-6, rtol=2e-6)
+    _close(grads[0], ref_grads[0])
+    torch.testing.assert_close(grads[1], ref_grads[1], atol=1e-5, rtol=1e-5)

@@ -25,7 +25,9 @@ activations. Each direction is one ``torch.compile``-generated loop.
 The loops run over "rows": a channels-last ``(B, 4F, *S)`` gate tensor is viewed (no
 copy) as ``(B·N, 4, F)`` and a contiguous one as ``(B, 4, F·N)``, so the inner loop is
 always unit-stride and vectorises; generated from the generic ``(B, 4F, *S)`` form it
-does not (measured 2x slower forward on a CPU, W1 of the benchmarks).
+does not (measured 2x slower forward on a CPU, W1 of the benchmarks). On CPUs with
+AVX-512 BF16, float32 and bfloat16 gates with rows of a multiple of 16 run hand-written
+loops instead (``simd_gates``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from collections.abc import Callable
 import torch
 import torch._dynamo.config as _dynamo_config
 from torch.autograd.function import once_differentiable
+
+from . import simd_gates
 
 _kernels: dict[str, Callable] = {}
 
@@ -189,6 +193,13 @@ class _Rows:
         return t.reshape(batch, 4 * channels, *spatial)
 
 
+def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, hard: bool):
+    """``(h, c)`` rows of one step: the hand-written loop where it applies, else the
+    generated one."""
+    result = simd_gates.step_forward(z, c_prev, hard)
+    return result if result is not None else _compiled("forward", _step_forward)(z, c_prev, hard)
+
+
 class FusedGates(torch.autograd.Function):
     """``(h, c) = FusedGates.apply(gates, c_prev, hard)``; see the module docstring.
 
@@ -201,7 +212,7 @@ class FusedGates(torch.autograd.Function):
     def forward(ctx, gates: torch.Tensor, c_prev: torch.Tensor, hard: bool):
         view = _Rows(gates)
         z, c0 = view.inputs(gates, c_prev)
-        h, c = _compiled("forward", _step_forward)(z, c0, hard)
+        h, c = _forward_rows(z, c0, hard)
         # c is kept anyway (the next step's c_prev, or c_n), so tanh(c) is recomputed
         # in the backward instead of stored, as are the activations.
         ctx.save_for_backward(z, c, c0)
@@ -214,9 +225,9 @@ class FusedGates(torch.autograd.Function):
     def backward(ctx, dh: torch.Tensor, dc: torch.Tensor):
         z, c, c0 = ctx.saved_tensors
         view = ctx.view
-        dz, dc_prev = _compiled("backward", _step_backward)(
-            view.rows(dh), view.rows(dc.to(c.dtype)), z, c, c0, ctx.hard, ctx.dtype
-        )
+        args = (view.rows(dh), view.rows(dc.to(c.dtype)), z, c, c0, ctx.hard)
+        step = simd_gates.backward(*args, None) if dh.dtype == ctx.dtype else None
+        dz, dc_prev = step or _compiled("backward", _step_backward)(*args, ctx.dtype)
         return view.ungates(dz), view.unrows(dc_prev).to(ctx.c_dtype), None
 
 
@@ -226,5 +237,5 @@ def fused_gates(gates: torch.Tensor, c_prev: torch.Tensor, hard: bool = False):
     if torch.is_grad_enabled() and (gates.requires_grad or c_prev.requires_grad):
         return FusedGates.apply(gates, c_prev, hard)
     view = _Rows(gates)
-    h, c = _compiled("forward", _step_forward)(*view.inputs(gates, c_prev), hard)
+    h, c = _forward_rows(*view.inputs(gates, c_prev), hard)
     return view.unrows(h), view.unrows(c)

@@ -1,9 +1,11 @@
-// The ConvLSTM gate step for bfloat16 gates on CPUs with AVX-512 BF16 (see simd_gates.py).
+// The ConvLSTM gate step on CPUs with AVX-512 BF16 (see simd_gates.py).
 //
-// Rows as in fused_gates.py: the gates z are (rows, 4, K) bfloat16 in order i, f, g, o; the
-// cells (rows, K) float32; h and the extra gradient of h are (rows, K) bfloat16 rows in
-// groups of `rows_per_batch` consecutive rows, one group every `batch_stride` elements (a
-// step of a (B, T, ...) sequence). K is a multiple of 16: one vector is 16 lanes of a row.
+// Rows as in fused_gates.py: the gates z and their gradient are (rows, 4, K) in order
+// i, f, g, o, of T (bfloat16 or float32); the cells and their gradients (rows, K) float32;
+// the gradient reaching h from the next step (rows, K) of T. h, and the gradient reaching
+// it from the output, are rows of T in groups of `rows_per_batch` consecutive rows, one
+// group every `batch_stride` elements (a step of a (B, T, ...) sequence). K is a multiple
+// of 16: one vector is 16 lanes of a row.
 // A cell may alias the cell it is computed from (every lane is read before it is written).
 //
 //   forward:  i, f, o = s(z_i), s(z_f), s(z_o);  g = tanh(z_g);  c = f c_prev + i g;
@@ -24,13 +26,18 @@
 
 namespace {
 
-inline __m512 load_bf16(const uint16_t* p) {
+// 16 lanes of float32 (T = float) or bfloat16 (T = uint16_t).
+inline __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+
+inline __m512 load(const uint16_t* p) {
   __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
+inline void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+
 // Rounded to nearest even by the CPU's conversion (vcvtneps2bf16).
-inline void store_bf16(uint16_t* p, __m512 v) {
+inline void store(uint16_t* p, __m512 v) {
   __m256bh rounded = _mm512_cvtneps_pbh(v);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i&>(rounded));
 }
@@ -60,7 +67,8 @@ inline __m512 reciprocal_ps(__m512 d) {
 }
 
 inline __m512 sigmoid_ps(__m512 x) {
-  return reciprocal_ps(_mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+  __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x));
+  return reciprocal_ps(_mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
 inline __m512 tanh_ps(__m512 x) {  // 2 s(2x) - 1
@@ -90,53 +98,52 @@ inline int64_t strided_row(int64_t r, int64_t rows_per_batch, int64_t batch_stri
   return (r / rows_per_batch) * batch_stride + (r % rows_per_batch) * K;
 }
 
-template <bool hard>
-void forward_rows(const uint16_t* z, const float* c_prev, uint16_t* h, float* c, int64_t rows,
-                  int64_t K, int64_t rows_per_batch, int64_t batch_stride, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+template <typename T, bool hard>
+void forward_rows(const T* z, const float* c_prev, T* h, float* c, int64_t rows, int64_t K,
+                  int64_t rows_per_batch, int64_t batch_stride, int threads) {
+  // Over rows and 16-lane pieces of them: a few long rows (channels-first) also split.
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const uint16_t* zr = z + r * 4 * K;
-    uint16_t* hr = h + strided_row(r, rows_per_batch, batch_stride, K);
     for (int64_t k = 0; k < K; k += 16) {
-      __m512 i = gate_ps(load_bf16(zr + k), hard);
-      __m512 f = gate_ps(load_bf16(zr + K + k), hard);
-      __m512 g = tanh_ps(load_bf16(zr + 2 * K + k));
-      __m512 o = gate_ps(load_bf16(zr + 3 * K + k), hard);
+      const T* zr = z + r * 4 * K;
+      T* hr = h + strided_row(r, rows_per_batch, batch_stride, K);
+      __m512 i = gate_ps(load(zr + k), hard);
+      __m512 f = gate_ps(load(zr + K + k), hard);
+      __m512 g = tanh_ps(load(zr + 2 * K + k));
+      __m512 o = gate_ps(load(zr + 3 * K + k), hard);
       __m512 cell = _mm512_fmadd_ps(f, _mm512_loadu_ps(c_prev + r * K + k), _mm512_mul_ps(i, g));
       _mm512_storeu_ps(c + r * K + k, cell);
-      store_bf16(hr + k, _mm512_mul_ps(o, tanh_ps(cell)));
+      store(hr + k, _mm512_mul_ps(o, tanh_ps(cell)));
     }
   }
 }
 
-template <bool hard, bool more>
-void backward_rows(const uint16_t* dh, const float* dc_out, const uint16_t* z, const float* c,
-                   const float* c_prev, const uint16_t* dh_more, uint16_t* dz, float* dc_prev,
-                   int64_t rows, int64_t K, int64_t rows_per_batch, int64_t batch_stride,
-                   int threads) {
+template <typename T, bool hard, bool more>
+void backward_rows(const T* dh, const float* dc_out, const T* z, const float* c,
+                   const float* c_prev, const T* dh_more, T* dz, float* dc_prev, int64_t rows,
+                   int64_t K, int64_t rows_per_batch, int64_t batch_stride, int threads) {
   const __m512 one = _mm512_set1_ps(1.0f);
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const uint16_t* zr = z + r * 4 * K;
-    uint16_t* dzr = dz + r * 4 * K;
-    const uint16_t* mr = more ? dh_more + strided_row(r, rows_per_batch, batch_stride, K) : nullptr;
     for (int64_t k = 0; k < K; k += 16) {
+      const T* zr = z + r * 4 * K;
+      T* dzr = dz + r * 4 * K;
+      const T* mr = more ? dh_more + strided_row(r, rows_per_batch, batch_stride, K) : nullptr;
       const int64_t at = r * K + k;
-      __m512 i = gate_ps(load_bf16(zr + k), hard);
-      __m512 f = gate_ps(load_bf16(zr + K + k), hard);
-      __m512 g = tanh_ps(load_bf16(zr + 2 * K + k));
-      __m512 o = gate_ps(load_bf16(zr + 3 * K + k), hard);
-      __m512 grad_h = load_bf16(dh + at);
-      if (more) grad_h = _mm512_add_ps(grad_h, load_bf16(mr + k));
+      __m512 i = gate_ps(load(zr + k), hard);
+      __m512 f = gate_ps(load(zr + K + k), hard);
+      __m512 g = tanh_ps(load(zr + 2 * K + k));
+      __m512 o = gate_ps(load(zr + 3 * K + k), hard);
+      __m512 grad_h = load(dh + at);
+      if (more) grad_h = _mm512_add_ps(grad_h, load(mr + k));
       __m512 tanh_c = tanh_ps(_mm512_loadu_ps(c + at));
       __m512 dc = _mm512_fmadd_ps(_mm512_mul_ps(grad_h, o), _mm512_fnmadd_ps(tanh_c, tanh_c, one),
                                   _mm512_loadu_ps(dc_out + at));
-      store_bf16(dzr + k, _mm512_mul_ps(_mm512_mul_ps(dc, g), slope_ps(i, hard)));
-      store_bf16(dzr + K + k,
-                 _mm512_mul_ps(_mm512_mul_ps(dc, _mm512_loadu_ps(c_prev + at)), slope_ps(f, hard)));
-      store_bf16(dzr + 2 * K + k, _mm512_mul_ps(_mm512_mul_ps(dc, i), _mm512_fnmadd_ps(g, g, one)));
-      store_bf16(dzr + 3 * K + k,
-                 _mm512_mul_ps(_mm512_mul_ps(grad_h, tanh_c), slope_ps(o, hard)));
+      store(dzr + k, _mm512_mul_ps(_mm512_mul_ps(dc, g), slope_ps(i, hard)));
+      __m512 c_before = _mm512_loadu_ps(c_prev + at);
+      store(dzr + K + k, _mm512_mul_ps(_mm512_mul_ps(dc, c_before), slope_ps(f, hard)));
+      store(dzr + 2 * K + k, _mm512_mul_ps(_mm512_mul_ps(dc, i), _mm512_fnmadd_ps(g, g, one)));
+      store(dzr + 3 * K + k, _mm512_mul_ps(_mm512_mul_ps(grad_h, tanh_c), slope_ps(o, hard)));
       _mm512_storeu_ps(dc_prev + at, _mm512_mul_ps(dc, f));
     }
   }
@@ -144,21 +151,41 @@ void backward_rows(const uint16_t* dh, const float* dc_out, const uint16_t* z, c
 
 }  // namespace
 
+// `bfloat16`: the gates, h and their gradients are bfloat16 (else float32).
 #ifndef CONVLSTM_BACKWARD
-extern "C" void kernel(const uint16_t* z, const float* c_prev, uint16_t* h, float* c, int64_t rows,
+template <typename T>
+void forward(const void* z, const float* c_prev, void* h, float* c, int64_t rows, int64_t K,
+             int64_t rows_per_batch, int64_t batch_stride, bool hard, int threads) {
+  auto run = hard ? forward_rows<T, true> : forward_rows<T, false>;
+  run(static_cast<const T*>(z), c_prev, static_cast<T*>(h), c, rows, K, rows_per_batch,
+      batch_stride, threads);
+}
+
+extern "C" void kernel(const void* z, const float* c_prev, void* h, float* c, int64_t rows,
                        int64_t K, int64_t rows_per_batch, int64_t batch_stride, int64_t hard,
-                       int64_t threads) {
-  auto run = hard ? forward_rows<true> : forward_rows<false>;
-  run(z, c_prev, h, c, rows, K, rows_per_batch, batch_stride, static_cast<int>(threads));
+                       int64_t bfloat16, int64_t threads) {
+  auto run = bfloat16 ? forward<uint16_t> : forward<float>;
+  run(z, c_prev, h, c, rows, K, rows_per_batch, batch_stride, hard, static_cast<int>(threads));
 }
 #else
-extern "C" void kernel(const uint16_t* dh, const float* dc_out, const uint16_t* z, const float* c,
-                       const float* c_prev, const uint16_t* dh_more, uint16_t* dz, float* dc_prev,
+template <typename T>
+void backward(const void* dh, const float* dc_out, const void* z, const float* c,
+              const float* c_prev, const void* dh_more, void* dz, float* dc_prev, int64_t rows,
+              int64_t K, int64_t rows_per_batch, int64_t batch_stride, bool more, bool hard,
+              int threads) {
+  auto run = hard ? (more ? backward_rows<T, true, true> : backward_rows<T, true, false>)
+                  : (more ? backward_rows<T, false, true> : backward_rows<T, false, false>);
+  run(static_cast<const T*>(dh), dc_out, static_cast<const T*>(z), c, c_prev,
+      static_cast<const T*>(dh_more), static_cast<T*>(dz), dc_prev, rows, K, rows_per_batch,
+      batch_stride, threads);
+}
+
+extern "C" void kernel(const void* dh, const float* dc_out, const void* z, const float* c,
+                       const float* c_prev, const void* dh_more, void* dz, float* dc_prev,
                        int64_t rows, int64_t K, int64_t rows_per_batch, int64_t batch_stride,
-                       int64_t has_more, int64_t hard, int64_t threads) {
-  auto run = hard ? (has_more ? backward_rows<true, true> : backward_rows<true, false>)
-                  : (has_more ? backward_rows<false, true> : backward_rows<false, false>);
+                       int64_t has_more, int64_t hard, int64_t bfloat16, int64_t threads) {
+  auto run = bfloat16 ? backward<uint16_t> : backward<float>;
   run(dh, dc_out, z, c, c_prev, dh_more, dz, dc_prev, rows, K, rows_per_batch, batch_stride,
-      static_cast<int>(threads));
+      has_more, hard, static_cast<int>(threads));
 }
 #endif

@@ -1,20 +1,24 @@
-"""The gate step's loops for bfloat16 gates, hand-written for CPUs with AVX-512 BF16.
+"""The gate step's loops, hand-written for CPUs with AVX-512 BF16 (float32 and bfloat16).
 
-``FusedSequence`` runs a step's gate arithmetic as one ``torch.compile``-generated loop
-(``fused_gates``). For bfloat16 gates that loop is bound by arithmetic, not memory: it
-rounds every float32 result to bfloat16 in nine vector instructions (PyTorch's
-vectorised conversion) where the CPU has one (``vcvtneps2bf16``), and it divides where
-a reciprocal estimate and a Newton step do (measured on one core of an AMD Zen 4, W1 of
-the benchmarks: 4.4 ms per backward step, against 2.0 for a loop that only moves the
-same bytes). ``gates_avx512.cpp`` is that loop written with those instructions, a
-degree-6 exponential (2 ulp) and the cell written straight to where the caller keeps it;
-PyTorch's Inductor compiles it on first use, as it compiles its own loops. Results
-equal the generated loop's within float32 rounding before the bfloat16 one (tests).
+``FusedSequence`` and ``FusedGates`` run a step's gate arithmetic as one
+``torch.compile``-generated loop (``fused_gates``). For bfloat16 gates that loop is
+bound by arithmetic, not memory: it rounds every float32 result to bfloat16 in nine
+vector instructions (PyTorch's vectorised conversion) where the CPU has one
+(``vcvtneps2bf16``), and it divides where a reciprocal estimate and a Newton step do
+(one core of an AMD Zen 4, W1 of the benchmarks: 4.4 ms per backward step, against 2.0
+for a loop that only moves the same bytes). And a generated loop writes its results to
+tensors of its own, which the sequence then copies into its output and its kept cells.
+``gates_avx512.cpp`` is the loop written with those instructions, a degree-6
+exponential (2 ulp), and its ``h`` and cell written straight to where the caller keeps
+them; PyTorch's Inductor compiles it on first use, as it compiles its own loops.
+Measured on the benchmarks' W1 (2 cores, in one process, against the generated loops):
+a bfloat16 training step 0.83-0.88 of the time, inference 0.82; float32 0.94-0.96 and
+0.88. Results equal the generated loops' within float32 rounding (tests).
 
-``forward`` and ``backward`` return ``False`` (and do nothing) where the loops do not
-apply: another dtype, a CPU without AVX-512 BF16, gates whose row length is not a
-multiple of 16, a tensor whose rows are not laid out as described, or a failed build
-(warned once); the caller then runs the generated loop.
+``forward`` and ``backward`` return ``False``/``None`` (and write nothing) where the
+loops do not apply: gates of another dtype, a CPU without AVX-512 BF16, a row length
+that is not a multiple of 16, a tensor whose rows are not laid out as described, or a
+failed build (warned once); the caller then runs the generated loop.
 """
 
 from __future__ import annotations
@@ -29,15 +33,15 @@ import torch
 _SOURCE = Path(__file__).with_name("gates_avx512.cpp")
 _ARGTYPES = {
     "forward": [
-        "const uint16_t*", "const float*", "uint16_t*", "float*",
-        "int64_t", "int64_t", "int64_t", "int64_t", "int64_t", "int64_t",
+        "const void*", "const float*", "void*", "float*", *["int64_t"] * 7,
     ],
     "backward": [
-        "const uint16_t*", "const float*", "const uint16_t*", "const float*", "const float*",
-        "const uint16_t*", "uint16_t*", "float*",
-        "int64_t", "int64_t", "int64_t", "int64_t", "int64_t", "int64_t", "int64_t",
+        "const void*", "const float*", "const void*", "const float*", "const float*",
+        "const void*", "void*", "float*", *["int64_t"] * 8,
     ],
 }  # fmt: skip
+#: The dtypes of the gates (and of h and the gradients) the loops run for.
+GATE_DTYPES = (torch.bfloat16, torch.float32)
 _kernels: dict[str, Callable | None] = {}
 _enabled = {"on": os.environ.get("CONVLSTM_SIMD_GATES", "1") != "0"}
 
@@ -87,7 +91,7 @@ def _row_groups(t: torch.Tensor, rows: int, width: int) -> tuple[int, int] | Non
 
 
 def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
-    return _enabled["on"] and all(
+    return _enabled["on"] and dtypes[0] in GATE_DTYPES and all(
         t.device.type == "cpu" and t.dtype == d for t, d in zip(tensors, dtypes)
     )
 
@@ -95,13 +99,14 @@ def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
 def forward(
     z: torch.Tensor, c_prev: torch.Tensor, hard: bool, h: torch.Tensor, c: torch.Tensor
 ) -> bool:
-    """One step forward: gates ``z`` ``(R, 4, K)`` bfloat16 and ``c_prev`` ``(R, K)``
-    float32 give ``c`` ``(R, K)`` float32 (may be ``c_prev`` itself) and ``h``, a
-    bfloat16 ``(B, ...)`` tensor of ``R`` rows of ``K`` (as ``_Rows.strided_rows`` of
-    a sequence's step). ``False``: not applicable, nothing written."""
+    """One step forward: gates ``z`` ``(R, 4, K)`` (bfloat16 or float32) and ``c_prev``
+    ``(R, K)`` float32 give ``c`` ``(R, K)`` float32 (may be ``c_prev`` itself) and
+    ``h``, a ``(B, ...)`` tensor of ``z``'s dtype holding ``R`` rows of ``K`` (a 2-D
+    ``(R, K)`` one, or ``_Rows.strided_rows`` of a sequence's step). ``False``: not
+    applicable, nothing written."""
     rows, width = c_prev.shape if c_prev.dim() == 2 else (0, 0)
-    bf16, f32 = torch.bfloat16, torch.float32
-    if not (_applies(z, c_prev, h, c, dtypes=(bf16, f32, bf16, f32)) and width % 16 == 0):
+    gate, f32 = z.dtype, torch.float32
+    if not (_applies(z, c_prev, h, c, dtypes=(gate, f32, gate, f32)) and width % 16 == 0):
         return False
     groups = _row_groups(h, rows, width)
     if groups is None or not (z.is_contiguous() and c_prev.is_contiguous() and c.is_contiguous()):
@@ -111,7 +116,8 @@ def forward(
     kernel = _kernel("forward")
     if kernel is None:
         return False
-    kernel(z, c_prev, h, c, rows, width, *groups, int(hard), torch.get_num_threads())
+    kernel(z, c_prev, h, c, rows, width, *groups, int(hard), int(gate == torch.bfloat16),
+           torch.get_num_threads())
     return True
 
 
@@ -124,15 +130,15 @@ def backward(
     hard: bool,
     dh_more: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """One step backward (``fused_gates._step_backward`` for bfloat16 gates): ``dh``
-    ``(R, K)`` bfloat16, ``dc_out``, ``c`` and ``c_prev`` ``(R, K)`` float32, ``z``
-    ``(R, 4, K)`` bfloat16, ``dh_more`` a bfloat16 ``(B, ...)`` tensor of ``R`` rows of
-    ``K`` or ``None``. Returns ``(dz, dc_prev)`` (bfloat16 ``(R, 4, K)``, float32
-    ``(R, K)``), or ``None`` where not applicable."""
+    """One step backward (``fused_gates._step_backward``): ``z`` ``(R, 4, K)``
+    (bfloat16 or float32), ``dh`` ``(R, K)`` and ``dh_more`` (``None``, or a ``(B,
+    ...)`` tensor of ``R`` rows of ``K``) of ``z``'s dtype, ``dc_out``, ``c`` and
+    ``c_prev`` ``(R, K)`` float32. Returns ``(dz, dc_prev)`` (``(R, 4, K)`` of ``z``'s
+    dtype, float32 ``(R, K)``), or ``None`` where not applicable."""
     rows, width = c.shape if c.dim() == 2 else (0, 0)
-    bf16, f32 = torch.bfloat16, torch.float32
+    gate, f32 = z.dtype, torch.float32
     if not (
-        _applies(dh, dc_out, z, c, c_prev, dtypes=(bf16, f32, bf16, f32, f32))
+        _applies(dh, dc_out, z, c, c_prev, dtypes=(gate, f32, gate, f32, f32))
         and width % 16 == 0
         and z.shape == (rows, 4, width)
         and dh.shape == dc_out.shape == c_prev.shape == c.shape
@@ -141,7 +147,7 @@ def backward(
         return None
     groups: tuple[int, int] | None = (rows, 0)
     if dh_more is not None:
-        groups = _row_groups(dh_more, rows, width) if dh_more.dtype == bf16 else None
+        groups = _row_groups(dh_more, rows, width) if dh_more.dtype == gate else None
     kernel = _kernel("backward")
     if groups is None or kernel is None:
         return None
@@ -150,6 +156,19 @@ def backward(
     more = dh if dh_more is None else dh_more
     kernel(
         dh, dc_out, z, c, c_prev, more, dz, dc_prev, rows, width, *groups,
-        int(dh_more is not None), int(hard), torch.get_num_threads(),
+        int(dh_more is not None), int(hard), int(gate == torch.bfloat16),
+        torch.get_num_threads(),
     )  # fmt: skip
     return dz, dc_prev
+
+
+def step_forward(
+    z: torch.Tensor, c_prev: torch.Tensor, hard: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``forward`` into new ``(R, K)`` tensors: ``(h, c)``, or ``None`` where not
+    applicable."""
+    if not _applies(z, dtypes=(z.dtype,)) or c_prev.dim() != 2:
+        return None
+    h = torch.empty(c_prev.shape, dtype=z.dtype)
+    c = torch.empty_like(c_prev, memory_format=torch.contiguous_format)
+    return (h, c) if forward(z, c_prev, hard, h, c) else None
