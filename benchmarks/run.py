@@ -80,6 +80,10 @@ def plan_cases(
                          ("--unfused", "batched"), group="ablation"),
                     Case(OURS, wl, mode, "unfused, per-step input proj",
                          ("--unfused", "per-step"), group="ablation"),
+                    Case(OURS, wl, mode, "generated gate loops", ("--generated-gates",),
+                         group="ablation"),
+                    Case(OURS, wl, mode, "bf16, generated gate loops",
+                         ("--bf16", "--generated-gates"), group="ablation"),
                 ]
     if memory and OURS in impls and "W1" in workloads:
         ckpt = ("--checkpoint",)

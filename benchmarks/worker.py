@@ -153,9 +153,10 @@ def apply_convlstm_toggles(args: argparse.Namespace) -> dict[str, Any]:
     """Ablation switches, set through the layer's module globals (diagnostics only)."""
     import dataclasses
 
-    from convlstm.nn import cell, get_fusion, set_fusion, step_conv
+    from convlstm.nn import cell, get_fusion, set_fusion, simd_gates, step_conv
 
     set_fusion(args.fusion)
+    simd_gates.set_enabled(not args.generated_gates)
     if args.no_channels_last:
         step_conv._CHANNELS_LAST.clear()  # the fused step then convolves NCHW tensors
     if args.unfused:
@@ -172,6 +173,7 @@ def apply_convlstm_toggles(args: argparse.Namespace) -> dict[str, Any]:
         "fusion": get_fusion(),
         "channels_last": not args.no_channels_last,
         "input_projection": f"{args.unfused} (unfused)" if args.unfused else "fused concat",
+        "gate_loops": "generated" if args.generated_gates else "hand-written where they apply",
     }
 
 
@@ -403,6 +405,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--unfused", choices=("batched", "per-step"), help="ablation: the stride>1 conv path"
     )
+    g.add_argument(
+        "--generated-gates", action="store_true",
+        help="ablation: torch.compile's gate loops instead of the hand-written ones",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
