@@ -223,3 +223,44 @@ def test_fused_gates_use_them(calls, always_fused, dtype):
     torch.testing.assert_close(c, ref_c, atol=2e-6, rtol=2e-6)
     _close(grads[0], ref_grads[0])
     torch.testing.assert_close(grads[1], ref_grads[1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
+@pytest.mark.parametrize(
+    ("channels", "kernel", "bias", "layout"),
+    [
+        (1, (3, 3), False, torch.channels_last),
+        (1, (3, 3), True, torch.contiguous_format),
+        (3, (3, 5), True, torch.channels_last),
+        (7, (3, 3), False, torch.contiguous_format),  # 63 taps: 8 passes of 8 and 7
+    ],
+)
+def test_input_weight_grad_equals_the_exact_one(dtype, channels, kernel, bias, layout):
+    """Against float64 ``conv2d_weight`` of the same (rounded) values: float32 sums of
+    ~600 products per sample."""
+    batch, outputs, height, width = 3, 32, 6, 11
+    inputs = torch.randn(batch, channels, height + kernel[0] - 1, width + kernel[1] - 1)
+    inputs = inputs.to(dtype).contiguous(memory_format=layout)
+    dz = torch.randn(batch, outputs, height, width).to(dtype)
+    dz = dz.contiguous(memory_format=torch.channels_last)
+    dw, db = simd_gates.input_weight_grad(dz, inputs, kernel, bias)
+    shape = (outputs, channels, *kernel)
+    exact = torch.nn.grad.conv2d_weight(inputs.double(), shape, dz.double())
+    assert dw.dtype == torch.float32 and dw.shape == shape
+    torch.testing.assert_close(dw.double(), exact, atol=1e-4, rtol=1e-5)
+    if bias:
+        torch.testing.assert_close(db.double(), dz.double().sum((0, 2, 3)), atol=1e-4, rtol=1e-5)
+    else:
+        assert db is None
+
+
+def test_input_weight_grad_declines():
+    dz = torch.randn(2, 32, 4, 4).contiguous(memory_format=torch.channels_last)
+    inputs = torch.randn(2, 1, 6, 6)
+    assert simd_gates.input_weight_grad(dz, inputs, (3, 3), False) is not None
+    assert simd_gates.input_weight_grad(dz[:, :24], inputs, (3, 3), False) is None  # O % 16
+    assert simd_gates.input_weight_grad(dz.contiguous(), inputs, (3, 3), False) is None
+    many = torch.randn(2, 8, 6, 6)  # 72 taps
+    assert simd_gates.input_weight_grad(dz, many, (3, 3), False) is None
+    assert simd_gates.input_weight_grad(dz, inputs[..., :5], (3, 3), False) is None
+    assert simd_gates.input_weight_grad(dz.double(), inputs.double(), (3, 3), False) is None

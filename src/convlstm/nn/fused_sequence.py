@@ -212,8 +212,9 @@ def _step_block(shape, dtype, device, layout, steps: int) -> torch.Tensor:
 
 
 #: Weight gradients of inputs with at most this many channels x kernel taps are computed
-#: as one matrix product with the unfolded input: oneDNN's weight gradient for a
-#: 1-channel input took as long as for the 65-channel stacked one (38 ms, W2 step).
+#: by the hand-written loop where it applies (``simd_gates.input_weight_grad``), else as
+#: one matrix product with the unfolded input: oneDNN's weight gradient for a 1-channel
+#: input took as long as for the 65-channel stacked one (38 ms, W2 step).
 SMALL_UNFOLD = 64
 
 
@@ -232,6 +233,9 @@ def _weight_grad(
             ones, zeros, ones, False, zeros, 1, [False, True, has_bias],
         )  # fmt: skip
         return dw, db
+    fast = simd_gates.input_weight_grad(dz, inputs, kernel, has_bias)
+    if fast is not None:
+        return fast
     batch, size = dz.shape[0], dz.shape[2:]
     shifted = [
         inputs[(slice(None), slice(None), *(slice(o, o + s) for o, s in zip(offset, size)))]
