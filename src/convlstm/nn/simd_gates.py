@@ -25,7 +25,7 @@ outputs, float32 and bfloat16).
 ``forward`` and ``backward`` return ``False``/``None`` (and write nothing) where the
 loops do not apply: gates of another dtype, a CPU without AVX-512 BF16, a row length
 that is not a multiple of 16, a tensor whose rows are not laid out as described, or a
-failed build (warned once); the caller then runs the generated loop.
+failed build (warned once per loop); the caller then runs the generated loop.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def _kernel(name: str) -> Callable | None:
                 )
             except Exception as error:  # no compiler, or another PyTorch's internals
                 warnings.warn(
-                    f"convlstm: bfloat16 gate loops unavailable ({type(error).__name__}: "
-                    f"{error}); using the generated ones.",
+                    f"convlstm: hand-written CPU loop {name!r} unavailable "
+                    f"({type(error).__name__}: {error}); using the generated ones.",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -100,6 +100,11 @@ def _row_groups(t: torch.Tensor, rows: int, width: int) -> tuple[int, int] | Non
     if not t[0].is_contiguous():
         return None
     return rows // batch, (t.stride(0) if batch > 1 else t[0].numel())
+
+
+def _lanes(width: int) -> bool:
+    """Rows of ``width`` elements split into whole 16-lane vectors."""
+    return width > 0 and width % 16 == 0
 
 
 def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
@@ -118,7 +123,7 @@ def forward(
     applicable, nothing written."""
     rows, width = c_prev.shape if c_prev.dim() == 2 else (0, 0)
     gate, f32 = z.dtype, torch.float32
-    if not (_applies(z, c_prev, h, c, dtypes=(gate, f32, gate, f32)) and width % 16 == 0):
+    if not (_applies(z, c_prev, h, c, dtypes=(gate, f32, gate, f32)) and _lanes(width)):
         return False
     groups = _row_groups(h, rows, width)
     if groups is None or not (z.is_contiguous() and c_prev.is_contiguous() and c.is_contiguous()):
@@ -151,7 +156,7 @@ def backward(
     gate, f32 = z.dtype, torch.float32
     if not (
         _applies(dh, dc_out, z, c, c_prev, dtypes=(gate, f32, gate, f32, f32))
-        and width % 16 == 0
+        and _lanes(width)
         and z.shape == (rows, 4, width)
         and dh.shape == dc_out.shape == c_prev.shape == c.shape
         and all(t.is_contiguous() for t in (dh, dc_out, z, c, c_prev))
