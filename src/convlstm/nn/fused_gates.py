@@ -200,6 +200,15 @@ def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, hard: bool):
     return result if result is not None else _compiled("forward", _step_forward)(z, c_prev, hard)
 
 
+def _backward_rows(dh, dc_out, z, c, c_prev, hard: bool, dtype: torch.dtype, dh_more=None):
+    """``(dz, dc_prev)`` rows of one step (``_step_backward``'s arguments): the
+    hand-written loop where it applies, else the generated one."""
+    result = simd_gates.backward(dh, dc_out, z, c, c_prev, hard, dh_more)
+    if result is not None:
+        return result
+    return _compiled("backward", _step_backward)(dh, dc_out, z, c, c_prev, hard, dtype, dh_more)
+
+
 class FusedGates(torch.autograd.Function):
     """``(h, c) = FusedGates.apply(gates, c_prev, hard)``; see the module docstring.
 
@@ -225,9 +234,9 @@ class FusedGates(torch.autograd.Function):
     def backward(ctx, dh: torch.Tensor, dc: torch.Tensor):
         z, c, c0 = ctx.saved_tensors
         view = ctx.view
-        args = (view.rows(dh), view.rows(dc.to(c.dtype)), z, c, c0, ctx.hard)
-        step = simd_gates.backward(*args, None) if dh.dtype == ctx.dtype else None
-        dz, dc_prev = step or _compiled("backward", _step_backward)(*args, ctx.dtype)
+        dz, dc_prev = _backward_rows(
+            view.rows(dh), view.rows(dc.to(c.dtype)), z, c, c0, ctx.hard, ctx.dtype
+        )
         return view.ungates(dz), view.unrows(dc_prev).to(ctx.c_dtype), None
 
 

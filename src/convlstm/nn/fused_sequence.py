@@ -9,12 +9,12 @@ tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
 
 * forward: one ``[x_t, pad(h)]`` buffer, its zero padding written once, is refilled
   and convolved at every step (the first step of a zero state convolves ``x_t``
-  alone), and the gate loop writes ``h`` into the output (``simd_gates`` for
-  bfloat16 on CPUs with AVX-512 BF16, else ``fused_gates``'s). In training the
+  alone), and the gate loop writes ``h`` into the output (``simd_gates``'s on CPUs
+  with AVX-512 BF16, else ``fused_gates``'s). In training the
   convolution adds each step's gates into that step's slot of one block (oneDNN's
   sum post-op), kept for the backward; the block, one for the cells and the output
   are memory of ``MappedPool``, outside malloc's heap;
-* backward: per step, the gate kernel (``fused_gates``) recomputes the activations
+* backward: per step, the gate loop (``fused_gates``) recomputes the activations
   from the kept gates and adds the output's gradient in its own loop, the hidden
   state's gradient comes unpadded from a convolution with the flipped kernel, the
   input's (when needed) likewise, and the weight gradient refills the buffer from the
@@ -48,7 +48,7 @@ from torch.autograd.function import once_differentiable
 from . import simd_gates
 from ._utils import empty_steps
 from .functional import fusion_failed, hand_written_kind, use_fused
-from .fused_gates import _compiled, _Rows, _step_backward, _step_forward
+from .fused_gates import _backward_rows, _compiled, _Rows, _step_forward
 from .step_conv import _conv_dtype, _interior, memory_format
 
 if TYPE_CHECKING:
@@ -521,7 +521,6 @@ class FusedSequence(torch.autograd.Function):
         layout = memory_format(x.dim() - 3, x.device)
         flipped_h = _flipped(weight[:, channels:], layout)
         flipped_x = _flipped(weight[:, :channels], layout) if need_x else None
-        kernel = _compiled("backward", _step_backward)
 
         hidden_pairs, input_pairs = _pairs(hidden_pad), _pairs(input_pad)
         acc_dtype = c_first.dtype
@@ -555,11 +554,7 @@ class FusedSequence(torch.autograd.Function):
                 before = t + 1 if reverse else t - 1  # the step processed before t
                 c_prev = starts[number] if t == seg[0] else cells[before]
                 d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
-                step = simd_gates.backward(dh, dc, gates[t], cells[t], c_prev, hard, d_out)
-                if step is None:
-                    step = kernel(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
-                dz, dc = step
-                del step
+                dz, dc = _backward_rows(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
                 del dh, d_out  # (see the forward loop)
                 if segment is not None:
                     cells[t] = gates[t] = None

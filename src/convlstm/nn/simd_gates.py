@@ -30,6 +30,7 @@ failed build (warned once per loop); the caller then runs the generated loop.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -64,6 +65,7 @@ def set_enabled(on: bool) -> None:
     _enabled["on"] = bool(on)
 
 
+@functools.cache
 def _cpu_supported() -> bool:
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return bool(check and check()) and os.name == "posix"
@@ -108,7 +110,7 @@ def _lanes(width: int) -> bool:
 
 
 def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
-    return _enabled["on"] and dtypes[0] in GATE_DTYPES and all(
+    return _enabled["on"] and _cpu_supported() and dtypes[0] in GATE_DTYPES and all(
         t.device.type == "cpu" and t.dtype == d for t, d in zip(tensors, dtypes)
     )
 
@@ -184,7 +186,9 @@ def step_forward(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``forward`` into new ``(R, K)`` tensors: ``(h, c)``, or ``None`` where not
     applicable."""
-    if not _applies(z, dtypes=(z.dtype,)) or c_prev.dim() != 2:
+    if not (_applies(z, c_prev, dtypes=(z.dtype, torch.float32)) and c_prev.dim() == 2):
+        return None
+    if not _lanes(c_prev.shape[1]):
         return None
     h = torch.empty(c_prev.shape, dtype=z.dtype)
     c = torch.empty_like(c_prev, memory_format=torch.contiguous_format)
