@@ -35,7 +35,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch._dynamo.config as _dynamo_config
 from torch.autograd.function import once_differentiable
 
 from . import simd_gates
@@ -50,19 +49,23 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 #: Graphs each kernel may compile (one per dtype and gate kind; shapes are dynamic).
 RECOMPILE_LIMIT = 32
-_LIMIT_NAME = (
-    "recompile_limit" if hasattr(_dynamo_config, "recompile_limit") else "cache_size_limit"
-)
 
 
 def _compiled(name: str, fn: Callable) -> Callable:
     """``fn`` compiled once per process, run with a recompile limit of its own (the
     global default of 8 counts dtypes and gate kinds of every layer in the process)."""
     if name not in _kernels:
+        # Imported here, not at module level: importing Dynamo creates Inductor's cache
+        # directory, which must not be needed by `import convlstm` or with fusion off.
+        import torch._dynamo.config as dynamo_config
+
+        limit = (
+            "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+        )
         compiled = torch.compile(fn, dynamic=True)
 
         def run(*args):
-            with _dynamo_config.patch(**{_LIMIT_NAME: RECOMPILE_LIMIT}):
+            with dynamo_config.patch(**{limit: RECOMPILE_LIMIT}):
                 return compiled(*args)
 
         _kernels[name] = run
