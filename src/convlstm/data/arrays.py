@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -44,35 +46,52 @@ def parse_axes(axes: str, shape: tuple[int, ...], where: str) -> str:
     return axes
 
 
-def _npz_memmap(path: Path, key: str | None, load_compressed: bool) -> tuple[Any, str]:
-    """Memory-map one member of an uncompressed ``.npz`` (a zip of ``.npy`` files)."""
-    with zipfile.ZipFile(path) as zf:
-        members = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-        key = _pick_key(key, members, path)
-        info = zf.getinfo(key + ".npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            if not load_compressed:
-                raise ValueError(
-                    f"array {key!r} in {path} is compressed (np.savez_compressed) and cannot "
-                    "be memory-mapped; save it with np.save or np.savez, or pass "
-                    "load_compressed=True to load it into memory"
-                )
-            with zf.open(info) as fh:
-                return np.lib.format.read_array(fh), key
-        with open(path, "rb") as fh:
-            fh.seek(info.header_offset)
-            local = fh.read(30)
-            name_len = int.from_bytes(local[26:28], "little")
-            extra_len = int.from_bytes(local[28:30], "little")
-            start = info.header_offset + 30 + name_len + extra_len
-            fh.seek(start)
-            version = np.lib.format.read_magic(fh)
-            fmt = np.lib.format
-            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = header(fh)
-            offset = fh.tell()
-    order = "F" if fortran else "C"
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset), key
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_layout(fh: BinaryIO, size: int, where: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Check the ``.npy`` data at ``fh``'s position (``size`` bytes long) without unpickling.
+
+    Returns its shape, Fortran order, dtype and the data's offset from the position;
+    raises a ``ValueError`` starting with ``where`` when it is not a numeric ``.npy``.
+    """
+    start = fh.tell()
+    head = fh.read(len(_NPY_MAGIC) + 2)
+    if not head or not head.startswith(_NPY_MAGIC[: len(head)]):
+        seen = f"it starts with {head[:16]!r}" if head else "it is empty"
+        raise ValueError(
+            f"{where} is not a NumPy .npy file (no NumPy header; {seen}); expected an array "
+            "written with numpy.save"
+        )
+    if len(head) < len(_NPY_MAGIC) + 2:
+        raise ValueError(f"{where} is a truncated .npy file: it ends inside the NumPy header")
+    version = (head[-2], head[-1])
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise ValueError(f"{where} has a corrupt .npy header: unknown format version {version}")
+    fmt = np.lib.format
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    try:
+        shape, fortran, dtype = read(fh)
+    except (ValueError, EOFError) as err:
+        # numpy reports a short read as a ValueError starting with "EOF"
+        if isinstance(err, EOFError) or str(err).startswith("EOF"):
+            raise ValueError(
+                f"{where} is a truncated .npy file: it ends inside the NumPy header"
+            ) from err
+        raise ValueError(f"{where} has a corrupt .npy header: {err}") from err
+    offset = fh.tell() - start
+    if dtype.hasobject:
+        raise ValueError(
+            f"{where} holds Python objects (dtype {dtype}), not numbers; only numeric arrays "
+            "are read, and files are never unpickled"
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    if size - offset < nbytes:
+        raise ValueError(
+            f"{where} is a truncated .npy file: its header declares shape {tuple(shape)} "
+            f"{dtype} ({nbytes} bytes of data) but only {max(size - offset, 0)} follow"
+        )
+    return tuple(shape), bool(fortran), dtype, offset
 
 
 def _pick_key(key: str | None, keys: list[str], path: Path) -> str:
@@ -83,6 +102,98 @@ def _pick_key(key: str | None, keys: list[str], path: Path) -> str:
     if key not in keys:
         raise KeyError(f"no array {key!r} in {path}; it holds {keys}")
     return key
+
+
+def _memmap(path: Path, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, offset: int):
+    if math.prod(shape) == 0:  # mmap cannot map zero bytes
+        return np.empty(shape, dtype)
+    order = "F" if fortran else "C"
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset)
+
+
+def _npy(path: Path, in_memory: bool) -> np.ndarray:
+    with open(path, "rb") as fh:
+        layout = _npy_layout(fh, path.stat().st_size, str(path))
+    if in_memory:
+        return np.load(path, allow_pickle=False)
+    return _memmap(path, *layout)
+
+
+def _npz(path: Path, key: str | None, load_compressed: bool, in_memory: bool) -> np.ndarray:
+    """One member of a ``.npz`` (a zip of ``.npy`` files): memory-mapped when it is stored
+    uncompressed and ``in_memory`` is false, else read into memory."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(
+            f"{path} is not a NumPy .npz file (not a valid zip archive: {err}); it may be "
+            "truncated, or not written with numpy.savez"
+        ) from err
+    with zf:
+        members = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+        key = _pick_key(key, members, path)
+        where = f"array {key!r} in {path}"
+        info = zf.getinfo(key + ".npy")
+        compressed = info.compress_type != zipfile.ZIP_STORED
+        if compressed and not (load_compressed or in_memory):
+            raise ValueError(
+                f"{where} is compressed (np.savez_compressed) and cannot be memory-mapped; "
+                "save it with np.save or np.savez, or pass load_compressed=True to load it "
+                "into memory"
+            )
+        try:
+            if compressed or in_memory:
+                with zf.open(info) as fh:
+                    _npy_layout(fh, info.file_size, where)
+                with zf.open(info) as fh:
+                    return np.lib.format.read_array(fh, allow_pickle=False)
+            with open(path, "rb") as fh:
+                fh.seek(info.header_offset)
+                local = fh.read(30)
+                name_len = int.from_bytes(local[26:28], "little")
+                extra_len = int.from_bytes(local[28:30], "little")
+                start = info.header_offset + 30 + name_len + extra_len
+                fh.seek(start)
+                shape, fortran, dtype, offset = _npy_layout(fh, info.file_size, where)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+            raise ValueError(f"cannot read {where}: {err}") from err
+    return _memmap(path, shape, fortran, dtype, start + offset)
+
+
+def load_array_file(path: str | Path, key: str | None = None) -> np.ndarray:
+    """Read a whole array from a ``.npy``/``.npz`` (or HDF5/Zarr) file into memory.
+
+    Files are never unpickled (``allow_pickle=False``). A file that is not what its
+    suffix says (a CSV named ``.npy``), a truncated ``.npy`` or a corrupt ``.npz`` raises
+    a one-line ``ValueError`` naming the file and what is wrong with it.
+
+    Args:
+        path: ``.npy``, ``.npz`` (compressed or not), HDF5 file or Zarr store.
+        key: the array's name in an ``.npz``/HDF5/Zarr container; may be omitted when it
+            holds exactly one array.
+
+    Raises:
+        FileNotFoundError: no such file.
+        KeyError: ``key`` is not in the container (the message lists its arrays).
+        ValueError: the file is not a readable array of numbers (the message names it).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        array, handle = open_array(path, key, load_compressed=True)
+        try:
+            return np.asarray(array[...])
+        finally:
+            if handle is not None:
+                handle.close()
+    if not path.is_file():
+        raise FileNotFoundError(f"array file not found: {path}")
+    try:
+        if suffix == ".npy":
+            return _npy(path, in_memory=True)
+        return _npz(path, key, load_compressed=True, in_memory=True)
+    except OSError as err:
+        raise ValueError(f"cannot read array file {path}: {err}") from err
 
 
 def open_array(path: str | Path, key: str | None = None, load_compressed: bool = False):
@@ -105,9 +216,9 @@ def open_array(path: str | Path, key: str | None = None, load_compressed: bool =
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            return np.load(path, mmap_mode="r"), None
+            return _npy(path, in_memory=False), None
         if suffix == ".npz":
-            return _npz_memmap(path, key, load_compressed)[0], None
+            return _npz(path, key, load_compressed, in_memory=False), None
         if suffix in (".h5", ".hdf5", ".hdf", ".he5"):
             h5py = optional_import("h5py", "data", f"reading HDF5 file {path}")
             fh = h5py.File(path, "r")
@@ -250,7 +361,7 @@ class ArraySequences(Dataset):
             raise ValueError("task='classify' needs labels (a list, a .npy path or a key)")
         if isinstance(labels, str):
             if Path(labels).suffix == ".npy" and Path(labels).is_file():
-                values = np.load(labels)
+                values = load_array_file(labels)
             else:
                 values = np.asarray(open_array(self.path, labels, self.load_compressed)[0][...])
         else:
