@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import reprlib
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +32,56 @@ def _warn_list(what: str, items: list[tuple[str, str]], root: Path, verb: str = 
     more = f"; and {len(items) - 5} more" if len(items) > 5 else ""
     # stacklevel 5: _warn_list <- _scan/_build_index <- _ClipFolder <- subclass <- caller
     warnings.warn(f"{verb} {len(items)} {what} under {root}: {shown}{more}", stacklevel=5)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why one cached video entry cannot be trusted, or ``None``."""
+    if not isinstance(entry, dict):
+        return f"expected an object, got {type(entry).__name__}"
+    size = entry.get("size")
+    if not _is_int(size) or size < 0:
+        return f"size must be a byte count, got {reprlib.repr(size)}"
+    if not _is_int(entry.get("mtime_ns")):
+        return f"mtime_ns must be an integer, got {reprlib.repr(entry.get('mtime_ns'))}"
+    if "error" in entry:
+        error = entry["error"]
+        return None if isinstance(error, str) else f"error must be text, got {reprlib.repr(error)}"
+    frames = entry.get("frames")
+    # Every frame is stored in at least one byte of the file, so a count above the file's
+    # size is impossible whatever the codec.
+    if not _is_int(frames) or not 1 <= frames <= size:
+        return (
+            f"frames must be an integer from 1 to the file size {size}, got {reprlib.repr(frames)}"
+        )
+    for key in ("height", "width"):
+        if key in entry and (not _is_int(entry[key]) or entry[key] < 0):
+            return f"{key} must be a pixel count, got {reprlib.repr(entry[key])}"
+    fps = entry.get("fps", 0.0)
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 <= fps < math.inf:
+        return f"fps must be a finite number >= 0, got {reprlib.repr(fps)}"
+    return None
+
+
+def _index_problem(data: Any) -> str | None:
+    """Why a parsed index file cannot be trusted, or ``None``."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    if data.get("version") != INDEX_VERSION:
+        return f"'version' must be {INDEX_VERSION}, got {reprlib.repr(data.get('version'))}"
+    if not isinstance(data.get("count"), bool):
+        return f"'count' must be true or false, got {reprlib.repr(data.get('count'))}"
+    videos = data.get("videos")
+    if not isinstance(videos, dict):
+        return f"'videos' must map file names to entries, got {type(videos).__name__}"
+    for rel, entry in videos.items():
+        problem = _entry_problem(entry)
+        if problem is not None:
+            return f"videos[{rel!r}]: {problem}"
+    return None
 
 
 class _ClipFolder(Dataset, ABC):
@@ -192,7 +245,9 @@ class VideoFolder(_ClipFolder):
     of each video. Decoding with PyAV (``convlstm[video]``) is lazy: only a clip's frames
     are decoded, when it is read. The frame counts of all videos are found once and
     cached in an index file (``root/.convlstm_index.json``, or ``cache_dir``), reused
-    while file sizes and modification times are unchanged. Unreadable videos are
+    while file sizes and modification times are unchanged; an index with impossible
+    values (a frame count below 1 or above the file's size in bytes, wrong types) is
+    rebuilt with one warning naming it. Unreadable videos are
     skipped with one warning and listed by :meth:`summary`; a video that fails while
     reading is skipped from then on and another clip is returned instead.
 
@@ -268,12 +323,27 @@ class VideoFolder(_ClipFolder):
         return Path.home() / ".cache" / "convlstm" / f"video-index-{key}.json"
 
     def _load_index(self, path: Path) -> dict:
+        """The cached entries of ``path``, or ``{}`` (everything re-probed) when there is
+        none, it belongs to another format version or counting mode, or it is damaged."""
         try:
             data = json.loads(path.read_text())
-            if data.get("version") == INDEX_VERSION and data.get("count") == self.count_frames:
-                return data["videos"]
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError) as err:
+            problem = f"cannot read it ({err})"
+        except ValueError as err:
+            problem = f"not valid JSON ({err})"
+        else:
+            if isinstance(data, dict) and data.get("version", INDEX_VERSION) != INDEX_VERSION:
+                return {}  # another version's format: replaced, not inspected
+            problem = _index_problem(data)
+            if problem is None:
+                return data["videos"] if data["count"] == self.count_frames else {}
+        # stacklevel 5: _load_index <- _scan <- _ClipFolder <- VideoFolder <- caller
+        warnings.warn(
+            f"ignoring the video index {path}: {problem}; re-probing every video and rewriting it",
+            stacklevel=5,
+        )
         return {}
 
     def _scan(self) -> None:
