@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,95 @@ from .normalization import NormStats
 from .registry import register_dataset
 from .splits import time_split_bounds, window_starts
 
+TIME_NAMES = ("time", "t", "valid_time", "date", "datetime")
 
-def _time_dim(da: Any, time_dim: str | None, where: str) -> str:
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def open_gridded(path: str | Path, engine: str | None = None) -> Any:
+    """Open a NetCDF file or Zarr store as an ``xarray.Dataset``, lazily.
+
+    Times in the standard calendar become ``datetime64``; model calendars (``360_day``,
+    ``noleap``, ``all_leap``, ``julian``, ...) become ``cftime`` dates on an
+    ``xarray.CFTimeIndex``, which windows, splits and resamples like any other.
+
+    Args:
+        path: a NetCDF file or a Zarr store (a directory).
+        engine: xarray backend (``"h5netcdf"``, ``"netcdf4"``, ``"zarr"``, ...). Default:
+            ``"zarr"`` for a directory, else xarray's guess.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ImportError: the time axis is in a model calendar and ``cftime`` is not installed.
+        ValueError: xarray cannot open or decode the file (one line naming it).
+    """
+    path = Path(path)
+    xr = optional_import("xarray", "data", f"reading {path}")
+    if not path.exists():
+        raise FileNotFoundError(f"gridded data file not found: {path}")
+    if engine is None and path.is_dir():
+        engine = "zarr"
+    try:
+        with warnings.catch_warnings():  # unconsolidated Zarr metadata: fine, just slower
+            warnings.filterwarnings("ignore", "Failed to open Zarr", RuntimeWarning)
+            return xr.open_dataset(path, engine=engine, chunks=None)
+    except Exception as err:  # backends raise many types
+        calendar = re.search(r"calendar '([^']+)'", str(err))
+        if calendar and "unable to decode time" in str(err) and not _has_cftime():
+            raise ImportError(
+                f"{path}: its time axis uses the {calendar.group(1)!r} calendar, which needs "
+                "the optional package 'cftime', which is not installed; install it with: "
+                "pip install 'convlstm[data]'"
+            ) from err
+        raise ValueError(f"cannot open {path} with xarray: {_one_line(err)}") from err
+
+
+def _has_cftime() -> bool:
+    try:
+        import cftime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _is_time_like(da: Any, dim: str) -> bool:
+    """A dimension named like time, marked as the CF time axis, or indexed by dates."""
+    if str(dim).lower() in TIME_NAMES:
+        return True
+    if dim not in da.coords:
+        return False
+    coord = da.coords[dim]
+    if coord.attrs.get("axis") == "T" or coord.attrs.get("standard_name") == "time":
+        return True
+    if np.issubdtype(coord.dtype, np.datetime64):
+        return True
+    index = da.indexes.get(dim)
+    return type(index).__name__ == "CFTimeIndex"  # model calendars, decoded by cftime
+
+
+def find_time_dim(da: Any, time_dim: str | None = None, where: str = "the variable") -> str:
+    """The time dimension of an ``xarray.DataArray``: ``time_dim`` if given (checked),
+    else the one dimension that is time-like (named ``time``/``t``/``valid_time``/
+    ``date``, marked ``axis="T"`` or ``standard_name="time"``, or with date
+    coordinates, cftime ones included). Never another dimension by position.
+
+    Raises:
+        ValueError: ``time_dim`` is not a dimension, or none or several are time-like
+            (the message names ``where`` and its dims, and asks for ``time_dim``).
+    """
     if time_dim is not None:
         if time_dim not in da.dims:
             raise ValueError(f"{where} has dims {da.dims}, no time dimension {time_dim!r}")
         return time_dim
-    for dim in da.dims:
-        if dim in ("time", "t", "valid_time") or (
-            dim in da.coords and np.issubdtype(da.coords[dim].dtype, np.datetime64)
-        ):
-            return dim
+    found = [dim for dim in da.dims if _is_time_like(da, dim)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(
+            f"{where} has several time-like dims {tuple(found)}; choose one with time_dim=..."
+        )
     raise ValueError(
         f"{where} has dims {da.dims} and no time dimension; expected a dim named 'time' or "
         "with datetime coordinates (or set time_dim=...)"
@@ -47,7 +126,8 @@ class XarraySequences(Dataset):
     ``fill_value`` (after normalisation).
 
     Resampling and coarsening load the (cropped) variable into memory; without them only
-    the frames of a window are read.
+    the frames of a window are read. Model calendars (``360_day``, ``noleap``, ...) are
+    decoded with ``cftime`` (see :func:`open_gridded`) and resampled in their calendar.
 
     Sample: ``(inputs, targets)`` of shapes ``(input_frames, C, H, W)`` and
     ``(output_frames, C, H, W)``, float32.
@@ -57,8 +137,8 @@ class XarraySequences(Dataset):
         variable: the data variable's name.
         input_frames, output_frames: Default 10 and 10.
         stride: frames between window starts. Default 1.
-        time_dim: name of the time dimension. Default: ``"time"``, ``"t"`` or the
-            dimension with datetime coordinates.
+        time_dim: name of the time dimension. Default: the one time-like dimension
+            (see :func:`find_time_dim`); required when none or several are.
         crop: ``{dim: [start, stop]}`` in coordinate values, e.g.
             ``{"lat": [30, 50], "lon": [-10, 20]}``; descending coordinates work too.
         resample: time resampling frequency such as ``"1h"`` (mean). Default ``None``.
@@ -106,7 +186,7 @@ class XarraySequences(Dataset):
             "crop": crop or {},
             "resample": resample,
             "coarsen": coarsen,
-            "engine": "zarr" if engine is None and self.path.is_dir() else engine,
+            "engine": engine,
         }
         self._load()
         tdim = self.dims[0]
@@ -131,20 +211,14 @@ class XarraySequences(Dataset):
 
     def _load(self) -> None:
         """Open the file and build ``self.data`` (time, [channel,] y, x), lazily indexed."""
-        xr = optional_import("xarray", "data", "XarraySequences")
         opts = self._options
-        try:
-            with warnings.catch_warnings():  # unconsolidated Zarr metadata: fine, just slower
-                warnings.filterwarnings("ignore", "Failed to open Zarr", RuntimeWarning)
-                ds = xr.open_dataset(self.path, engine=opts["engine"], chunks=None)
-        except Exception as err:  # backends raise many types
-            raise ValueError(f"cannot open {self.path} with xarray: {err}") from err
+        ds = open_gridded(self.path, opts["engine"])
         variable = opts["variable"]
         if variable not in ds.data_vars:
             raise KeyError(f"no variable {variable!r} in {self.path}; it has {list(ds.data_vars)}")
         where = f"variable {variable!r} in {self.path}"
         da = ds[variable]
-        tdim = _time_dim(da, opts["time_dim"], where)
+        tdim = find_time_dim(da, opts["time_dim"], where)
         da = self._crop(da, opts["crop"], where)
         if opts["resample"]:
             da = da.resample({tdim: opts["resample"]}).mean()
