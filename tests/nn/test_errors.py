@@ -1,8 +1,11 @@
 """Bad input raises errors that name the argument, the expected and the given value."""
 
+import re
+
 import pytest
 import torch
 
+import convlstm
 from convlstm import ConvLSTM2d, ConvLSTM3d, ConvLSTMCell2d
 
 
@@ -107,3 +110,109 @@ def test_stride_and_dilation_together_are_supported():
     """PyTorch convolutions allow both (Keras does not); the output size follows TF "same"."""
     out, _ = ConvLSTM2d(1, 2, 3, stride=2, dilation=2)(torch.randn(1, 2, 1, 9, 9))
     assert out.shape == (1, 2, 2, 5, 5)
+
+
+# The fast path (FusedSequence, FusedGates) starts at 65,536 cell elements per step:
+# batch 2 x 16 channels x 48 x 48 = 73,728.
+FAST = dict(batch=2, channels=16, size=48)
+
+
+@pytest.fixture
+def fusion_mode():
+    """Restore the process-wide fusion mode a test changes."""
+    previous = convlstm.nn.get_fusion()
+    yield
+    convlstm.set_fusion(previous)
+
+
+def _fast_layer() -> ConvLSTM2d:
+    return ConvLSTM2d(1, FAST["channels"], 3)
+
+
+def _fast_clip(steps: int = 4, *, requires_grad: bool = False) -> torch.Tensor:
+    x = torch.randn(FAST["batch"], steps, 1, FAST["size"], FAST["size"])
+    return x.requires_grad_(requires_grad)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_sequence_of_no_time_steps(batch_first):
+    layer = ConvLSTM2d(1, FAST["channels"], 3, batch_first=batch_first)
+    x = _fast_clip(steps=0)
+    if not batch_first:
+        x = x.transpose(0, 1)
+    shape = tuple(x.shape)
+    with pytest.raises(
+        ValueError,
+        match=rf"at least one time step \(T >= 1\), got T = 0 in shape {re.escape(str(shape))}",
+    ):
+        layer(x)
+
+
+@pytest.mark.parametrize("name", ["hidden_channels", "kernel_size", "padding"])
+def test_empty_per_layer_list(name):
+    args = dict(in_channels=1, hidden_channels=FAST["channels"], kernel_size=3)
+    args[name] = []
+    with pytest.raises(
+        ValueError, match=rf"^{name} given as a list needs one entry per layer, got \[\]$"
+    ):
+        ConvLSTM2d(**args)
+
+
+HIGHER_ORDER = r"first derivatives only.*set_fusion\(\"never\"\).*CONVLSTM_FUSION=never"
+
+
+def _in_graph(tensor: torch.Tensor, node: str) -> bool:
+    """Whether the autograd graph of ``tensor`` has a node whose type name contains ``node``."""
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if node in type(fn).__name__:
+            return True
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return False
+
+
+def _input_gradient_penalty(layer, x):
+    out, _ = layer(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    grad.square().sum().backward()
+
+
+def _parameter_gradient_penalty(layer, x):
+    out, _ = layer(x)
+    grads = torch.autograd.grad(out.square().sum(), list(layer.parameters()), create_graph=True)
+    sum(g.square().sum() for g in grads).backward()
+
+
+def _gradient_of_a_linear_loss(layer, x):
+    out, _ = layer(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    torch.autograd.grad(grad.square().sum(), x)
+
+
+@pytest.mark.parametrize(
+    "penalty", [_input_gradient_penalty, _parameter_gradient_penalty, _gradient_of_a_linear_loss]
+)
+def test_double_backward_through_the_fused_sequence(penalty, fusion_mode):
+    layer = _fast_layer()
+    x = _fast_clip(requires_grad=True)
+    out, _ = layer(x)
+    assert _in_graph(out, "FusedSequence")  # the fast path's node
+    with pytest.raises(RuntimeError, match=HIGHER_ORDER):
+        penalty(layer, x)
+    convlstm.set_fusion("never")
+    penalty(layer, x)  # plain ops: second derivatives work
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
+
+
+def test_double_backward_through_a_fused_cell_step(fusion_mode):
+    cell = ConvLSTMCell2d(1, FAST["channels"], 3)
+    x = _fast_clip(steps=1, requires_grad=True)[:, 0]
+    h, _ = cell(x)
+    assert _in_graph(h, "FusedGates") and _in_graph(h, "StepConv")
+    with pytest.raises(RuntimeError, match=HIGHER_ORDER):
+        (grad,) = torch.autograd.grad(h.square().sum(), x, create_graph=True)
+        grad.square().sum().backward()

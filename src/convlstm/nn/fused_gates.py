@@ -32,14 +32,37 @@ loops instead (``simd_gates``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from . import simd_gates
 
 _kernels: dict[str, Callable] = {}
+
+
+HIGHER_ORDER_ERROR = (
+    "the fused ConvLSTM kernels have first derivatives only, and this gradient was asked "
+    "with create_graph=True (a higher-order gradient); run the model with plain ops: "
+    'convlstm.set_fusion("never") before the forward pass, or CONVLSTM_FUSION=never'
+)
+
+
+def first_derivatives_only(backward: Callable) -> Callable:
+    """Decorate an autograd function's ``backward`` written with plain tensor code that
+    autograd cannot differentiate again: it runs without recording, and under
+    ``create_graph=True`` raises ``HIGHER_ORDER_ERROR`` at once. (``once_differentiable``
+    would instead let a second derivative fail later with a message naming no cause, or,
+    where no incoming gradient requires grad, silently miss this function's terms.)"""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(HIGHER_ORDER_ERROR)
+        return backward(ctx, *grads)
+
+    return wrapper
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -233,7 +256,7 @@ class FusedGates(torch.autograd.Function):
         return view.unrows(h), view.unrows(c)
 
     @staticmethod
-    @once_differentiable
+    @first_derivatives_only
     def backward(ctx, dh: torch.Tensor, dc: torch.Tensor):
         z, c, c0 = ctx.saved_tensors
         view = ctx.view

@@ -43,12 +43,11 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from . import simd_gates
 from ._utils import empty_steps
 from .functional import fusion_failed, hand_written_kind, use_fused
-from .fused_gates import _backward_rows, _compiled, _Rows, _step_forward
+from .fused_gates import _backward_rows, _compiled, _Rows, _step_forward, first_derivatives_only
 from .step_conv import _conv_dtype, _interior, memory_format
 
 if TYPE_CHECKING:
@@ -500,7 +499,7 @@ class FusedSequence(torch.autograd.Function):
         return run.output, run.h_n, run.c_n
 
     @staticmethod
-    @once_differentiable
+    @first_derivatives_only
     def backward(ctx, d_output, d_h_n, d_c_n):
         x, h_0, output, weight, bias, c_first, *saved = ctx.saved_tensors
         view, hard, reverse, input_pad, hidden_pad, has_bias, segment = ctx.meta

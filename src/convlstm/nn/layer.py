@@ -115,11 +115,17 @@ class ConvLSTMNd(nn.Module):
         super().__init__()
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-        list_lengths = [
-            len(v)
-            for v in (hidden_channels, kernel_size, stride, padding, dilation)
-            if isinstance(v, list)
-        ]
+        per_layer = {
+            "hidden_channels": hidden_channels,
+            "kernel_size": kernel_size,
+            "stride": stride,
+            "padding": padding,
+            "dilation": dilation,
+        }
+        for name, value in per_layer.items():
+            if isinstance(value, list) and not value:
+                raise ValueError(f"{name} given as a list needs one entry per layer, got []")
+        list_lengths = [len(v) for v in per_layer.values() if isinstance(v, list)]
         if num_layers == 1 and list_lengths:
             num_layers = list_lengths[0]
         for name, p in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
@@ -222,6 +228,12 @@ class ConvLSTMNd(nn.Module):
         """
         first = self.cell(0)
         first.check_input(x, step=False)
+        time_dim = 1 if self.batch_first else 0
+        if x.shape[time_dim] == 0:
+            raise ValueError(
+                "input must have at least one time step (T >= 1), got T = 0 in shape "
+                f"{tuple(x.shape)}"
+            )
         if not self.batch_first:
             x = x.transpose(0, 1)
         batch, steps = x.shape[0], x.shape[1]

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .functional import _in_tracing_context, get_fusion
+from .fused_gates import first_derivatives_only
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
@@ -79,7 +79,7 @@ class StepConv(torch.autograd.Function):
         return _CONV[x.dim() - 2](buffer, conv_weight, conv_bias)
 
     @staticmethod
-    @once_differentiable
+    @first_derivatives_only
     def backward(ctx, dz):
         buffer, weight = ctx.saved_tensors
         channels, hidden_pad, has_bias, x_dtype, h_dtype, w_dtype = ctx.meta
