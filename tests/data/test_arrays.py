@@ -81,11 +81,13 @@ def test_classification_and_splits_without_leakage(tmp_path):
     assert [len(parts[s]) for s in parts] == [3 * 6, 3 * 1, 3 * 1]
     assert parts["train"].spans[:, 1].max() <= 10 and parts["val"].spans.min() >= 10
     assert parts["val"].spans.max() <= 15 and parts["test"].spans.min() >= 15
-    # by sequence: disjoint sequences
+    # by sequence: disjoint sequences, stratified by label (3 per class, one per split)
+    six = tmp_path / "six.npz"
+    np.savez(six, frames=np.concatenate([DATA, DATA], 1), labels=np.array([0, 1] * 3))
     seqs = [
         set(
             ArraySequences(
-                str(path),
+                str(six),
                 "TNHW",
                 split=s,
                 split_by="sequence",
@@ -95,7 +97,11 @@ def test_classification_and_splits_without_leakage(tmp_path):
         )
         for s in ("train", "val", "test")
     ]
-    assert sum(len(s) for s in seqs) == 3 and not (seqs[0] & seqs[1] or seqs[1] & seqs[2])
+    assert [len(s) for s in seqs] == [2, 2, 2]
+    assert not (seqs[0] & seqs[1] or seqs[0] & seqs[2] or seqs[1] & seqs[2])
+    # one sequence per class cannot fill three splits
+    with pytest.raises(ValueError, match=r"split 'val' of .*a.npz has no samples"):
+        ArraySequences(str(path), "TNHW", split="val", split_by="sequence", **common)
 
 
 def test_errors_name_file_and_expectation(tmp_path):

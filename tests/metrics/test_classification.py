@@ -148,5 +148,5 @@ def test_bad_inputs_are_named(k, scores, target, match):
 def test_bad_construction_and_empty_compute():
     with pytest.raises(ValueError, match="num_classes"):
         ClassificationMetrics(1)
-    with pytest.raises(ValueError, match="before any update"), pytest.warns(UserWarning):
+    with pytest.raises(ValueError, match="no samples were evaluated"), pytest.warns(UserWarning):
         ClassificationMetrics(2).compute()

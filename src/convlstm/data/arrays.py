@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -313,12 +312,17 @@ class ArraySequences(Dataset):
         dims = dict(zip(self.axes, self.array.shape))
         self.num_sequences, self.length = dims.get("N", 1), dims["T"]
         self.window = self.input_frames + self.output_frames if task == "forecast" else self.frames
-        if self.length < self.window:
-            need = (
-                f"input_frames + output_frames = {self.window}"
-                if task == "forecast"
-                else f"frames = {self.window}"
+        if self.num_sequences == 0:
+            raise ValueError(
+                f"{where} holds no sequences (axes {self.axes}, shape "
+                f"{tuple(self.array.shape)}): its N axis is empty"
             )
+        need = (
+            f"input_frames + output_frames = {self.window}"
+            if task == "forecast"
+            else f"frames = {self.window}"
+        )
+        if self.length < self.window:
             raise ValueError(
                 f"sequences in {self.path} have {self.length} frames (axes {self.axes}, "
                 f"shape {tuple(self.array.shape)}), shorter than {need}"
@@ -331,14 +335,21 @@ class ArraySequences(Dataset):
                 raise ValueError(f"split_by='sequence' needs an N axis; axes is {self.axes!r}")
             parts = split_groups(sequences, split_fractions, seed, self.sequence_labels)
             sequences = parts[split]
+            if not len(sequences):
+                raise ValueError(
+                    f"split {split!r} of {self.path} has no samples: it gets none of its "
+                    f"{self.num_sequences} sequences (split_by='sequence', split_fractions "
+                    f"{list(split_fractions)}); use more sequences, other split_fractions or "
+                    "split_by='time'"
+                )
         elif split is not None:
             t0, t1 = time_split_bounds(self.length, split_fractions)[split]
         starts = window_starts(t0, t1, self.window, self.stride)
-        if split is not None and len(starts) == 0:
-            warnings.warn(
-                f"split {split!r} of {self.path} has no complete window: its time range "
-                f"[{t0}, {t1}) is shorter than {self.window} frames",
-                stacklevel=2,
+        if not len(starts):
+            raise ValueError(
+                f"split {split!r} of {self.path} has no samples: its frames [{t0}, {t1}) "
+                f"(split_by='time', split_fractions {list(split_fractions)}) are fewer than "
+                f"{need}; shorten the window or give the split a larger fraction"
             )
         self.index = np.array([(n, s) for n in sequences for s in starts], np.int64).reshape(-1, 2)
 

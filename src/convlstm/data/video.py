@@ -84,6 +84,14 @@ def _index_problem(data: Any) -> str | None:
     return None
 
 
+_EMPTY_SPLIT_HINTS = {
+    "clip": "each class's sources are shared out by the fractions, so every split needs "
+    "enough of them per class; add data, change split_fractions or use split_by='time'",
+    "time": "each source's frames are cut at the fractions and a clip must fit inside one "
+    "part; use shorter clips, change split_fractions or use split_by='clip'",
+}
+
+
 class _ClipFolder(Dataset, ABC):
     """Shared logic: class scan, clip index, splits, jitter and failure replacement.
 
@@ -175,6 +183,13 @@ class _ClipFolder(Dataset, ABC):
             else:
                 parts = split_by_time(self.spans, fractions, self.groups)
             self.index = self.index[parts[split]]
+            if not len(self.index):
+                raise ValueError(
+                    f"split {split!r} of the {len(self.sources)} {self.kind}s under {self.root} "
+                    f"has no samples (split_by={split_by!r}, split_fractions "
+                    f"{list(fractions)}, frames={self.frames}, frame_step={self.frame_step}): "
+                    + _EMPTY_SPLIT_HINTS[split_by]
+                )
 
     @property
     def labels(self) -> np.ndarray:

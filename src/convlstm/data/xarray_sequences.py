@@ -201,6 +201,13 @@ class XarraySequences(Dataset):
         bounds = time_split_bounds(length, split_fractions)
         lo, hi = (0, length) if split is None else bounds[split]
         self.starts = window_starts(lo, hi, window, self.stride)
+        if not len(self.starts):
+            raise ValueError(
+                f"split {split!r} of variable {variable!r} in {self.path} has no samples: its "
+                f"time steps [{lo}, {hi}) (split_fractions {list(split_fractions)}) are fewer "
+                f"than input_frames + output_frames = {window}; shorten the window or give "
+                "the split a larger fraction"
+            )
         self.window = window
         self.normalize = normalize
         if stats is not None and not isinstance(stats, NormStats):

@@ -80,7 +80,10 @@ class ClassificationMetrics(Metric):
     def compute(self) -> dict[str, Any]:
         """All metrics over every sample seen since the last reset (all ranks under DDP)."""
         if isinstance(self.scores, list) and not self.scores:
-            raise ValueError("ClassificationMetrics.compute() called before any update()")
+            raise ValueError(
+                "ClassificationMetrics.compute(): no samples were evaluated (update() was never "
+                "called since the last reset); is the evaluation data set or split empty?"
+            )
         scores, target = dim_zero_cat(self.scores), dim_zero_cat(self.targets)
         if self.num_classes == 2:
             return _binary_metrics(scores, target)

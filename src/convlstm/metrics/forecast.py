@@ -174,7 +174,10 @@ class ForecastMetrics(Metric):
     def compute(self) -> dict[str, Any]:
         """All metrics over every sequence seen since the last reset (all ranks under DDP)."""
         if isinstance(self.frame_se, list) and not self.frame_se:
-            raise ValueError("ForecastMetrics.compute() called before any update()")
+            raise ValueError(
+                "ForecastMetrics.compute(): no samples were evaluated (update() was never "
+                "called since the last reset); is the evaluation data set or split empty?"
+            )
         states = (self.frame_se, self.frame_ae, self.frame_ssim, self.frame_psnr)
         se, ae, ssim, psnr = (dim_zero_cat(s) for s in states)
         out: dict[str, Any] = {
