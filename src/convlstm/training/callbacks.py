@@ -7,7 +7,9 @@ import json
 import math
 import os
 import random
+import statistics
 import tempfile
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
 from .errors import NonFiniteLossError
 
@@ -67,6 +70,62 @@ class NonFiniteLossGuard(pl.Callback):
             f"(epoch {trainer.current_epoch}); "
             f"last good checkpoint: {last or 'none written yet'}. Lower the learning rate, "
             "enable gradient clipping (trainer.gradient_clip_val) or check the data."
+        )
+
+
+class LossExplosionWarning(UserWarning):
+    """The training loss grew by orders of magnitude (see :class:`LossExplosionGuard`)."""
+
+
+class LossExplosionGuard(pl.Callback):
+    """Warn once (on rank zero) when the training loss explodes without becoming NaN/inf.
+
+    The running loss is the median of the last ``window`` step losses, so one wild batch
+    does not count but a loss that stays high does, within ``window // 2 + 1`` steps. The
+    guard warns when the running loss exceeds ``factor`` times the lowest running loss
+    seen and is also above the first running loss: a loss still below where training
+    started is not diverging, and this keeps a loss that reached about zero from warning
+    at every small rise (``factor`` times zero). Losses whose first running value is not
+    positive (log-likelihoods, say) are not judged, as ratios of them mean nothing.
+    The run goes on: a loss that then becomes NaN/inf is stopped by
+    :class:`NonFiniteLossGuard`.
+    """
+
+    def __init__(self, factor: float = 1000.0, window: int = 5) -> None:
+        if not factor > 1:
+            raise ValueError(f"factor must be > 1, got {factor!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        self.factor, self.window = float(factor), window
+        self._recent: deque[float] = deque(maxlen=window)
+        self._initial: float | None = None
+        self._lowest = math.inf
+        self.warned = False
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        if self.warned or not trainer.is_global_zero:
+            return
+        value = float(loss.detach().float().mean())
+        if not math.isfinite(value):
+            return  # NonFiniteLossGuard's case
+        self._recent.append(value)
+        if len(self._recent) < self.window:
+            return
+        running = statistics.median(self._recent)
+        if self._initial is None:
+            self._initial = running
+        self._lowest = min(self._lowest, running)
+        if self._initial <= 0 or running <= max(self.factor * self._lowest, self._initial):
+            return
+        self.warned = True
+        rank_zero_warn(
+            f"training loss is exploding: its running value (median of the last "
+            f"{self.window} steps) is {running:.3g} at global step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}), over {self.factor:g}x its lowest of "
+            f"{self._lowest:.3g} and above the {self._initial:.3g} it started at; the run "
+            "goes on, but lower the learning rate, enable gradient clipping "
+            "(trainer.gradient_clip_val) or check the data",
+            category=LossExplosionWarning,
         )
 
 

@@ -8,7 +8,13 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from .callbacks import AtomicCheckpointIO, NonFiniteLossGuard, RankFingerprint, RNGState
+from .callbacks import (
+    AtomicCheckpointIO,
+    LossExplosionGuard,
+    NonFiniteLossGuard,
+    RankFingerprint,
+    RNGState,
+)
 from .config import RunConfig
 
 
@@ -29,6 +35,7 @@ def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
     )
     callbacks: list[pl.Callback] = [checkpoint, NonFiniteLossGuard(), RNGState()]
     callbacks.append(RankFingerprint(run_dir))
+    callbacks.append(LossExplosionGuard())
     if config.early_stopping is not None:
         es = config.early_stopping
         callbacks.append(
