@@ -2,7 +2,14 @@
 
 from .activations import get_activation, hard_sigmoid
 from .attention import SpatialAttention, TemporalAttention
-from .cell import ConvLSTMCell1d, ConvLSTMCell2d, ConvLSTMCell3d, ConvLSTMCellNd
+from .cell import (
+    ConvLSTMCell1d,
+    ConvLSTMCell2d,
+    ConvLSTMCell3d,
+    ConvLSTMCellNd,
+    StepHook,
+    StepRecord,
+)
 from .functional import get_fusion, lstm_pointwise, set_fusion
 from .fused_sequence import empty_cache
 from .layer import ConvLSTM1d, ConvLSTM2d, ConvLSTM3d, ConvLSTMNd
@@ -19,6 +26,8 @@ __all__ = [
     "ConvLSTMNd",
     "SelfAttentionMemory",
     "SpatialAttention",
+    "StepHook",
+    "StepRecord",
     "TemporalAttention",
     "empty_cache",
     "get_activation",

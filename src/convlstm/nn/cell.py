@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ._utils import (
     IntOrTuple,
@@ -64,6 +66,28 @@ class StepPlan:
     input_pad: tuple[int, ...]  # flat F.pad list for the input path
     hidden_pad: tuple[int, ...]  # flat F.pad list for the recurrent path ("same", stride 1)
     fused: bool
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One time step of a cell, as a step hook receives it (see
+    ``ConvLSTMCellNd.register_step_hook``). ``x``, ``state``, ``plan``, ``weight`` and
+    ``recurrent_mask`` are the arguments of ``ConvLSTMCellNd.step``, so
+    ``cell.step(record.x, record.state, record.plan, record.weight, record.recurrent_mask)``
+    recomputes the step."""
+
+    t: int  #: the step's index in the input sequence (``T - 1`` first when ``reverse``)
+    reverse: bool  #: the run goes through time backwards (a backward direction)
+    x: torch.Tensor  #: the step's entry of ``prepare_inputs``
+    state: State  #: the state before the step
+    plan: StepPlan
+    weight: torch.Tensor
+    recurrent_mask: torch.Tensor | None
+    new_state: State  #: what the step returned (before a layer's ``lengths`` mask)
+
+
+#: ``hook(cell, record)``, called after every step; its return value is ignored.
+StepHook = Callable[["ConvLSTMCellNd", StepRecord], None]
 
 
 class ConvLSTMCellNd(nn.Module):
@@ -190,6 +214,7 @@ class ConvLSTMCellNd(nn.Module):
             self.gate_norm_bias = nn.Parameter(torch.empty(gates))
             self.cell_norm_weight = nn.Parameter(torch.empty(hidden_channels))
             self.cell_norm_bias = nn.Parameter(torch.empty(hidden_channels))
+        self._step_hooks: OrderedDict[int, StepHook] = OrderedDict()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -402,7 +427,49 @@ class ConvLSTMCellNd(nn.Module):
         else:
             self.check_state(state, x.shape[0], plan)
         (x,) = self.prepare_inputs(x.unsqueeze(1), plan)
-        return self.step(x, tuple(state), plan, self.step_weight(plan))
+        state, weight = tuple(state), self.step_weight(plan)
+        new = self.step(x, state, plan, weight)
+        if self.has_step_hooks:
+            self.call_step_hooks(StepRecord(0, False, x, state, plan, weight, None, new))
+        return new
+
+    # ---------------------------------------------------------------- step hooks
+    def register_step_hook(self, hook: StepHook) -> RemovableHandle:
+        """Call ``hook(cell, record)`` after every time step this cell takes, with a
+        ``StepRecord`` of the step's arguments and the state it returned: in a layer's
+        sequence (either direction, any path) and in ``forward`` (one step, ``t = 0``).
+        Hooks run in the order they were registered; a hook sees tensors, it does not
+        replace them.
+
+        While a hook is registered, a layer runs this cell step by step through
+        ``step`` instead of the fused sequence (``convlstm.nn.fused_sequence``), which
+        keeps no per-step state: every recorded state is then a tensor of the autograd
+        graph (a gradient with respect to it works), at the speed of the step-by-step
+        path. Other cells are not affected.
+
+        Returns:
+            A handle; ``handle.remove()`` removes the hook.
+        """
+        if not callable(hook):
+            raise TypeError(
+                f"hook must be callable as hook(cell, record), got {type(hook).__name__}"
+            )
+        # Through __dict__: a cell pickled whole before step hooks existed has no such entry.
+        hooks = self.__dict__.setdefault("_step_hooks", OrderedDict())
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    @property
+    def has_step_hooks(self) -> bool:
+        """Whether a step hook is registered (``register_step_hook``)."""
+        return bool(self.__dict__.get("_step_hooks"))
+
+    def call_step_hooks(self, record: StepRecord) -> None:
+        """Run the registered step hooks on ``record``; for code that steps the cell
+        itself (a layer's loop, ``forward``)."""
+        for hook in tuple(self.__dict__.get("_step_hooks", {}).values()):
+            hook(self, record)
 
     # ---------------------------------------------------------------- checks
     def check_input(self, x: torch.Tensor, *, step: bool) -> None:

@@ -13,7 +13,7 @@ from torch.utils.checkpoint import set_checkpoint_early_stop
 
 from ._utils import IntOrTuple, Padding, empty_steps, steps_last
 from .activations import Activation
-from .cell import ConvLSTMCellNd
+from .cell import ConvLSTMCellNd, StepRecord
 from .fused_sequence import run_fused_sequence
 
 #: ``(h_n, c_n)`` (``(h_n, c_n, m_n)`` with ``attention="sam"``): stacked tensors, or lists.
@@ -82,7 +82,9 @@ class ConvLSTMNd(nn.Module):
     Gates use one fused convolution with ``4F`` output channels in order ``i, f, g, o``.
     For the usual cell (see ``convlstm.nn.fused_sequence``) a direction's whole sequence
     is one autograd function that saves its output, as ``torch.tanh`` does: modify the
-    output in place only after ``backward()``, else autograd raises.
+    output in place only after ``backward()``, else autograd raises. To see every step
+    (its inputs, state and gates' inputs), register a step hook on a cell
+    (``layer.cell(l).register_step_hook``); that cell then runs step by step.
     """
 
     def __init__(
@@ -284,7 +286,9 @@ class ConvLSTMNd(nn.Module):
         use_checkpoint = self.checkpoint and self.training and torch.is_grad_enabled()
         need_weights = need_weights and cell.attention is not None
         dropping = self.recurrent_dropout > 0 and self.training
-        if mask is None and not (need_weights or dropping):
+        # The fused sequence keeps no per-step state for a step hook to see.
+        hooked = cell.has_step_hooks
+        if mask is None and not (need_weights or dropping or hooked):
             fused = run_fused_sequence(cell, x, state, plan, backwards, use_checkpoint)
             if fused is not None:
                 return fused[0], fused[1:], {}
@@ -313,6 +317,8 @@ class ConvLSTMNd(nn.Module):
                 new = cell.step(*args)
             if need_weights:
                 new, maps[t] = new
+            if hooked:
+                cell.call_step_hooks(StepRecord(t, backwards, *args[:5], new))
             if mask is None:
                 state = new
                 output = new[0]
