@@ -1,10 +1,11 @@
 """Shared plumbing of the diagnostics: batches, ConvLSTM cells, step recording, losses.
 
-``StepRecorder`` sees every step a ConvLSTM cell takes without editing the core: while
-it is active, each cell's ``step`` is shadowed by an instance attribute that calls the
-real method and keeps its arguments and the new state. The layer calls ``cell.step``
-by attribute lookup, so the model computes exactly what it computes without the
-recorder; leaving the ``with`` block removes the shadow.
+``StepRecorder`` sees every step a ConvLSTM cell takes through the cell's step hooks
+(``ConvLSTMCellNd.register_step_hook``), which every path of the layer honours: while
+a hook is registered the layer runs that cell step by step, so each step's state is
+a tensor of its own, also in the autograd graph (``gradient_flow`` and the empirical
+receptive field differentiate with respect to it). Leaving the ``with`` block removes
+the hooks, and the model takes its fast path again.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.cell import ConvLSTMCellNd
+from ..nn.cell import ConvLSTMCellNd, StepRecord
 from ..nn.layer import ConvLSTMNd
-
-_STEP_ARGS = ("x", "state", "plan", "weight", "recurrent_mask", "need_weights")
 
 
 def check_max_batches(max_batches: int | None) -> int | None:
@@ -135,7 +134,9 @@ def find_cells(model: nn.Module) -> list[CellInfo]:
 
 @dataclass
 class StepCall:
-    """One recorded ``cell.step``: its arguments and the state it returned."""
+    """One recorded step: ``args`` holds ``ConvLSTMCellNd.step``'s arguments (``x``,
+    ``state``, ``plan``, ``weight``, ``recurrent_mask``) and ``state`` the state it
+    returned."""
 
     args: dict[str, Any]
     state: tuple[torch.Tensor, ...]
@@ -155,7 +156,6 @@ class StepRecorder:
     calls: dict[str, list[StepCall]] = field(init=False, default_factory=dict)
     _backwards: dict[str, bool] = field(init=False, default_factory=dict)
     _handles: list[Any] = field(init=False, default_factory=list)
-    _shadowed: list[tuple[ConvLSTMCellNd, Any]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.cells = find_cells(self.model)
@@ -163,43 +163,27 @@ class StepRecorder:
     def __enter__(self) -> StepRecorder:
         for info in self.cells:
             self.calls[info.name] = []
-            previous = info.cell.__dict__.get("step")
-            self._shadowed.append((info.cell, previous))
-            info.cell.step = self._wrap(info.name, info.cell.step)
-        for name, module in self.model.named_modules():
-            if isinstance(module, ConvLSTMNd):
-                self._handles.append(
-                    module.register_forward_pre_hook(self._layer_hook(name), with_kwargs=True)
-                )
+            self._handles.append(info.cell.register_step_hook(self._hook(info.name)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for cell, previous in self._shadowed:
-            del cell.step
-            if previous is not None:
-                cell.step = previous
         for handle in self._handles:
             handle.remove()
-        self._shadowed, self._handles = [], []
+        self._handles = []
 
-    def _wrap(self, name: str, step: Callable) -> Callable:
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            out = step(*args, **kwargs)
-            bound = dict(zip(_STEP_ARGS, args)) | kwargs
-            state = out[0] if bound.get("need_weights") else out
-            self.calls[name].append(StepCall(bound, tuple(state)))
-            return out
+    def _hook(self, name: str) -> Callable[[ConvLSTMCellNd, StepRecord], None]:
+        def record(cell: ConvLSTMCellNd, step: StepRecord) -> None:
+            args = {
+                "x": step.x,
+                "state": step.state,
+                "plan": step.plan,
+                "weight": step.weight,
+                "recurrent_mask": step.recurrent_mask,
+            }
+            self.calls[name].append(StepCall(args, tuple(step.new_state)))
+            self._backwards[name] = step.reverse
 
-        return recorded
-
-    def _layer_hook(self, layer_name: str) -> Callable:
-        def hook(module: ConvLSTMNd, args: tuple, kwargs: dict) -> None:
-            reverse = bool(kwargs.get("reverse", False))
-            for info in self.cells:
-                if info.layer is module:
-                    self._backwards[info.name] = (info.direction == 1) != reverse
-
-        return hook
+        return record
 
     def steps(self, name: str) -> list[StepCall]:
         calls = self.calls[name]
