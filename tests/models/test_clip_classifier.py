@@ -189,7 +189,7 @@ def test_fish_presets_follow_the_published_layers():
     cells = [layer.cell(0) for layer in model.layers]
     assert [c.hidden_channels for c in cells] == [16, 32]
     assert all(c.bias is None and c.padding == "valid" for c in cells)
-    assert all(c.recurrent_activation_name == "hard_sigmoid" for c in cells)
+    assert all(c.recurrent_activation_name == "hard_sigmoid_keras2" for c in cells)
     norm = model.between[0][1]
     assert not norm.affine and norm.eps == 1e-3 and norm.momentum == pytest.approx(0.01)
     assert model.pool_mode == "max" and model.head[-1].out_features == 1

@@ -23,38 +23,43 @@ from convlstm.models import create_model  # noqa: E402
 INPUT = (30, 120, 160, 4)  # Keras is channels-last: 30 slices of 4 stacked 120x160 frames
 
 
-def _convlstm(filters, sequences):
+def keras2_hard_sigmoid(x):
+    """What "hard_sigmoid" meant in Keras 2 (tf.keras), with which the study trained."""
+    return keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+def _convlstm(filters, sequences, gate="hard_sigmoid"):
     return keras.layers.ConvLSTM2D(
         filters,
         3,
         padding="valid",
-        recurrent_activation="hard_sigmoid",
+        recurrent_activation=gate,
         use_bias=False,
         return_sequences=sequences,
     )
 
 
-def keras_fish_2layer(input_shape=INPUT):
+def keras_fish_2layer(input_shape=INPUT, gate="hard_sigmoid"):
     L = keras.layers
     return keras.Sequential(
         [
             keras.Input(input_shape),
-            _convlstm(16, True),
+            _convlstm(16, True, gate),
             L.TimeDistributed(L.MaxPooling2D(2)),
             L.BatchNormalization(center=False, scale=False),
-            _convlstm(32, False),
+            _convlstm(32, False, gate),
             L.GlobalMaxPooling2D(),
             L.Dense(1, activation="sigmoid"),
         ]
     )
 
 
-def keras_fish_1layer(input_shape=INPUT):
+def keras_fish_1layer(input_shape=INPUT, gate="hard_sigmoid"):
     L = keras.layers
     return keras.Sequential(
         [
             keras.Input(input_shape),
-            _convlstm(16, False),
+            _convlstm(16, False, gate),
             L.BatchNormalization(center=False, scale=False),
             L.GlobalMaxPooling2D(),
             L.Dense(1, activation="sigmoid"),
@@ -109,13 +114,22 @@ def _copy_keras_weights(reference, model):
         model.head[-1].bias.copy_(bias)
 
 
+PRESETS = [("fish-2layer", keras_fish_2layer), ("fish-1layer", keras_fish_1layer)]
+
+
 @pytest.mark.parametrize(
-    ("name", "build"), [("fish-2layer", keras_fish_2layer), ("fish-1layer", keras_fish_1layer)]
+    ("gate", "overrides"),
+    [
+        (keras2_hard_sigmoid, {}),  # the default: the published models' Keras 2 activation
+        ("hard_sigmoid", {"recurrent_activation": "hard_sigmoid"}),  # Keras 3's, on request
+    ],
+    ids=["keras2-default", "keras3-option"],
 )
-def test_fish_presets_compute_what_keras_computes(name, build):
+@pytest.mark.parametrize(("name", "build"), PRESETS, ids=[n for n, _ in PRESETS])
+def test_fish_presets_compute_what_keras_computes(name, build, gate, overrides):
     """Same weights (and non-trivial batch-norm statistics) give the same probabilities,
     on 3 slices of 14x18 frames to keep the test fast."""
-    reference = build((3, 14, 18, 4))
+    reference = build((3, 14, 18, 4), gate)
     rng = np.random.default_rng(0)
     for norm in (l for l in reference.layers if isinstance(l, keras.layers.BatchNormalization)):
         size = norm.moving_mean.shape
@@ -123,10 +137,26 @@ def test_fish_presets_compute_what_keras_computes(name, build):
         norm.moving_variance.assign(rng.uniform(0.5, 2.0, size).astype("float32"))
     dense = reference.layers[-1]
     dense.bias.assign(np.array([0.3], dtype="float32"))
-    model = create_model(name).eval()
+    # Large weights drive the gates into the range where the two hard sigmoids differ.
+    for layer in (l for l in reference.layers if isinstance(l, keras.layers.ConvLSTM2D)):
+        layer.set_weights([w * 4 for w in layer.get_weights()])
+    model = create_model(name, **overrides).eval()
     _copy_keras_weights(reference, model)
 
     x = rng.normal(size=(2, 3, 14, 18, 4)).astype("float32")
     expected = np.asarray(keras.ops.convert_to_numpy(reference(x, training=False)))
     ours = torch.sigmoid(model(torch.from_numpy(x).permute(0, 1, 4, 2, 3))).detach().numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "build"), PRESETS, ids=[n for n, _ in PRESETS])
+def test_fish_presets_gates_are_keras2_hard_sigmoid(name, build):
+    """clip(0.2 x + 0.5, 0, 1) in every layer: 0.9 at x = 2, where Keras 3's gives 5/6."""
+    x = torch.tensor([-3.0, -1.0, 0.0, 2.0, 2.6])
+    keras2 = torch.tensor([0.0, 0.3, 0.5, 0.9, 1.0])
+    for layer in create_model(name).layers:
+        torch.testing.assert_close(layer.cell(0).recurrent_activation(x), keras2)
+    for layer in create_model(name, recurrent_activation="hard_sigmoid").layers:
+        torch.testing.assert_close(
+            layer.cell(0).recurrent_activation(x), torch.clamp(x / 6 + 0.5, 0, 1)
+        )

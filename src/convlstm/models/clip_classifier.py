@@ -256,13 +256,15 @@ class ClipClassifier(nn.Module):
 
 
 # The two published fish-video models (Keras): 30 slices of 4 stacked frames, 120x160.
+# They were trained with TF 2.3 / Keras 2.4, whose "hard_sigmoid" is clip(0.2 x + 0.5, 0, 1):
+# with Keras 3's relu6(x + 3) / 6 the published weights give outputs up to 0.32 away.
 FISH_COMMON = dict(
     in_channels=4,
     kernel_size=3,
     num_classes=1,
     padding="valid",
     bias=False,
-    recurrent_activation="hard_sigmoid",
+    recurrent_activation="hard_sigmoid_keras2",
     batch_norm_affine=False,
     batch_norm_eps=1e-3,
     batch_norm_momentum=0.01,
@@ -275,8 +277,13 @@ def fish_2layer(**overrides) -> ClipClassifier:
     """ConvLSTM(16, k3, valid, hard_sigmoid, no bias, sequences) -> per-step MaxPool(2)
     -> BatchNorm (no affine) -> ConvLSTM(32, ..., last state) -> GlobalMaxPool
     -> Dense(1) on ``(B, 30, 4, 120, 160)``; 66,849 trainable parameters and 32
-    batch-norm statistics, as the Keras original. ``overrides`` change any
-    ``ClipClassifier`` argument."""
+    batch-norm statistics, as the Keras original.
+
+    The gates use Keras 2's hard sigmoid, ``clip(0.2 x + 0.5, 0, 1)``
+    (``"hard_sigmoid_keras2"``), because the published models were trained with Keras 2
+    and their weights only reproduce the published outputs with it;
+    ``recurrent_activation="hard_sigmoid"`` selects Keras 3's ``relu6(x + 3) / 6``.
+    ``overrides`` change any ``ClipClassifier`` argument."""
     config = {**FISH_COMMON, "hidden_channels": [16, 32], "pool_size": 2, "batch_norm": True}
     return create_model("clip-classifier", **{**config, **overrides})
 
@@ -285,6 +292,9 @@ def fish_2layer(**overrides) -> ClipClassifier:
 def fish_1layer(**overrides) -> ClipClassifier:
     """ConvLSTM(16, k3, valid, hard_sigmoid, no bias, last state) -> BatchNorm (no affine)
     -> GlobalMaxPool -> Dense(1) on ``(B, 30, 4, 120, 160)``; 11,537 trainable parameters
-    and 32 batch-norm statistics, as the Keras original."""
+    and 32 batch-norm statistics, as the Keras original.
+
+    Gates: Keras 2's hard sigmoid by default, Keras 3's with
+    ``recurrent_activation="hard_sigmoid"`` (see ``fish_2layer``)."""
     config = {**FISH_COMMON, "hidden_channels": [16], "final_batch_norm": True}
     return create_model("clip-classifier", **{**config, **overrides})

@@ -1,4 +1,7 @@
-"""Activation functions by name, with Keras's definitions where names coincide."""
+"""Activation functions by name, with Keras's definitions where names coincide.
+
+``hard_sigmoid`` is Keras 3's; ``hard_sigmoid_keras2`` is what Keras 2 meant by the name.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,15 @@ def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return F.hardsigmoid(x)
 
 
+def hard_sigmoid_keras2(x: torch.Tensor) -> torch.Tensor:
+    """Keras 2 (tf.keras) ``hard_sigmoid``: ``clip(0.2 * x + 0.5, 0, 1)``.
+
+    Keras 3 redefined the name (see ``hard_sigmoid``); models trained with Keras 2 need
+    this one: the two differ by up to 1/12 (at ``|x| = 2.5``).
+    """
+    return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
+
+
 def linear(x: torch.Tensor) -> torch.Tensor:
     """Identity."""
     return x
@@ -24,6 +36,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
     "hard_sigmoid": hard_sigmoid,
+    "hard_sigmoid_keras2": hard_sigmoid_keras2,
     "relu": torch.relu,
     "relu6": F.relu6,
     "elu": F.elu,
