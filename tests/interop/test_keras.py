@@ -116,7 +116,9 @@ def test_parity_with_keras(case):
     rng = np.random.default_rng(sorted(CASES).index(case))
     x = rng.standard_normal((B, T, *spatial, 2)).astype("float32")
     layer = _keras_layer(rank, x, rng, **kwargs)
-    module = from_keras_weights(layer.get_config(), layer.get_weights())
+    module = from_keras_weights(
+        layer.get_config(), layer.get_weights(), keras_version=keras.__version__
+    )
     assert isinstance(module, KerasConvLSTM)
     assert module.cell.ndim == rank
     assert module.go_backwards == kwargs.get("go_backwards", False)
@@ -177,7 +179,7 @@ def test_activation_matches_keras(name):
     config = dict(filters=1, kernel_size=[1], activation=name, recurrent_activation=name)
     weights = [np.zeros((1, 1, 4), "float32"), np.zeros((1, 1, 4), "float32")]
     config["use_bias"] = False
-    cell = from_keras_weights(config, weights).cell
+    cell = from_keras_weights(config, weights, keras_version=keras.__version__).cell
     x = torch.linspace(-7, 7, 281)
     expected = _numpy(keras.activations.get(name)(keras.ops.convert_to_tensor(x.numpy())))
     np.testing.assert_allclose(cell.activation(x).numpy(), expected, rtol=1e-6, atol=1e-6)
@@ -438,3 +440,119 @@ def test_loading_imports_neither_tensorflow_nor_keras(nested_model, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "KerasConvLSTM"
+
+
+# ------------------------------------------------------------------ Keras 2 / 3 versions
+
+
+def test_activation_table_names_both_hard_sigmoids():
+    """"hard_sigmoid" is Keras 3's; "hard_sigmoid_keras2" is Keras 2's, by name."""
+    from convlstm.nn.activations import ACTIVATIONS
+
+    x = torch.tensor([-3.0, -2.5, 0.0, 1.0, 2.5, 3.0])
+    torch.testing.assert_close(ACTIVATIONS["hard_sigmoid"](x), torch.clamp(x / 6 + 0.5, 0, 1))
+    torch.testing.assert_close(
+        ACTIVATIONS["hard_sigmoid_keras2"](x), torch.clamp(0.2 * x + 0.5, 0, 1)
+    )
+    config = _small_config(recurrent_activation="hard_sigmoid")
+    cell2 = from_keras_weights(config, _small_weights(), keras_version="2.4.0").cell
+    cell3 = from_keras_weights(config, _small_weights(), keras_version="3.5.0").cell
+    assert cell2.recurrent_activation_name == "hard_sigmoid_keras2"
+    assert cell3.recurrent_activation_name == "hard_sigmoid"
+    # A Keras config never says "hard_sigmoid_keras2": the version decides.
+    assert "hard_sigmoid_keras2" not in KERAS_ACTIVATIONS
+
+
+def test_guessing_the_keras_version_warns():
+    config = _small_config(recurrent_activation="hard_sigmoid")
+    with pytest.warns(UserWarning, match=r"keras_version.*hard_sigmoid.*Keras 3"):
+        cell = from_keras_weights(config, _small_weights()).cell
+    assert cell.recurrent_activation_name == "hard_sigmoid"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_keras_weights(config, _small_weights(), keras_version="2.4.0")
+        # Without a hard sigmoid the version changes nothing: nothing to warn about.
+        from_keras_weights(_small_config(), _small_weights())
+
+
+def _hard_sigmoid_model(tmp_path, suffix):
+    rng = np.random.default_rng(8)
+    layer = keras.layers.ConvLSTM1D(
+        F, 3, padding="same", recurrent_activation="hard_sigmoid", return_sequences=True
+    )
+    model = keras.Sequential([keras.Input((T, 11, 2)), layer])
+    _randomize(layer, rng, scale=2.0)
+    path = tmp_path / f"model{suffix}"
+    model.save(path)
+    return path
+
+
+def test_keras_version_recorded_in_keras_file(tmp_path):
+    """A .keras archive records the version that wrote it (tf.keras 2.13+ writes them too)."""
+    path = _hard_sigmoid_model(tmp_path, ".keras")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras3 = load_keras_convlstm(path)
+    assert keras3.cell.recurrent_activation_name == "hard_sigmoid"
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    import json
+
+    metadata = json.loads(entries["metadata.json"])
+    rewritten = tmp_path / "keras2.keras"
+    for version, name in (("2.15.0", "hard_sigmoid_keras2"), (None, "hard_sigmoid")):
+        if version is None:
+            metadata.pop("keras_version")
+        else:
+            metadata["keras_version"] = version
+        entries["metadata.json"] = json.dumps(metadata).encode()
+        with zipfile.ZipFile(rewritten, "w") as archive:
+            for entry, data in entries.items():
+                archive.writestr(entry, data)
+        if version is None:
+            with pytest.warns(UserWarning, match="keras2.keras.*does not record"):
+                module = load_keras_convlstm(rewritten)
+        else:
+            module = load_keras_convlstm(rewritten)
+        assert module.cell.recurrent_activation_name == name
+
+
+def test_keras_version_recorded_in_h5_file(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = _hard_sigmoid_model(tmp_path, ".h5")
+    assert load_keras_convlstm(path).cell.recurrent_activation_name == "hard_sigmoid"
+    with h5py.File(path, "a") as h5:
+        h5.attrs["keras_version"] = "2.4.0"
+        if "keras_version" in h5["model_weights"].attrs:
+            h5["model_weights"].attrs["keras_version"] = "2.4.0"
+    assert load_keras_convlstm(path).cell.recurrent_activation_name == "hard_sigmoid_keras2"
+    with h5py.File(path, "a") as h5:
+        del h5.attrs["keras_version"]
+        if "keras_version" in h5["model_weights"].attrs:
+            del h5["model_weights"].attrs["keras_version"]
+    with pytest.warns(UserWarning, match=r"model\.h5.*does not record"):
+        load_keras_convlstm(path)
+
+
+def test_float64_layer_stays_float64():
+    """The config's dtype is honoured: float64 Keras layers give float64 modules that agree
+    with Keras to 1e-10 (a float32 import cannot, whatever is done to it afterwards)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((B, T, 7, 9, 2))
+    layer = keras.layers.ConvLSTM2D(
+        F, 3, padding="same", return_sequences=True, dtype="float64", name="f64"
+    )
+    layer(x)
+    layer.set_weights([rng.standard_normal(w.shape) * 0.5 for w in layer.get_weights()])
+    expected = _numpy(layer(x))
+    assert expected.dtype == np.float64
+    module = from_keras_weights(layer.get_config(), layer.get_weights(), keras_version="3")
+    assert module.cell.weight_ih.dtype == torch.float64
+    with torch.no_grad():
+        out, _ = module(torch.from_numpy(np.moveaxis(x, -1, 2).copy()))
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(np.moveaxis(out.numpy(), 2, -1), expected, rtol=0, atol=1e-10)

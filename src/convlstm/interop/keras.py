@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,11 +53,6 @@ __all__ = [
 CONVLSTM_CLASSES: dict[str, int] = {"ConvLSTM1D": 1, "ConvLSTM2D": 2, "ConvLSTM3D": 3}
 
 
-def _keras2_hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """Keras 2 (tf.keras) ``hard_sigmoid``: ``clip(0.2 * x + 0.5, 0, 1)``."""
-    return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
-
-
 def _keras_leaky_relu(x: torch.Tensor) -> torch.Tensor:
     """Keras 3 ``leaky_relu`` with its default slope 0.2."""
     return torch.nn.functional.leaky_relu(x, 0.2)
@@ -65,7 +61,7 @@ def _keras_leaky_relu(x: torch.Tensor) -> torch.Tensor:
 #: Keras activation names accepted in a config, and the function each maps to
 #: (Keras 3 definitions; each is checked against Keras in the tests).
 KERAS_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    **ACTIVATIONS,
+    **{k: v for k, v in ACTIVATIONS.items() if k != "hard_sigmoid_keras2"},
     "softplus": torch.nn.functional.softplus,
     "exponential": torch.exp,
     "leaky_relu": _keras_leaky_relu,
@@ -157,16 +153,17 @@ class KerasConvLSTM(nn.Module):
 # ---------------------------------------------------------------------------- config
 
 
-def _config_error(key: str, expected: str, given: Any) -> ValueError:
-    return ValueError(
-        f"unsupported Keras ConvLSTM config: {key!r} must be {expected}, got {given!r}"
-    )
+def _config_error(key: str, expected: str, given: Any, where: str | None = None) -> ValueError:
+    what = where or "unsupported Keras ConvLSTM config"
+    return ValueError(f"{what}: {key!r} must be {expected}, got {given!r}")
 
 
-def _int_tuple(config: Mapping[str, Any], key: str, rank: int, default: int | None) -> tuple:
+def _int_tuple(
+    config: Mapping[str, Any], key: str, rank: int, default: int | None, where: str | None = None
+) -> tuple:
     value = config.get(key, default)
     if value is None:
-        raise _config_error(key, f"an int or a list of {rank} positive ints", value)
+        raise _config_error(key, f"an int or a list of {rank} positive ints", value, where)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (int(value),) * rank
     if (
@@ -175,7 +172,7 @@ def _int_tuple(config: Mapping[str, Any], key: str, rank: int, default: int | No
         or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
         or any(v < 1 for v in value)
     ):
-        raise _config_error(key, f"an int or a list of {rank} positive ints", value)
+        raise _config_error(key, f"an int or a list of {rank} positive ints", value, where)
     return tuple(int(v) for v in value)
 
 
@@ -192,29 +189,94 @@ def _activation_name(value: Any) -> Any:
     return value
 
 
-def _activation(config: Mapping[str, Any], key: str, default: str, keras_version: str | None):
+def _activation(
+    config: Mapping[str, Any],
+    key: str,
+    default: str,
+    keras_version: str | None,
+    where: str | None = None,
+):
     given = config.get(key, default)
     name = _activation_name(given)
     if isinstance(name, str) and name.lower() in KERAS_ACTIVATIONS:
         name = name.lower()
-        if name == "hard_sigmoid" and _major_version(keras_version) == 2:
-            return _keras2_hard_sigmoid
+        if name == "hard_sigmoid" and major_version(keras_version) == 2:
+            return "hard_sigmoid_keras2"
         # Our layers' own names where they have them (readable repr), else the function.
         return name if name in ACTIVATIONS else KERAS_ACTIVATIONS[name]
-    raise _config_error(key, f"one of {sorted(KERAS_ACTIVATIONS)}", given)
+    raise _config_error(key, f"one of {sorted(KERAS_ACTIVATIONS)}", given, where)
 
 
-def _major_version(version: str | None) -> int | None:
+def major_version(version: str | None) -> int | None:
+    """The major version in a version string (``"2.4.0"`` -> 2), or None."""
     if not version:
         return None
     match = re.match(r"\s*(\d+)", str(version))
     return int(match.group(1)) if match else None
 
 
-def _bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
+def uses_hard_sigmoid(config: Any) -> bool:
+    """Whether a (nested) Keras config names ``hard_sigmoid`` anywhere: the one name whose
+    meaning changed between Keras 2 and 3."""
+    if isinstance(config, Mapping):
+        return any(uses_hard_sigmoid(v) for v in config.values())
+    if isinstance(config, (list, tuple)):
+        return any(uses_hard_sigmoid(v) for v in config)
+    return isinstance(config, str) and config.lower() == "hard_sigmoid"
+
+
+def warn_version_guess(config: Any, source: str) -> None:
+    """Warn that ``hard_sigmoid`` in ``config`` is read as Keras 3's without knowing the
+    version that wrote it (``source`` says why it is unknown)."""
+    if uses_hard_sigmoid(config):
+        warnings.warn(
+            f"{source}: 'hard_sigmoid' read as Keras 3's relu6(x + 3) / 6; a model written by "
+            "Keras 2 meant clip(0.2 x + 0.5, 0, 1): pass keras_version='2' if it was",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+#: Keras dtype names -> torch dtypes (a layer's variables and computation).
+DTYPES = {
+    "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+    "float64": torch.float64,
+}  # fmt: skip
+
+
+def keras_dtype(value: Any, where: str | None = None) -> torch.dtype:
+    """The dtype of a Keras layer config's ``dtype`` (a name, or a Keras 3 / Keras 2 dtype
+    policy dict); float32 when absent. Mixed-precision policies are refused."""
+    name = value
+    if isinstance(value, Mapping):
+        name = value.get("config", {}).get("name") if isinstance(value.get("config"), Mapping) \
+            else value.get("name")
+    if name is None:
+        return torch.float32
+    if isinstance(name, str) and name in DTYPES:
+        return DTYPES[name]
+    raise ValueError(
+        f"{where or 'Keras config'}: 'dtype' must be one of {sorted(DTYPES)} "
+        f"(mixed-precision policies are not supported), got {value!r}"
+    )
+
+
+def untuple(config: Any) -> Any:
+    """``config`` with Keras 2's serialised tuples (``{"class_name": "__tuple__",
+    "items": [...]}``) turned into lists, at any depth."""
+    if isinstance(config, Mapping):
+        if config.get("class_name") == "__tuple__" and "items" in config:
+            return [untuple(v) for v in config["items"]]
+        return {k: untuple(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [untuple(v) for v in config]
+    return config
+
+
+def _bool(config: Mapping[str, Any], key: str, default: bool, where: str | None = None) -> bool:
     value = config.get(key, default)
     if not isinstance(value, (bool, np.bool_)):
-        raise _config_error(key, "True or False", value)
+        raise _config_error(key, "True or False", value, where)
     return bool(value)
 
 
@@ -248,6 +310,87 @@ def _as_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+def build_convlstm(
+    config: Mapping[str, Any],
+    shapes: Sequence[Sequence[int]],
+    keras_version: str | None,
+    rank: int,
+    where: str | None = None,
+) -> KerasConvLSTM:
+    """A ``KerasConvLSTM`` for a Keras ConvLSTM config and its weights' shapes, with
+    freshly initialised parameters in the config's dtype (``from_keras_weights`` then
+    copies the weights in). ``where`` names the layer in errors."""
+    if _bool(config, "stateful", False, where):
+        raise _config_error("stateful", "False (stateful layers are not supported)", True, where)
+    if _bool(config, "time_major", False, where):
+        raise _config_error("time_major", "False", True, where)
+    go_backwards = _bool(config, "go_backwards", False, where)
+    use_bias = _bool(config, "use_bias", True, where)
+
+    filters = config.get("filters")
+    if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) or filters < 1:
+        raise _config_error("filters", "a positive int", filters, where)
+    filters = int(filters)
+    kernel_size = _int_tuple(config, "kernel_size", rank, None, where)
+    strides = _int_tuple(config, "strides", rank, 1, where)
+    dilation = _int_tuple(config, "dilation_rate", rank, 1, where)
+
+    padding = config.get("padding", "valid")
+    if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
+        raise _config_error("padding", "'same' or 'valid'", padding, where)
+    data_format = config.get("data_format")
+    if data_format not in (None, "channels_last", "channels_first"):
+        raise _config_error(
+            "data_format", "'channels_last' or 'channels_first'", data_format, where
+        )
+    activation = _activation(config, "activation", "tanh", keras_version, where)
+    recurrent_activation = _activation(
+        config, "recurrent_activation", "sigmoid", keras_version, where
+    )
+    dtype = keras_dtype(config.get("dtype"), where)
+
+    prefix = f"{where}: " if where else ""
+    names = ["kernel", "recurrent_kernel"] + (["bias"] if use_bias else [])
+    if len(shapes) != len(names):
+        raise ValueError(
+            f"{prefix}expected {len(names)} Keras weight arrays [{', '.join(names)}] "
+            f"(use_bias={use_bias}), got {len(shapes)}"
+        )
+    shapes = [tuple(int(v) for v in shape) for shape in shapes]
+    kernel = shapes[0]
+    gates = 4 * filters
+    in_channels = kernel[-2] if len(kernel) == rank + 2 else None
+    expected_kernel = (*kernel_size, "C_in", gates)
+    if in_channels is None or in_channels < 1 or kernel != (*kernel_size, in_channels, gates):
+        raise ValueError(
+            f"{prefix}Keras weight 'kernel' must have shape {_fmt(expected_kernel)} "
+            f"(kernel_size + (C_in, 4 * filters)), got {kernel}"
+        )
+    expected = {"recurrent_kernel": (*kernel_size, filters, gates), "bias": (gates,)}
+    for name, shape in zip(names[1:], shapes[1:]):
+        if shape != expected[name]:
+            raise ValueError(
+                f"{prefix}Keras weight {name!r} must have shape {_fmt(expected[name])}, "
+                f"got {shape}"
+            )
+
+    layer = ConvLSTMNd(
+        int(in_channels),
+        filters,
+        kernel_size,
+        ndim=rank,
+        stride=strides,
+        padding=padding.lower(),
+        dilation=dilation,
+        bias=use_bias,
+        batch_first=True,
+        activation=activation,
+        recurrent_activation=recurrent_activation,
+        unit_forget_bias=bool(config.get("unit_forget_bias", True)),
+    ).to(dtype)
+    return KerasConvLSTM(layer, config, go_backwards=go_backwards).eval()
+
+
 def from_keras_weights(
     config: Mapping[str, Any],
     weights: Sequence[Any],
@@ -270,17 +413,20 @@ def from_keras_weights(
             (``"same"``/``"valid"``), ``dilation_rate``, ``activation``,
             ``recurrent_activation``, ``use_bias``, ``go_backwards``, ``data_format``
             (either value: the weights do not depend on it), ``stateful`` (must be
-            False). Initialisers, regularisers, constraints and dropout are ignored.
+            False), ``dtype`` (the parameters' dtype: a float64 layer stays float64).
+            Initialisers, regularisers, constraints and dropout are ignored.
         weights: ``layer.get_weights()``: ``kernel (*k, C_in, 4F)``,
             ``recurrent_kernel (*k, F, 4F)`` and, with ``use_bias``, ``bias (4F,)``.
         keras_version: the Keras version that wrote the config. Keras 2 defined
-            ``hard_sigmoid`` as ``clip(0.2 x + 0.5, 0, 1)``; Keras 3 (the default
-            assumption) as ``relu6(x + 3) / 6``.
+            ``hard_sigmoid`` as ``clip(0.2 x + 0.5, 0, 1)`` (imported as
+            ``"hard_sigmoid_keras2"``), Keras 3 as ``relu6(x + 3) / 6``. When it is not
+            given and the config uses ``hard_sigmoid``, Keras 3 is assumed, with a warning.
         rank: spatial rank (1, 2 or 3), when known from the class name; otherwise
             taken from ``kernel_size`` or the kernel's shape.
 
     Returns:
-        A ``KerasConvLSTM`` (float32 parameters) mapping ``(B, T, C_in, *spatial)`` to
+        A ``KerasConvLSTM`` (parameters in the config's dtype) mapping
+        ``(B, T, C_in, *spatial)`` to
         ``(output (B, T, F, *spatial'), (h_n, c_n) (1, B, F, *spatial'))``.
 
     Raises:
@@ -288,89 +434,37 @@ def from_keras_weights(
             given value) or a weight array of the wrong shape (naming the array, the
             expected and the given shape).
     """
+    if keras_version is None:
+        warn_version_guess(config, "from_keras_weights: keras_version not given")
+    return _from_keras_weights(config, weights, keras_version, rank)
+
+
+def _from_keras_weights(
+    config: Mapping[str, Any],
+    weights: Sequence[Any],
+    keras_version: str | None,
+    rank: int | None,
+) -> KerasConvLSTM:
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict from layer.get_config(), got {type(config)}")
     if not isinstance(weights, (list, tuple)):
         raise TypeError(f"weights must be a list from layer.get_weights(), got {type(weights)}")
     rank = _infer_rank(config, weights, rank)
-
-    if _bool(config, "stateful", False):
-        raise _config_error("stateful", "False (stateful layers are not supported)", True)
-    if _bool(config, "time_major", False):
-        raise _config_error("time_major", "False", True)
-    go_backwards = _bool(config, "go_backwards", False)
     use_bias = _bool(config, "use_bias", True)
-
-    filters = config.get("filters")
-    if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) or filters < 1:
-        raise _config_error("filters", "a positive int", filters)
-    filters = int(filters)
-    kernel_size = _int_tuple(config, "kernel_size", rank, None)
-    strides = _int_tuple(config, "strides", rank, 1)
-    dilation = _int_tuple(config, "dilation_rate", rank, 1)
-
-    padding = config.get("padding", "valid")
-    if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
-        raise _config_error("padding", "'same' or 'valid'", padding)
-    data_format = config.get("data_format")
-    if data_format not in (None, "channels_last", "channels_first"):
-        raise _config_error("data_format", "'channels_last' or 'channels_first'", data_format)
-    activation = _activation(config, "activation", "tanh", keras_version)
-    recurrent_activation = _activation(config, "recurrent_activation", "sigmoid", keras_version)
-
-    # -- weights
-    names = ["kernel", "recurrent_kernel"] + (["bias"] if use_bias else [])
-    if len(weights) != len(names):
-        raise ValueError(
-            f"expected {len(names)} Keras weight arrays [{', '.join(names)}] "
-            f"(use_bias={use_bias}), got {len(weights)}"
-        )
-    arrays = [_as_array(w, name) for w, name in zip(weights, names)]
-    kernel = arrays[0]
-    gates = 4 * filters
-    in_channels = kernel.shape[-2] if kernel.ndim == rank + 2 else None
-    expected_kernel = (*kernel_size, "C_in", gates)
-    if in_channels is None or in_channels < 1 or kernel.shape != (*kernel_size, in_channels, gates):
-        raise ValueError(
-            f"Keras weight 'kernel' must have shape {_fmt(expected_kernel)} "
-            f"(kernel_size + (C_in, 4 * filters)), got {tuple(kernel.shape)}"
-        )
-    expected = {
-        "recurrent_kernel": (*kernel_size, filters, gates),
-        "bias": (gates,),
-    }
-    for name, array in zip(names[1:], arrays[1:]):
-        if tuple(array.shape) != expected[name]:
-            raise ValueError(
-                f"Keras weight {name!r} must have shape {_fmt(expected[name])}, "
-                f"got {tuple(array.shape)}"
-            )
-
-    layer = ConvLSTMNd(
-        int(in_channels),
-        filters,
-        kernel_size,
-        ndim=rank,
-        stride=strides,
-        padding=padding.lower(),
-        dilation=dilation,
-        bias=use_bias,
-        batch_first=True,
-        activation=activation,
-        recurrent_activation=recurrent_activation,
-        unit_forget_bias=bool(config.get("unit_forget_bias", True)),
-    )
-    cell = layer.cell(0)
+    names = ["kernel", "recurrent_kernel", "bias"]
+    arrays = [_as_array(w, name) for w, name in zip(weights, names)] + [
+        _as_array(w, f"weight {i}") for i, w in enumerate(weights[3:], 3)
+    ]
+    module = build_convlstm(config, [a.shape for a in arrays], keras_version, rank)
+    cell = module.cell
     # Keras (*k, C, 4F) -> torch (4F, C, *k).
     order = (rank + 1, rank, *range(rank))
     with torch.no_grad():
-        cell.weight_ih.copy_(torch.from_numpy(np.ascontiguousarray(kernel.transpose(order))))
-        cell.weight_hh.copy_(
-            torch.from_numpy(np.ascontiguousarray(arrays[1].transpose(order)))
-        )
+        for target, array in zip((cell.weight_ih, cell.weight_hh), arrays):
+            target.copy_(torch.from_numpy(np.ascontiguousarray(array.transpose(order))))
         if use_bias:
             cell.bias.copy_(torch.from_numpy(np.ascontiguousarray(arrays[2])))
-    return KerasConvLSTM(layer, config, go_backwards=go_backwards).eval()
+    return module
 
 
 def _fmt(shape: tuple) -> str:
@@ -500,7 +594,7 @@ def _load_keras_v3(path: Path, layer_name: str | None) -> KerasConvLSTM:
         names = set(archive.namelist())
         if "config.json" not in names:
             raise ValueError(f"{path} is a zip file without config.json: not a .keras model")
-        model = json.loads(archive.read("config.json"))
+        model = untuple(json.loads(archive.read("config.json")))
         version = None
         if "metadata.json" in names:
             version = json.loads(archive.read("metadata.json")).get("keras_version")
@@ -529,8 +623,10 @@ def _load_keras_v3(path: Path, layer_name: str | None) -> KerasConvLSTM:
                 f"(looked for {chosen.weights_path or '/'}/cell/vars)"
             )
         weights = _read_vars(group)
-    return from_keras_weights(
-        chosen.config, weights, keras_version=version, rank=CONVLSTM_CLASSES[chosen.class_name]
+    if version is None:
+        warn_version_guess(chosen.config, f"{path} does not record the Keras version that wrote it")
+    return _from_keras_weights(
+        chosen.config, weights, version, CONVLSTM_CLASSES[chosen.class_name]
     )
 
 
@@ -579,7 +675,7 @@ def _load_legacy_h5(path: Path, layer_name: str | None) -> KerasConvLSTM:
                 f"{path} has no model_config attribute: a weights-only file? Build the "
                 "module with from_keras_weights(config, weights) instead"
             )
-        model = json.loads(_decode(h5.attrs["model_config"]))
+        model = untuple(json.loads(_decode(h5.attrs["model_config"])))
         version = _decode(h5.attrs["keras_version"]) if "keras_version" in h5.attrs else None
         wrapped: list[str] = []
         found = list(_walk_model(model, "", (), wrapped))
@@ -597,8 +693,10 @@ def _load_legacy_h5(path: Path, layer_name: str | None) -> KerasConvLSTM:
             # like "seq/layer/conv_lstm_cell/kernel": keep those of the chosen layer.
             weight_names = [n for n in weight_names if chosen.name in n.split("/")[:-1]]
         weights = [np.asarray(group[n]) for n in _order_weight_names(weight_names)]
-    return from_keras_weights(
-        chosen.config, weights, keras_version=version, rank=CONVLSTM_CLASSES[chosen.class_name]
+    if version is None:
+        warn_version_guess(chosen.config, f"{path} does not record the Keras version that wrote it")
+    return _from_keras_weights(
+        chosen.config, weights, version, CONVLSTM_CLASSES[chosen.class_name]
     )
 
 
