@@ -47,6 +47,7 @@ __all__ = [
     "KerasConvLSTM",
     "from_keras_weights",
     "load_keras_convlstm",
+    "load_keras_model",
 ]
 
 #: Keras class names of the layers this module imports, with their rank.
@@ -742,3 +743,61 @@ def load_keras_convlstm(
     if _require_h5py().is_hdf5(path):
         return _load_legacy_h5(path, layer_name)
     raise ValueError(f"{path} is neither a .keras archive nor an HDF5 (.h5) model file")
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def load_keras_model(
+    path: str | PathLike[str],
+    *,
+    logits: bool = False,
+    channels_first: bool = True,
+    keras_version: str | None = None,
+) -> nn.Module:
+    """Load a whole Keras model as a ``KerasGraph`` (an ``nn.Module``) with its outputs.
+
+    Reads the file directly (``zipfile``, ``json``, ``h5py`` and, for SavedModels, the
+    protobuf and checkpoint formats): neither TensorFlow nor Keras is imported.
+
+    Args:
+        path: a ``.keras`` archive (Keras 3, or tf.keras 2.13+), a legacy ``.h5`` model
+            file (Keras 2 or 3) or a SavedModel folder written by Keras 2 / TF 2.x
+            (``model.save(folder)``), holding a Sequential or functional model with one
+            input and one output, built from the layers listed in
+            ``convlstm.interop.keras_layers.LAYER_CLASSES``.
+        logits: leave out the final ``sigmoid``/``softmax`` of the output layer (a Dense or
+            Activation layer), so that the module returns logits.
+        channels_first: take and return the library's channels-first layout
+            (``(B, T, C, *S)`` for sequences, ``(B, C, *S)`` for frames) where the Keras
+            model is channels-last; ``False`` keeps Keras's layout.
+        keras_version: overrides the version the file records. Files that record none
+            are read as Keras 3 (SavedModels: Keras 2, the only writer of Keras
+            SavedModels), with a warning if that changes the result (``hard_sigmoid``).
+
+    Returns:
+        A ``convlstm.models.keras_graph.KerasGraph`` in eval mode, parameters in the
+        dtypes of the Keras layers (a float64 model stays float64).
+
+    Raises:
+        ValueError: a layer that cannot be imported (naming its class, name and
+            position), several inputs or outputs, or a damaged file.
+    """
+    from ..models.keras_graph import KerasGraph
+    from ._graph import SavedModelFolderReader, graph_options, open_model_file
+
+    path = Path(path)
+    reader = open_model_file(path)
+    version = keras_version or reader.keras_version
+    if version is None:
+        if isinstance(reader, SavedModelFolderReader):
+            version = "2"
+        else:
+            warn_version_guess(reader.model, f"{path} does not record the Keras version")
+    options, weights = graph_options(
+        reader, keras_version=version, logits=logits, channels_first=channels_first
+    )
+    model = KerasGraph(**options)
+    for name, arrays in weights.items():
+        model.layer(name).set_keras_weights(arrays)
+    return model.eval()

@@ -4,6 +4,7 @@ from .clip_classifier import ClipClassifier
 from .cnn_lstm import CNNLSTMClassifier
 from .encoder_forecaster import EncoderForecaster, patchify, sampling_ratios, unpatchify
 from .frame_classifier import FrameClassifier
+from .keras_graph import KerasGraph
 from .registry import create_model, get_model_builder, list_models, register_model
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "ClipClassifier",
     "EncoderForecaster",
     "FrameClassifier",
+    "KerasGraph",
     "create_model",
     "get_model_builder",
     "list_models",

@@ -1,0 +1,167 @@
+"""Whole Keras models from files written by Keras 3 and by tf-keras 2 / TensorFlow 2.
+
+The fixtures (``fixtures/``, written by ``make_fixtures.py`` in an environment with
+TensorFlow) hold each model's input and the output the framework that wrote it computed;
+here they are read and run without TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from convlstm.interop import load_keras_model
+from convlstm.models import KerasGraph, create_model
+
+FIXTURES = Path(__file__).parent / "fixtures"
+INDEX = json.loads((FIXTURES / "index.json").read_text())
+TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
+
+
+def _inverse(permutation):
+    return None if permutation is None else [int(i) for i in np.argsort(permutation)]
+
+
+def run_fixture(model: KerasGraph, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(our output, the framework's output) on the fixture's input."""
+    data = np.load(FIXTURES / f"{name}.npz")
+    x = torch.from_numpy(data["x"])
+    back = _inverse(model.input_permutation)
+    if back is not None:
+        x = x.permute(back)  # Keras's channels-last input -> the library's channels-first
+    with torch.no_grad():
+        y = model(x)
+    return y.numpy(), data["y"]
+
+
+@pytest.mark.parametrize("name", sorted(INDEX))
+def test_fixture_outputs_equal_the_frameworks(name):
+    entry = INDEX[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every fixture records its Keras version
+        model = load_keras_model(FIXTURES / entry["file"])
+    assert isinstance(model, KerasGraph) and not model.training
+    ours, expected = run_fixture(model, name)
+    assert ours.dtype == expected.dtype == np.dtype(entry["dtype"])
+    assert ours.shape == expected.shape
+    error = float(np.abs(ours - expected).max())
+    print(f"{name}: max |difference| {error:.2e}")
+    assert error <= TOLERANCE[entry["dtype"]], error
+    # Not a constant: the two samples' outputs differ.
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3
+
+
+def test_every_format_and_model_kind_is_covered():
+    kinds = {(n.split("-keras")[0], e["format"], e["keras_version"][0]) for n, e in INDEX.items()}
+    for model in ("fish2", "fish1"):
+        for fmt, major in (("keras", "3"), ("h5", "3"), ("h5", "2"), ("savedmodel", "2")):
+            assert (model, fmt, major) in kinds
+    assert {"conv1d", "conv3d", "bidirectional", "fish2-study"} <= {k[0] for k in kinds}
+    assert {e["dtype"] for e in INDEX.values()} == {"float32", "float64"}
+    assert any(e["format"] == "savedmodel" and e["dtype"] == "float64" for e in INDEX.values())
+    assert "fish2-study-tf23-savedmodel" in INDEX
+    assert not (FIXTURES / "fish2-study-tf23-savedmodel" / "keras_metadata.pb").exists()
+    total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
+    assert total < 2_000_000
+
+
+def test_study_savedmodel_matches_the_fish_preset():
+    """The study's layout imported as a graph and the fish-2layer preset with the same
+    weights compute the same probabilities (the preset's default Keras 2 gates)."""
+    graph = load_keras_model(FIXTURES / "fish2-study-keras2-savedmodel")
+    preset = create_model("fish-2layer", hidden_channels=[4, 6]).eval()
+    convs = [m.convlstm.cell for m in graph.layers.values() if hasattr(m, "convlstm")]
+    norms = [m.layer for m in graph.layers.values() if hasattr(getattr(m, "layer", None),
+                                                                "moving_mean")]  # fmt: skip
+    dense = next(m for m in graph.layers.values() if hasattr(m, "kernel"))
+    with torch.no_grad():
+        for ours, theirs in zip(preset.layers, convs, strict=True):
+            ours.cell(0).weight_ih.copy_(theirs.weight_ih)
+            ours.cell(0).weight_hh.copy_(theirs.weight_hh)
+        norm = preset.between[0][1]
+        norm.running_mean.copy_(norms[0].moving_mean)
+        norm.running_var.copy_(norms[0].moving_variance)
+        preset.head[-1].weight.copy_(dense.kernel.T)
+        preset.head[-1].bias.copy_(dense.bias)
+    ours, expected = run_fixture(graph, "fish2-study-keras2-savedmodel")
+    x = torch.from_numpy(np.load(FIXTURES / "fish2-study-keras2-savedmodel.npz")["x"])
+    with torch.no_grad():
+        probability = torch.sigmoid(preset(x.permute(0, 1, 4, 2, 3))).numpy()
+    np.testing.assert_allclose(probability, expected, rtol=0, atol=1e-5)
+    keras3 = create_model("fish-2layer", hidden_channels=[4, 6],
+                          recurrent_activation="hard_sigmoid").eval()  # fmt: skip
+    keras3.load_state_dict(preset.state_dict())
+    with torch.no_grad():
+        wrong = torch.sigmoid(keras3(x.permute(0, 1, 4, 2, 3))).numpy()
+    assert np.abs(wrong - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["fish2-keras2-h5", "bidirectional-keras3-keras"])
+def test_rebuilt_from_json_options(name, tmp_path):
+    """The module's options are plain JSON and rebuild it through the registry."""
+    from safetensors.torch import load_file, save_file
+
+    model = load_keras_model(FIXTURES / INDEX[name]["file"])
+    options = json.loads(json.dumps(model_options(name)))
+    with torch.device("meta"):
+        rebuilt = create_model("keras-graph", **options)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.st")
+    rebuilt.load_state_dict(load_file(tmp_path / "w.st"), assign=True)
+    ours, expected = run_fixture(rebuilt.eval(), name)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+
+
+def model_options(name: str) -> dict:
+    from convlstm.interop._graph import graph_options, open_model_file
+
+    reader = open_model_file(FIXTURES / INDEX[name]["file"])
+    options, _ = graph_options(reader, keras_version=reader.keras_version)
+    return options
+
+
+def test_logits_leave_out_the_final_sigmoid():
+    name = "fish1-keras3-keras"
+    model = load_keras_model(FIXTURES / INDEX[name]["file"], logits=True)
+    ours, expected = run_fixture(model, name)
+    np.testing.assert_allclose(1 / (1 + np.exp(-ours)), expected, rtol=0, atol=1e-6)
+    softmax = load_keras_model(FIXTURES / INDEX["conv1d-keras3-keras"]["file"], logits=True)
+    ours, expected = run_fixture(softmax, "conv1d-keras3-keras")
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(ours), -1), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"'dense.*\(Dense\).*logits.*'linear'"):
+        load_keras_model(FIXTURES / INDEX["conv3d-keras3-keras"]["file"], logits=True)
+
+
+def test_keras_layout_option():
+    name = "fish2-keras3-keras"
+    model = load_keras_model(FIXTURES / INDEX[name]["file"], channels_first=False)
+    assert model.input_permutation is None
+    data = np.load(FIXTURES / f"{name}.npz")
+    with torch.no_grad():
+        y = model(torch.from_numpy(data["x"])).numpy()
+    np.testing.assert_allclose(y, data["y"], rtol=0, atol=1e-5)
+
+
+def test_loading_imports_neither_tensorflow_nor_keras():
+    code = (
+        "import sys\n"
+        "from convlstm.interop import load_keras_model\n"
+        f"for name in {sorted(p.name for p in FIXTURES.iterdir() if p.suffix != '.npz')!r}:\n"
+        "    if name != 'index.json':\n"
+        f"        load_keras_model({str(FIXTURES)!r} + '/' + name)\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
+        "assert not loaded, loaded\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
