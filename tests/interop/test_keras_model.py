@@ -69,6 +69,9 @@ def test_every_format_and_model_kind_is_covered():
     assert any(e["format"] == "savedmodel" and e["dtype"] == "float64" for e in INDEX.values())
     assert "fish2-study-tf23-savedmodel" in INDEX
     assert not (FIXTURES / "fish2-study-tf23-savedmodel" / "keras_metadata.pb").exists()
+    # Keras 2 configs serialise tuples as {"class_name": "__tuple__", ...}.
+    metadata = (FIXTURES / "fish2-study-keras2-savedmodel" / "keras_metadata.pb").read_bytes()
+    assert b'"__tuple__"' in metadata
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     assert total < 2_000_000
 
@@ -165,3 +168,91 @@ def test_loading_imports_neither_tensorflow_nor_keras():
                             env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+@pytest.fixture(scope="module")
+def keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
+def _save(model, path):
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_unsupported_layer_is_named_with_its_position(keras, tmp_path, suffix):
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((3, 6, 6, 2)),
+        L.ConvLSTM2D(2, 3, padding="same", return_sequences=True),
+        L.TimeDistributed(L.Flatten()),
+        L.LSTM(4, name="recurrent"),
+        L.Dense(1),
+    ])  # fmt: skip
+    path = _save(model, tmp_path / f"lstm{suffix}")
+    with pytest.raises(ValueError, match=r"layer 3 'recurrent' \(LSTM\).*'LSTM' is not supported"):
+        load_keras_model(path)
+    inner = keras.Sequential([
+        keras.Input((3, 6, 6, 2)),
+        L.TimeDistributed(L.Conv2DTranspose(2, 3), name="upsample"),
+    ])  # fmt: skip
+    path = _save(inner, tmp_path / f"transpose{suffix}")
+    with pytest.raises(ValueError, match=r"layer 1 'upsample' \(TimeDistributed\) > "
+                                         r"Conv2DTranspose.*'Conv2DTranspose' is not supported"):
+        load_keras_model(path)
+
+
+def test_several_inputs_and_nested_models_are_refused(keras, tmp_path):
+    L = keras.layers
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    two = keras.Model([a, b], L.Dense(1)(a) + L.Dense(1)(b))
+    with pytest.raises(ValueError, match=r"\(Add\): layer class 'Add' is not supported"):
+        load_keras_model(_save(two, tmp_path / "two.keras"))
+    encoder = keras.Sequential([keras.Input((4,)), L.Dense(3)], name="encoder")
+    x = keras.Input((4,))
+    nested = keras.Model(x, L.Dense(1)(encoder(x)))
+    with pytest.raises(ValueError, match=r"layer 1 'encoder' \(Sequential\) is a nested model"):
+        load_keras_model(_save(nested, tmp_path / "nested.keras"))
+
+
+def test_missing_path_and_other_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or SavedModel folder"):
+        load_keras_model(tmp_path / "missing.keras")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ValueError, match=r"neither a \.keras archive"):
+        load_keras_model(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match=r"no saved_model\.pb"):
+        load_keras_model(tmp_path)
+
+
+def test_damaged_savedmodel_is_named(tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(FIXTURES / "fish1-keras2-savedmodel", folder)
+    index = folder / "variables" / "variables.index"
+    index.write_bytes(index.read_bytes()[:-10])
+    with pytest.raises(ValueError, match=r"variables.index is not a TensorFlow checkpoint index"):
+        load_keras_model(folder)
+
+
+def test_graph_without_recorded_version_warns(keras, tmp_path):
+    import zipfile
+
+    source = FIXTURES / INDEX["bidirectional-keras3-keras"]["file"]  # uses hard_sigmoid
+    rewritten = tmp_path / "old.keras"
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(rewritten, "w") as out:
+        for item in archive.namelist():
+            data = archive.read(item)
+            if item == "metadata.json":
+                data = json.dumps({"date_saved": "unknown"}).encode()
+            out.writestr(item, data)
+    with pytest.warns(UserWarning, match=r"old.keras does not record the Keras version"):
+        model = load_keras_model(rewritten)
+    ours, expected = run_fixture(model, "bidirectional-keras3-keras")
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
