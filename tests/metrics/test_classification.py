@@ -150,3 +150,95 @@ def test_bad_construction_and_empty_compute():
         ClassificationMetrics(1)
     with pytest.raises(ValueError, match="no samples were evaluated"), pytest.warns(UserWarning):
         ClassificationMetrics(2).compute()
+
+
+# ---------------------------------------------------------------- summary from arrays
+
+
+def test_binary_summary_known_values():
+    from convlstm.metrics.classification import binary_summary
+
+    s = binary_summary(SCORES.numpy(), LABELS.numpy())
+    assert s.roc_auc == pytest.approx(11 / 12, abs=1e-15)
+    # Accuracy at p >= t for t = 0.9, 0.8, 0.7, 0.65, 0.45, ...: 4/7, 5/7, 6/7, 5/7, 6/7:
+    # the first (highest) threshold reaching 6/7 is 0.7.
+    assert s.peak_accuracy == pytest.approx(6 / 7, abs=1e-15)
+    assert s.peak_accuracy_threshold == pytest.approx(0.7)
+    assert s.youden_j == pytest.approx(0.75, abs=1e-15)
+    assert (s.youden_tpr, s.youden_fpr) == (pytest.approx(0.75), 0.0)
+    assert s.youden_threshold == pytest.approx(0.7)
+    assert s.num_samples == 7 and s.num_positive == 4
+    assert set(s.to_dict()) >= {"roc_auc", "peak_accuracy", "youden_tpr", "youden_fpr",
+                                "youden_threshold"}  # fmt: skip
+
+
+def test_binary_summary_is_float64():
+    """Scores 1e-9 apart are distinct in float64 (AUC 1) but equal in float32 (AUC 0.5)."""
+    from convlstm.metrics.classification import binary_summary
+
+    scores = np.array([0.5, 0.5 + 1e-9, 0.25, 0.75 + 1e-9])
+    labels = np.array([0, 1, 0, 1])
+    s = binary_summary(scores, labels)
+    assert s.roc_auc == 1.0
+    assert s.peak_accuracy == 1.0 and s.youden_j == 1.0
+    assert s.youden_threshold == 0.5 + 1e-9
+    assert binary_summary(torch.from_numpy(scores), torch.from_numpy(labels)).roc_auc == 1.0
+    assert binary_summary(scores.astype(np.float32), labels).roc_auc == 0.875  # a tie
+    # ClassificationMetrics keeps its scores in float64 too.
+    metrics = ClassificationMetrics(2)
+    metrics.update(torch.from_numpy(scores), torch.from_numpy(labels))
+    result = metrics.compute()
+    assert result["peak_accuracy"] == 1.0 and result["youden_j"] == 1.0
+
+
+def test_binary_summary_against_sklearn():
+    from sklearn.metrics import accuracy_score, roc_auc_score, roc_curve
+
+    from convlstm.metrics.classification import binary_summary
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 500)
+    scores = np.clip(rng.normal(0.4 + 0.2 * labels, 0.2), 0, 1).round(2)  # with ties
+    s = binary_summary(scores, labels)
+    assert s.roc_auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    best = int(np.argmax(tpr - fpr))
+    assert s.youden_j == pytest.approx(tpr[best] - fpr[best], abs=1e-12)
+    assert s.youden_threshold == thresholds[best]
+    assert (s.youden_tpr, s.youden_fpr) == (tpr[best], fpr[best])
+    peak = max(accuracy_score(labels, scores >= t) for t in np.unique(scores))
+    assert s.peak_accuracy == pytest.approx(max(peak, 1 - labels.mean()), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "match"),
+    [
+        ([0.2, 0.7], [0, 1, 1], r"probabilities \(2,\) and labels \(3,\)"),
+        ([0.2, 1.7], [0, 1], r"probabilities must lie in \[0, 1\].*1\.7"),
+        ([0.2, np.nan], [0, 1], r"probabilities must lie in \[0, 1\]"),
+        ([0.2, 0.7], [0, 2], r"labels must be 0 or 1.*2"),
+        ([], [], "no samples"),
+    ],
+)
+def test_binary_summary_bad_input(scores, labels, match):
+    from convlstm.metrics.classification import binary_summary
+
+    with pytest.raises(ValueError, match=match):
+        binary_summary(np.asarray(scores, dtype=float), np.asarray(labels))
+
+
+def test_binary_summary_one_class_has_no_auc():
+    from convlstm.metrics.classification import binary_summary
+
+    s = binary_summary(np.array([0.2, 0.9]), np.array([1, 1]))
+    assert math.isnan(s.roc_auc) and math.isnan(s.youden_j)
+    assert s.peak_accuracy == 1.0
+
+
+def test_classification_metrics_report_the_summary():
+    m = ClassificationMetrics(2)
+    m.update(SCORES, LABELS)
+    r = m.compute()
+    assert r["peak_accuracy"] == pytest.approx(6 / 7)
+    assert (r["youden_tpr"], r["youden_fpr"]) == (pytest.approx(0.75), 0.0)
+    assert r["best_threshold"] == pytest.approx(0.7)

@@ -8,8 +8,10 @@ on the whole evaluation set, never averaged over per-rank values.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -25,6 +27,113 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 from torchmetrics.utilities import dim_zero_cat
+
+
+@dataclass(frozen=True)
+class BinarySummary:
+    """What a binary classifier's probabilities achieve over all thresholds (float64).
+
+    A threshold ``t`` predicts class 1 when ``p >= t``; ``inf`` predicts class 0 for all.
+
+    Attributes:
+        roc_auc: area under the ROC curve (ties count one half); ``nan`` without both classes.
+        peak_accuracy: the highest accuracy any threshold reaches, and
+            ``peak_accuracy_threshold`` the highest threshold reaching it.
+        youden_j: the largest ``TPR - FPR`` over the ROC curve; ``youden_tpr``,
+            ``youden_fpr`` and ``youden_threshold`` where the highest threshold reaches it
+            (``nan`` without both classes).
+        num_samples, num_positive: the counts the numbers come from.
+    """
+
+    roc_auc: float
+    peak_accuracy: float
+    peak_accuracy_threshold: float
+    youden_j: float
+    youden_tpr: float
+    youden_fpr: float
+    youden_threshold: float
+    num_samples: int
+    num_positive: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _as_float64(values: Any, name: str) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().double().numpy()
+    array = np.asarray(values)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,) (or (N, 1)), got {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}")
+    return array.astype(np.float64)
+
+
+def binary_summary(probabilities: Any, labels: Any) -> BinarySummary:
+    """ROC-AUC, peak accuracy over thresholds and the Youden point, in float64.
+
+    Args:
+        probabilities: ``(N,)`` probability of class 1 per sample (a NumPy array, tensor or
+            list; float32 values are widened to float64 first, so that scores closer than
+            float32 resolves are not tied).
+        labels: ``(N,)`` true classes, 0 or 1 (ints, bools or integral floats).
+
+    Returns:
+        A ``BinarySummary`` (see its attributes).
+
+    Raises:
+        ValueError: shapes that differ, no samples, probabilities outside ``[0, 1]`` (or
+            NaN), labels other than 0 and 1.
+    """
+    p = _as_float64(probabilities, "probabilities")
+    y = _as_float64(labels, "labels")
+    if p.shape != y.shape:
+        raise ValueError(
+            f"probabilities {p.shape} and labels {y.shape} must have the same shape (N,)"
+        )
+    if p.size == 0:
+        raise ValueError("binary_summary: no samples (is the evaluation split empty?)")
+    bad = ~((p >= 0) & (p <= 1))
+    if bad.any():
+        raise ValueError(
+            f"probabilities must lie in [0, 1] (apply sigmoid first), got {p[bad][0]!r} "
+            f"at index {int(np.flatnonzero(bad)[0])}"
+        )
+    wrong = (y != 0) & (y != 1)
+    if wrong.any():
+        raise ValueError(
+            f"labels must be 0 or 1, got {y[wrong][0]!r} at index {int(np.flatnonzero(wrong)[0])}"
+        )
+    n, positives = p.size, int(y.sum())
+    negatives = n - positives
+    # Distinct thresholds, highest first; counts of positives/negatives at p >= t.
+    order = np.argsort(-p, kind="stable")
+    p_sorted, y_sorted = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(p_sorted)), n - 1]  # last index of each score
+    thresholds = np.r_[np.inf, p_sorted[last]]
+    tp = np.r_[0.0, np.cumsum(y_sorted)[last]]
+    fp = np.r_[0.0, np.cumsum(1 - y_sorted)[last]]
+    accuracy = (tp + (negatives - fp)) / n
+    peak = int(np.argmax(accuracy))
+    if positives and negatives:
+        tpr, fpr = tp / positives, fp / negatives
+        auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+        j = tpr - fpr
+        best = int(np.argmax(j))
+        youden = (float(j[best]), float(tpr[best]), float(fpr[best]), float(thresholds[best]))
+    else:
+        auc, youden = math.nan, (math.nan,) * 4
+    return BinarySummary(
+        roc_auc=auc, peak_accuracy=float(accuracy[peak]),
+        peak_accuracy_threshold=float(thresholds[peak]), youden_j=youden[0],
+        youden_tpr=youden[1], youden_fpr=youden[2], youden_threshold=youden[3],
+        num_samples=n, num_positive=positives,
+    )  # fmt: skip
 
 
 class ClassificationMetrics(Metric):
@@ -50,7 +159,10 @@ class ClassificationMetrics(Metric):
           columns = predicted class.
         * binary only: ``best_threshold`` maximising Youden's J = TPR - FPR over the ROC curve
           (predict class 1 when ``p >= best_threshold``), ``accuracy_at_best_threshold``,
-          ``youden_j``, and the ROC curve ``roc_fpr``, ``roc_tpr``, ``roc_thresholds``
+          ``youden_j``, ``youden_tpr``, ``youden_fpr``, ``peak_accuracy`` (the best accuracy
+          over all thresholds) and ``peak_accuracy_threshold``, all from
+          :func:`binary_summary` in float64; and the ROC curve ``roc_fpr``, ``roc_tpr``,
+          ``roc_thresholds``
           (torchmetrics' ``binary_roc``: decreasing thresholds, the first point (0, 0) has
           threshold 1.0).
         * ``num_samples``.
@@ -74,7 +186,7 @@ class ClassificationMetrics(Metric):
     def update(self, scores: Tensor, target: Tensor) -> None:
         """Add a batch: ``scores`` ``(N,)`` (binary) or ``(N, K)``, ``target`` ``(N,)``."""
         scores, target = _check_inputs(scores, target, self.num_classes)
-        self.scores.append(scores.detach().float())
+        self.scores.append(scores.detach().double())
         self.targets.append(target.detach().long())
 
     def compute(self) -> dict[str, Any]:
@@ -135,9 +247,12 @@ def _binary_metrics(scores: Tensor, target: Tensor) -> dict[str, Any]:
     confmat = binary_confusion_matrix(scores, target)
     both_classes = bool((target == 1).any() and (target == 0).any())
     fpr, tpr, thresholds = binary_roc(scores, target)
+    summary = binary_summary(scores, target)
     j = tpr - fpr
     best = int(torch.argmax(j))
     best_threshold = float(thresholds[best])
+    if both_classes:  # the same point, from float64 counts
+        best_threshold = summary.youden_threshold
     at_best = ((scores >= best_threshold).long() == target).double().mean()
     return {
         "num_samples": int(target.numel()),
@@ -147,8 +262,12 @@ def _binary_metrics(scores: Tensor, target: Tensor) -> dict[str, Any]:
         "f1": float(binary_f1_score(scores, target)),
         "confusion_matrix": confmat.tolist(),
         "best_threshold": best_threshold,
-        "youden_j": float(j[best]),
+        "youden_j": float(j[best]) if not both_classes else summary.youden_j,
+        "youden_tpr": summary.youden_tpr,
+        "youden_fpr": summary.youden_fpr,
         "accuracy_at_best_threshold": float(at_best),
+        "peak_accuracy": summary.peak_accuracy,
+        "peak_accuracy_threshold": summary.peak_accuracy_threshold,
         "roc_fpr": fpr.tolist(),
         "roc_tpr": tpr.tolist(),
         "roc_thresholds": thresholds.tolist(),
