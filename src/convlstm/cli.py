@@ -19,21 +19,28 @@ import json
 import sys
 from pathlib import Path
 
-from .training.config import ConfigError, parse_override
-
-CONFIG_DIR = Path(__file__).parent / "configs"
+from .training.config import ConfigError, parse_override, resolve_config
 
 
-def resolve_config(name: str) -> Path:
-    """A config path, or the name of a bundled config (``moving_digits``)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = CONFIG_DIR / f"{name.removesuffix('.yaml')}.yaml"
-    if bundled.is_file():
-        return bundled
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"config {name!r} not found: not a file, nor one of {names}")
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--section.key VALUE`` and ``--section.key=VALUE`` overrides (a dot in the
+    option's name) from the other arguments, wherever they stand."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        item = argv[i]
+        name = item.split("=", 1)[0]
+        if item.startswith("--") and "." in name and not Path(item).exists():
+            if "=" in item:
+                overrides += [name, item.split("=", 1)[1]]
+            elif i + 1 < len(argv):
+                overrides += [item, argv[i + 1]]
+                i += 1
+            else:
+                raise ConfigError(f"override {item} has no value; expected {item} VALUE")
+        else:
+            rest.append(item)
+        i += 1
+    return rest, overrides
 
 
 def _overrides(extra: list[str]) -> list:
@@ -42,7 +49,7 @@ def _overrides(extra: list[str]) -> list:
     pairs = []
     for key, value in zip(extra[::2], extra[1::2]):
         if not key.startswith("--"):
-            raise ConfigError(f"expected an override --section.key, got {key!r}")
+            raise ConfigError(f"expected an override --section.key VALUE, got {key!r}")
         pairs.append(parse_override(key, value))
     return pairs
 
@@ -52,27 +59,77 @@ def cmd_train(args, extra: list[str]) -> int:
     from .training.config import load_config
 
     if args.resume:
-        if args.config or extra:
-            raise ConfigError("--resume takes the run's own config: give no CONFIG or overrides")
+        if args.config or extra or args.overwrite:
+            raise ConfigError("--resume takes the run's own config: give no CONFIG, overrides "
+                              "or --overwrite")  # fmt: skip
         run = runs.resume(args.resume)
     else:
         if not args.config:
             raise ConfigError("give a CONFIG (path or bundled name) or --resume RUN_DIR")
         config = load_config(resolve_config(args.config), _overrides(extra))
-        run = runs.train(config, run_dir=args.run_dir)
+        if args.print_config:
+            from .training.config import config_yaml
+
+            print(config_yaml(config), end="")
+            return 0
+        run = runs.train(config, run_dir=args.run_dir, overwrite=args.overwrite)
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank != 0:  # other DDP ranks: rank 0 reports
         return 0
-    print(json.dumps({"run_dir": str(run.run_dir), "metrics": _headline(run.metrics)}, indent=2))
+    report = run.run_dir / "report.html"
+    summary = {"run_dir": str(run.run_dir), "finished_before": run.finished_before,
+               "metrics": _headline(run.metrics),
+               "report": str(report) if report.is_file() else None}  # fmt: skip
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if run.finished_before:
+        print(f"{run.run_dir} is finished already (metrics.json written); nothing to resume.")
+    else:
+        print(f"Trained {run.config.model.name} on {run.config.data.name} "
+              f"({run.config.task}): {run.run_dir}")  # fmt: skip
+    for line in _metric_lines(run.metrics):
+        print("  " + line)
+    if summary["report"]:
+        print(f"  report: {summary['report']}")
     return 0
 
 
 def _headline(metrics: dict) -> dict:
-    keys = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "mse", "mae", "ssim", "psnr")
+    keys = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "mse", "mae", "ssim", "psnr",
+            "baseline_mse_zero", "baseline_mse_persistence")  # fmt: skip
     return {k: metrics[k] for k in keys if k in metrics} | {
         k: v for k, v in metrics.items() if k.startswith(("csi@", "pod@", "far@"))
     }
+
+
+def _metric_lines(metrics: dict) -> list[str]:
+    """The headline metrics in words; a forecast's MSE beside its two baselines."""
+    head = _headline(metrics)
+    lines = []
+    scores = [f"{k} {head[k]:.4g}" for k in ("accuracy", "balanced_accuracy", "roc_auc", "f1")
+              if isinstance(head.get(k), (int, float))]  # fmt: skip
+    if scores:
+        lines.append(", ".join(scores))
+    mse = head.get("mse")
+    if isinstance(mse, (int, float)):
+        zero, last = head.get("baseline_mse_zero"), head.get("baseline_mse_persistence")
+        line = f"mse {mse:.4g} per frame"
+        if isinstance(zero, (int, float)) and isinstance(last, (int, float)):
+            line += f" (blank frames {zero:.4g}, repeating the last input {last:.4g})"
+            if mse >= min(zero, last):
+                line += ": worse than a baseline, the model has not learnt the task yet"
+        lines.append(line)
+        others = [f"{k} {head[k]:.4g}" for k in ("mae", "ssim", "psnr")
+                  if isinstance(head.get(k), (int, float))]  # fmt: skip
+        if others:
+            lines.append(", ".join(others))
+    skill = [f"{k} {v:.3g}" for k, v in head.items()
+             if k.startswith(("csi@", "pod@", "far@")) and isinstance(v, (int, float))]  # fmt: skip
+    if skill:
+        lines.append(", ".join(skill))
+    return lines
 
 
 def cmd_evaluate(args, extra: list[str]) -> int:
@@ -80,7 +137,13 @@ def cmd_evaluate(args, extra: list[str]) -> int:
 
     run = Run.open(args.run_dir)
     metrics = run.evaluate(split=args.split, data=_data_section(args.data))
-    print(json.dumps(jsonable(metrics), indent=2))
+    if args.json:
+        print(json.dumps(jsonable(metrics), indent=2))
+        return 0
+    print(f"{run.run_dir} on the {args.split} split"
+          f"{' of ' + args.data if args.data else ''}:")  # fmt: skip
+    for line in _metric_lines(metrics):
+        print("  " + line)
     return 0
 
 
@@ -95,30 +158,46 @@ def _data_section(path: str | None) -> dict | None:
 
 
 def cmd_predict(args, extra: list[str]) -> int:
-    from .training.predict import read_input, write_predictions
+    from .training.predict import describe, predict_file, write_predictions
     from .training.run import Run
 
     run = Run.open(args.run_dir)
-    sample_shape = _sample_shape(run)
-    x = read_input(args.input, sample_shape, variable=args.variable)
-    predictions = run.predict(x)
+    windows, predictions, clips = predict_file(
+        run, args.input, stride=args.stride, variable=args.variable, time_dim=args.time_dim,
+        logits=args.logits,
+    )  # fmt: skip
     output = Path(args.output or Path(args.run_dir) / "predictions")
-    written = write_predictions(output, x, predictions, run.config.task)
-    print(json.dumps(written, indent=2))
+    written = write_predictions(output, windows, clips, predictions, run.spec, logits=args.logits)
+    if args.json:
+        rows = [{"source": w.source, "sequence": w.sequence, "start": w.start,
+                 "stop": w.stop, "prediction": p.tolist()}
+                for w, p in zip(windows, predictions)]  # fmt: skip
+        print(json.dumps({**written, "windows": rows}, indent=2))
+        return 0
+    if args.stride is None and windows and windows[0].start > 0:
+        print(f"{Path(args.input).name}: {windows[0].stop} frames; predicting on the last "
+              f"window of {windows[0].stop - windows[0].start} (--stride N for every window)")
+    for line in describe(windows, predictions, run.spec, logits=args.logits):
+        print(line)
+    print("written: " + ", ".join(written.values()))
     return 0
-
-
-def _sample_shape(run) -> tuple[int, ...]:
-    from .training.evaluation import first_test_clip
-
-    return tuple(first_test_clip(run).shape)
 
 
 def cmd_export(args, extra: list[str]) -> int:
     from .training.export import export_run
 
-    path = export_run(args.run_dir, args.format, args.output)
-    print(path)
+    result = export_run(args.run_dir, args.format, args.output)
+    check = (
+        f"matches PyTorch to {result.max_error:.1e} on batches of "
+        + " and ".join(map(str, result.checked_batches))
+        if result.max_error is not None
+        else "not checked: install convlstm[onnx] for onnxruntime"
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({"path": str(result.path), "description": str(result.description),
+                          "max_error": result.max_error}, indent=2))  # fmt: skip
+    else:
+        print(f"{result.path} ({check}); input and output described in {result.description}")
     return 0
 
 
@@ -180,11 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="convlstm", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
     )  # fmt: skip
+    from . import __version__
+    from .training.config import config_reference
+
+    parser.add_argument("--version", action="version", version=f"convlstm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show tracebacks and the libraries' own messages")  # fmt: skip
 
     def add(name: str, func, help: str, epilog: str = ""):
         p = sub.add_parser(
-            name, help=help, description=help, epilog=epilog,
+            name, help=help, description=help, epilog=epilog, parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
         p.set_defaults(func=func)
@@ -192,39 +278,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "Train a model from a YAML config.",
             "examples:\n  convlstm train moving_digits --trainer.max_epochs 3\n"
-            "  convlstm train --resume runs/<run>\n\nAny --section.key VALUE overrides the config"
-            " (values are YAML: 3, 0.1, [8, 16], null).")  # fmt: skip
+            "  convlstm train --resume runs/<run>\n\nAny --section.key VALUE (or "
+            "--section.key=VALUE) overrides the config, before or after CONFIG; values are "
+            "YAML: 3, 0.1, [8, 16], null.\n\n" + config_reference())  # fmt: skip
     p.add_argument("config", nargs="?", help="YAML path or bundled config name")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its folder")
     p.add_argument("--run-dir", help="the run folder (default runs/<name>-<time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder (default: refuse it)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as YAML and exit")
 
     p = add("evaluate", cmd_evaluate, "Evaluate a trained run.",
             "example:\n  convlstm evaluate runs/<run> --split test --data other.yaml")  # fmt: skip
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder")
     p.add_argument("--data", help="YAML with a data section to evaluate on instead")
-    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--split", default="test", choices=["val", "test"],
+                   help="the split to evaluate on (default test)")
+    p.add_argument("--json", action="store_true", help="print every metric as JSON on stdout")
 
-    p = add("predict", cmd_predict, "Predict on a file: .npy, a video or NetCDF.",
-            "example:\n  convlstm predict runs/<run> clip.npy --output preds/")  # fmt: skip
-    p.add_argument("run_dir")
-    p.add_argument("input")
-    p.add_argument("--output", help="folder for predictions.npy (and forecast.gif)")
-    p.add_argument("--variable", help="NetCDF variable name")
+    p = add("predict", cmd_predict, "Predict on a file with a run folder alone: .npy/.npz, "
+            "a video or NetCDF/Zarr, preprocessed as in training.",
+            "examples:\n  convlstm predict runs/<run> clip.mp4\n"
+            "  convlstm predict runs/<run> long.npy --stride 4 --output preds/\n\n"
+            "A clip longer than the model's is cut into windows of its length (default: the "
+            "last one only).")  # fmt: skip
+    p.add_argument("run_dir", help="a finished run folder (or a copy of one)")
+    p.add_argument("input", help="the file to predict on")
+    p.add_argument("--output", help="folder for predictions.npy, predictions.csv (classifiers) "
+                   "or forecast.gif (default RUN_DIR/predictions)")  # fmt: skip
+    p.add_argument("--stride", type=int, metavar="N",
+                   help="predict on every window N frames apart (default: the last window)")
+    p.add_argument("--variable", help="NetCDF variable (default: the run's, or the only one)")
+    p.add_argument("--time-dim", help="NetCDF time dimension, when none is named like time")
+    p.add_argument("--logits", action="store_true",
+                   help="a classifier's raw outputs instead of probabilities")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
 
     p = add("export", cmd_export, "Export a trained model to ONNX or TorchScript.",
             "example:\n  convlstm export runs/<run> --format onnx")  # fmt: skip
-    p.add_argument("run_dir")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("run_dir", help="a finished run folder (or a copy of one)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="the export format (default onnx)")
     p.add_argument("--output", help="output file (default RUN_DIR/model.onnx or model.pt)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
     p = add("diagnose", cmd_diagnose, "Diagnose a trained run: class similarity per layer, "
             "gradient flow through time, receptive field, gate statistics, attention maps.",
             "example:\n  convlstm diagnose runs/<run> --split val --object-scale 24\n\n"
             "Writes RUN_DIR/diagnostics/diagnostics.json (every number) and diagnostics.html "
             "(plots).")  # fmt: skip
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder")
     p.add_argument("--data", help="YAML with a data section to diagnose on instead")
-    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--split", default="val", choices=["val", "test"],
+                   help="the split to diagnose on (default val)")
     p.add_argument("--object-scale", type=float, metavar="PIXELS",
                    help="size of the objects that matter, for receptive-field warnings")
     p.add_argument("--max-batches", type=int, default=8, metavar="N",
@@ -242,17 +350,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides: list[str] = []
+    if "train" in argv:
+        try:
+            argv, overrides = split_overrides(argv)
+        except ConfigError as error:
+            print(f"convlstm train: error: {error}", file=sys.stderr)
+            return 2
     args, extra = parser.parse_known_args(argv)
+    extra = [*extra, *overrides]
     if extra and args.command not in ("train", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from .runtime import configure_malloc
+    from .runtime import configure_malloc, quiet_libraries
     from .training.errors import NonFiniteLossError
 
     configure_malloc()
+    if not args.debug:
+        quiet_libraries()
     try:
         return args.func(args, extra)
-    except (ConfigError, FileNotFoundError, ValueError, NonFiniteLossError) as error:
-        print(f"convlstm {args.command}: error: {error}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, ValueError, NonFiniteLossError, ImportError,
+            KeyError) as error:  # fmt: skip
+        if args.debug:
+            raise
+        # A KeyError's message is its first argument (str() would quote it).
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
         return 3 if isinstance(error, NonFiniteLossError) else 2
 
 

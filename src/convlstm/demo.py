@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .cli import resolve_config
-from .training.config import config_from_dict, deep_merge
+from .training.config import config_from_dict, deep_merge, resolve_config
 from .training.run import Run, load_yaml, train
 
 # Budgets for the full demo and for --quick (a smoke test of the whole pipeline).

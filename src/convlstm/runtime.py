@@ -35,3 +35,15 @@ def configure_malloc() -> bool:
         return False
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
     return all(mallopt(param, value) == 1 for param, value in settings)
+
+
+def quiet_libraries() -> None:
+    """Keep the command's output to what it says itself: Lightning's start-up notes (the
+    accelerator lines, the logger advert) and a deprecation warning Lightning triggers
+    inside PyTorch are left out (``--debug`` shows them)."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

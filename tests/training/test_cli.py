@@ -36,9 +36,10 @@ def trained_classifier(tmp_path_factory) -> Path:
         {**TINY_CLASSIFICATION, "output": {"root": str(folder)}}, folder / "c.yaml"
     )
     result = cli(
-        "train", str(config), "--trainer.max_epochs", "1", "--run-dir", str(folder / "run")
+        "train", str(config), "--trainer.max_epochs", "1", "--run-dir", str(folder / "run"),
+        "--json",
     )
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    summary = json.loads(result.stdout)
     assert summary["run_dir"] == str(folder / "run")
     assert 0 <= summary["metrics"]["accuracy"] <= 1
     return folder / "run"
@@ -59,7 +60,7 @@ def test_list_models():
 def test_train_writes_report_and_evaluate_prints_metrics(trained_classifier):
     report = trained_classifier / "report.html"
     assert report.is_file() and "data:image/png;base64," in report.read_text()
-    metrics = json.loads(cli("evaluate", str(trained_classifier)).stdout)
+    metrics = json.loads(cli("evaluate", str(trained_classifier), "--json").stdout)
     saved = json.loads((trained_classifier / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
 
@@ -74,6 +75,9 @@ def test_predict_from_npy(trained_classifier, tmp_path):
             str(tmp_path / "clips.npy"),
             "--output",
             str(tmp_path / "pred"),
+            "--stride",
+            "1",
+            "--json",
         ).stdout
     )
     probs = np.load(out["predictions"])
@@ -84,9 +88,10 @@ def test_predict_from_npy(trained_classifier, tmp_path):
 def test_export(trained_classifier, tmp_path, fmt):
     target = tmp_path / f"model.{fmt}"
     path = Path(
-        cli(
-            "export", str(trained_classifier), "--format", fmt, "--output", str(target)
-        ).stdout.strip()
+        json.loads(
+            cli("export", str(trained_classifier), "--format", fmt, "--output", str(target),
+                "--json").stdout
+        )["path"]
     )
     assert path == target and target.stat().st_size > 1000
 
@@ -201,7 +206,8 @@ def test_predict_forecast_writes_frames_and_animation(trained_forecaster, tmp_pa
         values = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32)
         xr.Dataset({"rain": (("time", "y", "x"), values)}).to_netcdf(source, engine="h5netcdf")
     out = json.loads(
-        cli("predict", str(trained_forecaster), str(source), "--output", str(tmp_path / "o")).stdout
+        cli("predict", str(trained_forecaster), str(source), "--output", str(tmp_path / "o"),
+            "--json").stdout
     )
     frames = np.load(out["predictions"])
     assert frames.shape == (1, 2, 1, 16, 16)

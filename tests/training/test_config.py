@@ -4,13 +4,13 @@ import copy
 
 import pytest
 
-from convlstm.cli import resolve_config
 from convlstm.training.config import (
     ConfigError,
     apply_overrides,
     config_from_dict,
     load_config,
     parse_override,
+    resolve_config,
 )
 
 from .conftest import TINY_CLASSIFICATION, write_config

@@ -10,6 +10,7 @@ from .arrays import ArraySequences, open_array, parse_axes
 from .augment import Augmented, ClipAugment, jitter_start
 from .moving_digits import MovingDigits, MovingDigitsFile, load_digit_images, read_idx_images
 from .normalization import Normalized, NormStats, compute_norm_stats
+from .preprocessing import Preprocessing
 from .radar import RadarEchoes
 from .registry import create_dataset, get_dataset_class, list_datasets, register_dataset
 from .sampling import (
@@ -44,6 +45,7 @@ __all__ = [
     "MovingDigitsFile",
     "NormStats",
     "Normalized",
+    "Preprocessing",
     "RadarEchoes",
     "SimilarMotions",
     "TimeChannelClips",

@@ -9,7 +9,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 SPLITS = ("train", "val", "test")
@@ -64,13 +63,6 @@ def check_fractions(fractions: Sequence[float], name: str = "split_fractions") -
             f"at most 1, got {list(fractions)!r}"
         )
     return values + [0.0] * (3 - len(values))
-
-
-def to_float(array: np.ndarray, scale: float | str) -> torch.Tensor:
-    """``array`` as float32 tensor; ``scale="auto"`` maps uint8 to [0, 1], else multiplies."""
-    factor = (1.0 / 255.0 if array.dtype == np.uint8 else 1.0) if scale == "auto" else float(scale)
-    out = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy
-    return out * factor if factor != 1.0 else out
 
 
 def natural_key(text: str) -> list[Any]:

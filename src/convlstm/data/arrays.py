@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._utils import SPLITS, check_choice, check_positive, optional_import, to_float
+from ._utils import SPLITS, check_choice, check_positive, optional_import
+from .preprocessing import Preprocessing
 from .registry import register_dataset
 from .splits import split_groups, time_split_bounds, window_starts
 
@@ -299,6 +300,8 @@ class ArraySequences(Dataset):
         self.output_frames = check_positive("output_frames", output_frames, 0)
         self.frames = check_positive("frames", frames)
         self.stride = check_positive("stride", stride)
+        if scale != "auto" and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+            raise ValueError(f"scale must be 'auto' or a number, got {scale!r}")
         self.scale = scale
         self.key, self.load_compressed = key, load_compressed
         self._handle: Any = None
@@ -414,7 +417,17 @@ class ArraySequences(Dataset):
         if "C" not in kept:
             block, kept = block[..., None], [*kept, "C"]
         block = block.transpose([kept.index(a) for a in "TCHW"])
-        return to_float(block, self.scale)
+        preprocessing = self.preprocessing()
+        return preprocessing(preprocessing.to_float(block))
+
+    def preprocessing(self) -> Preprocessing:
+        """``scale="auto"``: 8-bit arrays divided by 255, others as they are; a number:
+        every array multiplied by it."""
+        if self.scale == "auto":
+            return Preprocessing(reader={"kind": "array"}, uint8="unit")
+        factor = float(self.scale)
+        steps = () if factor == 1.0 else ({"op": "multiply", "factor": factor},)
+        return Preprocessing(reader={"kind": "array"}, uint8="keep", steps=steps)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         n, start = (int(v) for v in self.index[index])

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ._utils import SPLIT_CODES, check_choice, check_positive, optional_import, sample_rng
+from .preprocessing import Preprocessing
 from .registry import register_dataset
 
 
@@ -176,6 +177,11 @@ class MovingDigits(Dataset):
                 np.maximum(window, image, out=window)
         return torch.from_numpy(frames)[:, None]
 
+    def preprocessing(self) -> Preprocessing:
+        """Generated intensities in [0, 1]: files given to a trained model are taken as
+        they are, 8-bit ones divided by 255."""
+        return Preprocessing(uint8="unit")
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
@@ -239,13 +245,15 @@ class MovingDigitsFile(Dataset):
                 f"{self.path} has sequences of {self.data.shape[0]} frames, but "
                 f"input_frames + output_frames = {self.input_frames + self.output_frames}"
             )
-        self.scale = 1 / 255 if self.data.dtype == np.uint8 else 1.0
 
     def __len__(self) -> int:
         return self.data.shape[1]
 
+    def preprocessing(self) -> Preprocessing:
+        """8-bit frames divided by 255 (float files as they are)."""
+        return Preprocessing(reader={"kind": "array"}, uint8="unit")
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         total = self.input_frames + self.output_frames
-        seq = np.asarray(self.data[:total, index], dtype=np.float32) * self.scale
-        frames = torch.from_numpy(seq)[:, None]
+        frames = self.preprocessing().to_float(np.asarray(self.data[:total, index]))[:, None]
         return frames[: self.input_frames], frames[self.input_frames :]

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._utils import SPLIT_CODES, check_choice, check_positive, sample_rng
+from .preprocessing import Preprocessing
 from .registry import register_dataset
 
 
@@ -118,6 +119,10 @@ class RadarEchoes(Dataset):
             frames *= rng.lognormal(-0.5 * self.noise**2, self.noise, frames.shape)
         frames[frames < self.min_rate] = 0.0
         return torch.from_numpy(frames.astype(np.float32))[:, None]
+
+    def preprocessing(self) -> Preprocessing:
+        """Rain rates in mm/h, taken as they are (also from 8-bit files)."""
+        return Preprocessing(uint8="keep")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < self.num_samples:

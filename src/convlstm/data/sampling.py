@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 
@@ -115,10 +116,16 @@ class BalancedSampler(WeightedRandomSampler):
         if self.dataset is not None:
             set_dataset_epoch(self.dataset, self.epoch)
 
+    def skip_next(self, count: int) -> None:
+        """Start the next pass ``count`` draws in (resuming mid-epoch; see
+        ``EpochShuffleSampler.skip_next``)."""
+        self._skip = count
+
     def __iter__(self):
         if self.seed is not None:
             self.generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return super().__iter__()
+        skip, self._skip = getattr(self, "_skip", 0), 0
+        return itertools.islice(super().__iter__(), skip, None)
 
 
 def balanced_sampler(

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ._utils import SPLIT_CODES, check_choice, check_positive, sample_rng
+from .preprocessing import Preprocessing
 from .registry import register_dataset
 
 MOTIONS = ("gentle", "jerky", "accelerating", "pausing")
@@ -146,6 +147,11 @@ class SimilarMotions(Dataset):
     def trajectory(self, index: int) -> np.ndarray:
         """Row of the object's centre in each frame ``(frames,)``, wrapped to ``[0, H)``."""
         return self._draw(index)["rows"]
+
+    def preprocessing(self) -> Preprocessing:
+        """Generated intensities in [0, 1]: files given to a trained model are taken as
+        they are, 8-bit ones divided by 255."""
+        return Preprocessing(uint8="unit")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < self.num_samples:

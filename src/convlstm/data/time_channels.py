@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from ._utils import SPLITS, as_size, check_choice, check_positive
 from .arrays import open_array, parse_axes
+from .preprocessing import Preprocessing
 from .registry import register_dataset
 from .splits import time_split_bounds
 
@@ -207,7 +208,8 @@ class TimeChannelClips(Dataset):
         check_choice("split", split, (None, *SPLITS))
         self.clip_length = self.slices * self.slice_frames
         if self.source.suffix.lower() in VIDEO_SUFFIXES:
-            self.frames = decode_to_cache(self.source, as_size(size), grayscale, cache_dir)
+            self.size, self.grayscale = as_size(size), bool(grayscale)
+            self.frames = decode_to_cache(self.source, self.size, self.grayscale, cache_dir)
             self.axes = "THWC"
         else:
             self.key = key
@@ -286,11 +288,21 @@ class TimeChannelClips(Dataset):
     def __len__(self) -> int:
         return len(self.frame_index)
 
+    def preprocessing(self) -> Preprocessing:
+        """The source's frames (a video decoded at ``size``, in colour unless
+        ``grayscale``), 8-bit ones divided by 255, then ``slice_frames`` consecutive
+        frames stacked as channels."""
+        if self.axes == "THWC":  # a decoded video
+            size = None if self.size is None else list(self.size)
+            reader = {"kind": "video", "grayscale": self.grayscale, "size": size}
+        else:
+            reader = {"kind": "array"}
+        steps = ({"op": "stack_time", "frames": self.slice_frames},)
+        return Preprocessing(reader=reader, uint8="unit", steps=steps)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         i = int(self.frame_index[index])
-        block = np.array(self._ordered(i - self.clip_length + 1, i + 1), dtype=np.float32)
-        if self.frames.dtype == np.uint8:
-            block /= 255.0
-        t, c, h, w = block.shape
-        clip = torch.from_numpy(block).reshape(self.slices, self.slice_frames * c, h, w)
+        preprocessing = self.preprocessing()
+        block = self._ordered(i - self.clip_length + 1, i + 1)
+        clip = preprocessing(preprocessing.to_float(block))
         return clip, torch.tensor(self.all_labels[i], dtype=torch.long)

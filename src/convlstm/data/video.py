@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from ._utils import SPLITS, as_size, check_choice, check_positive, natural_key, optional_import
 from .augment import jitter_start
+from .preprocessing import Preprocessing
 from .registry import register_dataset
 from .splits import split_by_time, split_groups
 
@@ -227,8 +228,16 @@ class _ClipFolder(Dataset, ABC):
         start = jitter_start(start, self.temporal_jitter, 0, max(0, n - self.span))
         indices = [min(start + k * self.frame_step, n - 1) for k in range(self.frames)]
         array = self._read(path, indices)
-        clip = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
-        return clip.float().div_(255.0), torch.tensor(label, dtype=torch.long)
+        clip = self.preprocessing().to_float(array.transpose(0, 3, 1, 2))
+        return clip, torch.tensor(label, dtype=torch.long)
+
+    def preprocessing(self) -> Preprocessing:
+        """Frames decoded at ``size``, grayscale or colour, every ``frame_step``-th,
+        8-bit pixels divided by 255."""
+        size = None if self.size is None else list(self.size)
+        reader = {"kind": "video", "grayscale": self.grayscale, "size": size,
+                  "frame_step": self.frame_step}  # fmt: skip
+        return Preprocessing(reader=reader, uint8="unit")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The clip ``(frames, C, H, W)`` and its label; an unreadable source is skipped

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from ._utils import SPLITS, check_choice, check_positive, optional_import
 from .normalization import NormStats
+from .preprocessing import Preprocessing
 from .registry import register_dataset
 from .splits import time_split_bounds, window_starts
 
@@ -267,6 +268,31 @@ class XarraySequences(Dataset):
                 raise ValueError(f"crop {dim}={list(bounds)} leaves no data in {where}")
         return da
 
+    @property
+    def length(self) -> int:
+        """Time steps after cropping and resampling."""
+        if self.data is None:
+            self._load()
+        return int(self.data.sizes[self.dims[0]])
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Time steps ``[start, stop)`` as ``(T, C, H, W)`` float32, cropped, resampled and
+        coarsened, before normalisation and NaN filling (what :meth:`preprocessing` does)."""
+        return self._frames(start, stop)
+
+    def preprocessing(self) -> Preprocessing:
+        """The crop, resampling and coarsening of the variable, then normalisation (when
+        asked) and NaN filling; values in the variable's units."""
+        options = self._options
+        reader = {"kind": "xarray", "variable": options["variable"],
+                  "time_dim": self.dims[0], "crop": options["crop"],
+                  "resample": options["resample"], "coarsen": options["coarsen"]}  # fmt: skip
+        steps = []
+        if self.stats is not None:
+            steps.append({"op": "normalize", "mean": self.stats.mean, "std": self.stats.std})
+        steps.append({"op": "fill_nan", "value": self.fill_value})
+        return Preprocessing(reader=reader, uint8="keep", steps=tuple(steps))
+
     def _frames(self, start: int, stop: int) -> np.ndarray:
         if self.data is None or (self._pid != os.getpid() and not self._in_memory):
             self._load()  # a forked or unpickled copy opens its own file handle
@@ -300,8 +326,5 @@ class XarraySequences(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = int(self.starts[index])
-        clip = torch.from_numpy(self._frames(start, start + self.window))
-        if self.stats is not None:
-            clip = self.stats.normalize(clip)
-        clip = torch.nan_to_num(clip, nan=self.fill_value)
+        clip = self.preprocessing()(torch.from_numpy(self._frames(start, start + self.window)))
         return clip[: self.input_frames], clip[self.input_frames :]

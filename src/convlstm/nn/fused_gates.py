@@ -33,6 +33,8 @@ loops instead (``simd_gates``).
 from __future__ import annotations
 
 import functools
+import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -86,10 +88,22 @@ def _compiled(name: str, fn: Callable) -> Callable:
             "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
         )
         compiled = torch.compile(fn, dynamic=True)
+        first = [True]
 
         def run(*args):
             with dynamo_config.patch(**{limit: RECOMPILE_LIMIT}):
-                return compiled(*args)
+                if not first[0]:
+                    return compiled(*args)
+                # The first call compiles C++ for this machine: tens of seconds on a few
+                # cores with a cold cache, which a user should not mistake for a hang.
+                first[0] = False
+                started = time.perf_counter()
+                print(f"convlstm: compiling the fused kernel {name!r} (first use in this "
+                      "process; later ones reuse it)...", end="", file=sys.stderr, flush=True)
+                try:
+                    return compiled(*args)
+                finally:
+                    print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
 
         _kernels[name] = run
     return _kernels[name]

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,9 +82,15 @@ def _kernel(name: str) -> Callable | None:
 
                 define = f"#define {_DEFINES[name]} 1\n" if name in _DEFINES else ""
                 source = define + _SOURCE.read_text()
-                _kernels[name] = CppPythonBindingsCodeCache.load_pybinding(
-                    _ARGTYPES[name], source
-                )
+                started = time.perf_counter()
+                print(f"convlstm: building the CPU loop {name!r} (first use)...", end="",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                try:
+                    _kernels[name] = CppPythonBindingsCodeCache.load_pybinding(
+                        _ARGTYPES[name], source
+                    )
+                finally:
+                    print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
             except Exception as error:  # no compiler, or another PyTorch's internals
                 warnings.warn(
                     f"convlstm: hand-written CPU loop {name!r} unavailable "

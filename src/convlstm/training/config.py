@@ -21,6 +21,7 @@ Unknown keys and values of the wrong type are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ class TrainerConfig:
     max_epochs: int = 10
     max_steps: int = -1
     max_time: str | None = None
-    accelerator: str = "cpu"
+    accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
@@ -182,7 +183,12 @@ def _flatten_options(raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(section), dict):
             body = dict(out[section])
             options = body.pop("options", {}) or {}
-            body.update(options)
+            # An option named like a section key (the xarray data set's own ``normalize``
+            # beside ``data.normalize``) stays under ``options`` so that it reads back.
+            nested = {k: v for k, v in options.items() if k in body}
+            body.update({k: v for k, v in options.items() if k not in body})
+            if nested:
+                body["options"] = nested
             out[section] = body
     return out
 
@@ -300,6 +306,12 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
         raise ConfigError("missing required config key model.name")
     if not config.data.name:
         raise ConfigError("missing required config key data.name")
+    epochs = config.trainer.max_epochs
+    if epochs == 0 or epochs < -1:
+        raise ConfigError(
+            f"trainer.max_epochs: expected a number of epochs >= 1 (or -1 with "
+            f"trainer.max_steps), got {epochs}"
+        )
     return config
 
 
@@ -311,7 +323,15 @@ def parse_override(item: str, value: str) -> tuple[list[str], Any]:
     key = item[2:] if item.startswith("--") else item
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"bad override key {item!r}; expected --section.key VALUE")
-    return key.split("."), yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(
+            f"--{key}: cannot read {value!r} as a value ({problem}); write numbers, true/false, "
+            "null, lists like [8, 16] or quoted text"
+        ) from None
+    return key.split("."), parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
@@ -341,6 +361,27 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs that ship with convlstm (``convlstm train NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(name: str | Path) -> Path:
+    """A config path, or the name of a bundled config (``"moving_digits"``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / f"{str(name).removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise FileNotFoundError(
+        f"config {str(name)!r} not found: not a file, nor one of {bundled_configs()}"
+    )
+
+
 def load_config(
     path: str | Path, overrides: list[tuple[list[str], Any]] | None = None
 ) -> RunConfig:
@@ -363,3 +404,35 @@ def dump_config(config: RunConfig, path: str | Path, extra: dict[str, Any] | Non
     if extra:
         body = {**body, **extra}
     Path(path).write_text(yaml.safe_dump(body, sort_keys=False))
+
+
+def config_yaml(config: RunConfig) -> str:
+    """The resolved config as the YAML a run folder stores (``train --print-config``)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def config_reference() -> str:
+    """The config's sections and keys with their defaults, for ``convlstm train --help``."""
+    lines = ["config sections and keys (defaults):",
+             "  task: classification | forecasting (required)", "  seed: 0", "  monitor: val_loss"]
+    sections = {
+        "model": "name (required; convlstm list-models) and the model's own options",
+        "data": None, "loss": "name (default per task) and the loss's options",
+        "optimizer": None, "scheduler": None, "trainer": None, "early_stopping": None,
+        "evaluation": None, "output": None,
+    }  # fmt: skip
+    classes = {"data": DataConfig, "optimizer": OptimizerConfig, "scheduler": SchedulerConfig,
+               "trainer": TrainerConfig, "early_stopping": EarlyStoppingConfig,
+               "evaluation": EvaluationConfig, "output": OutputConfig}  # fmt: skip
+    for section, text in sections.items():
+        if text is not None:
+            lines.append(f"  {section}: {text}")
+            continue
+        fields = []
+        for f in dataclasses.fields(classes[section]):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            fields.append(f"{f.name}={default!r}" if default not in ("", {}) else f.name)
+        suffix = " (or null)" if section == "early_stopping" else ""
+        lines.append(f"  {section}{suffix}: " + ", ".join(fields))
+    lines.append("  data: also the data set's own options (convlstm.data.create_dataset)")
+    return "\n".join(textwrap.fill(line, 92, subsequent_indent="      ") for line in lines)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import data as datasets
+from ..data.preprocessing import Preprocessing, dataset_preprocessing
 from .config import ConfigError, DataConfig
 
 SPLITS = ("train", "val", "test")
@@ -28,12 +29,35 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = epoch
         datasets.set_dataset_epoch(self.dataset, epoch)
 
+    def skip_next(self, count: int) -> None:
+        """Start the next pass ``count`` samples into its permutation: a run resumed from
+        a mid-epoch checkpoint then sees the rest of the epoch an uninterrupted run saw."""
+        self._skip = count
+
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(len(self.dataset), generator=generator).tolist())
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        skip, self._skip = getattr(self, "_skip", 0), 0
+        return iter(order[skip:])
+
+
+class ResumeMidEpoch(pl.Callback):
+    """On resuming from a mid-epoch checkpoint, make the training sampler skip the batches
+    the checkpointed run had already trained on in that epoch (Lightning restores the
+    loop's position but would otherwise draw those batches again)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Checkpoints are written in on_train_batch_end, after the batch is processed
+        # but before Lightning counts it completed.
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        mid_epoch = 0 < done < trainer.num_training_batches
+        if mid_epoch and isinstance(sampler, (EpochShuffleSampler, datasets.BalancedSampler)):
+            sampler.skip_next(done * loader.batch_size)
 
 
 def build_datasets(config: DataConfig, seed: int) -> dict[str, Dataset]:
@@ -77,11 +101,19 @@ class SequenceDataModule(pl.LightningDataModule):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.datasets: dict[str, Dataset] = {}
         self.norm_stats = None
+        self.preprocessing = Preprocessing()  # from files to samples, set by setup()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         built = build_datasets(self.config, self.seed)
+        for split, dataset in built.items():
+            if len(dataset) == 0:
+                raise ConfigError(
+                    f"data: the {split} split of data set {self.config.name!r} is empty; "
+                    "check the data options and split fractions"
+                )
+        self.preprocessing = dataset_preprocessing(built["train"])
         if self.config.normalize:
             stats_path = self.run_dir / "norm_stats.json" if self.run_dir else None
             if stats_path is not None and stats_path.is_file():
@@ -91,6 +123,9 @@ class SequenceDataModule(pl.LightningDataModule):
                 if stats_path is not None:
                     self.norm_stats.save(stats_path)
             built = {k: datasets.Normalized(v, self.norm_stats) for k, v in built.items()}
+            self.preprocessing = self.preprocessing.then(
+                {"op": "normalize", "mean": self.norm_stats.mean, "std": self.norm_stats.std}
+            )
         if self.config.augment:
             augment = datasets.ClipAugment(**self.config.augment)
             built["train"] = datasets.Augmented(built["train"], augment)

@@ -136,7 +136,7 @@ class ClassificationTask(_Task):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         return loss
 
     def _evaluate(self, batch, prefix: str, metrics: ClassificationMetrics) -> None:
@@ -148,7 +148,9 @@ class ClassificationTask(_Task):
         values = metrics.compute()
         for key in ("accuracy", "balanced_accuracy", "roc_auc", "f1"):
             if key in values:
-                self.log(f"{prefix}_{key}", float(values[key]), prog_bar=key == "accuracy")
+                # Already synced by torchmetrics; sync_dist keeps Lightning quiet under DDP.
+                self.log(f"{prefix}_{key}", float(values[key]), prog_bar=key == "accuracy",
+                         sync_dist=True)  # fmt: skip
         metrics.reset()
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -182,7 +184,7 @@ class ForecastingTask(_Task):
             self.model.set_sampling_step(self.global_step)
         preds = self.model(inputs, targets) if self.model_takes_target else self.model(inputs)
         loss = self.objective(preds, targets)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         return loss
 
     def _evaluate(self, batch, prefix: str, metrics: ForecastMetrics) -> None:
@@ -194,7 +196,7 @@ class ForecastingTask(_Task):
     def _log_metrics(self, prefix: str, metrics: ForecastMetrics) -> None:
         for key, value in metrics.compute().items():
             if isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1):
-                self.log(f"{prefix}_{key}", float(value))
+                self.log(f"{prefix}_{key}", float(value), sync_dist=True)
         metrics.reset()
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:

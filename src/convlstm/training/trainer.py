@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 
 from .callbacks import (
     AtomicCheckpointIO,
@@ -16,6 +15,8 @@ from .callbacks import (
     RNGState,
 )
 from .config import RunConfig
+from .datamodule import ResumeMidEpoch
+from .run_folder import HistoryCSVLogger, RunCheckpoint
 
 
 def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
@@ -23,7 +24,7 @@ def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
     ``run_dir/logs`` (CSV, and TensorBoard when installed)."""
     t = config.trainer
     monitor, mode = config.monitored()
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor=monitor,
@@ -33,7 +34,7 @@ def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
         every_n_train_steps=t.checkpoint_every_n_steps,
         enable_version_counter=False,
     )
-    callbacks: list[pl.Callback] = [checkpoint, NonFiniteLossGuard(), RNGState()]
+    callbacks: list[pl.Callback] = [checkpoint, NonFiniteLossGuard(), RNGState(), ResumeMidEpoch()]
     callbacks.append(RankFingerprint(run_dir))
     callbacks.append(LossExplosionGuard())
     if config.early_stopping is not None:
@@ -45,7 +46,7 @@ def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
         )
     if config.scheduler.name != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    loggers: list = [CSVLogger(run_dir, name="logs", version="")]
+    loggers: list = [HistoryCSVLogger(run_dir, name="logs", version="")]
     try:  # TensorBoard is optional (pip install convlstm[tensorboard])
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -63,10 +64,6 @@ def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
         precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
-        limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
-        limit_test_batches=t.limit_test_batches,
-        val_check_interval=t.val_check_interval,
         log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
@@ -77,5 +74,11 @@ def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+    # Passed only when set: Lightning prints a line for each of these given explicitly.
+    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches",
+                 "val_check_interval"):  # fmt: skip
+        value = getattr(t, name)
+        if not (isinstance(value, float) and value == 1.0):  # the int 1 means one batch
+            options[name] = value
     options.update(overrides)
     return pl.Trainer(**options)

@@ -1,0 +1,116 @@
+"""Every user mistake on the command line gets one line naming the file or key at fault,
+exit code 2 and no traceback (``--debug`` shows it); the output is readable and quiet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import TINY_CLASSIFICATION, TINY_FORECASTING, write_config
+from .walk import cli, tiny
+
+
+def one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cfg")
+    return write_config(tiny(TINY_CLASSIFICATION, root / "runs"), root / "c.yaml")
+
+
+def test_malformed_override_value_names_the_key(config):
+    result = cli("train", config, "--trainer.max_epochs", "[1", check=False)
+    one_line_error(result, "--trainer.max_epochs: cannot read '[1' as a value")
+    debug = cli("train", config, "--trainer.max_epochs", "[1", "--debug", check=False)
+    assert "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "{config}", "--trainer.max_epochs=7", "--print-config"],
+        ["train", "--trainer.max_epochs", "7", "{config}", "--print-config"],
+        ["train", "--trainer.max_epochs=7", "{config}", "--print-config"],
+    ],
+)
+def test_overrides_in_any_position_and_form(config, argv):
+    out = cli(*(a.format(config=config) for a in argv)).stdout
+    import yaml
+
+    resolved = yaml.safe_load(out)
+    assert resolved["trainer"]["max_epochs"] == 7
+    assert resolved["model"]["name"] == "clip-classifier"
+
+
+def test_help_lists_every_command_and_config_keys():
+    top = cli("--help").stdout
+    for command in ("train", "evaluate", "predict", "export", "diagnose", "demo", "list-models"):
+        assert command in top
+    train = cli("train", "--help").stdout
+    assert "trainer: max_epochs=10" in train and "accelerator='auto'" in train
+    assert cli("--version").stdout.startswith("convlstm ")
+
+
+@pytest.fixture(scope="module")
+def forecaster(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fc")
+    config = write_config(tiny(TINY_FORECASTING, root), root / "f.yaml")
+    result = cli("train", config, "--run-dir", root / "run")
+    return root / "run", result
+
+
+def test_train_output_is_readable_and_quiet(forecaster):
+    run_dir, result = forecaster
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Trained encoder-forecaster on moving_digits (forecasting): ")
+    assert any("mse" in line and "blank frames" in line and "repeating the last input" in line
+               for line in lines)  # fmt: skip
+    assert any(line.strip().startswith("report: ") for line in lines)
+    noise = ("was configured so", "litlogger", "GPU available", "LeafSpec")
+    for word in noise:
+        assert word not in result.stdout + result.stderr, word
+
+
+def test_json_output_is_json_only(forecaster, tmp_path):
+    run_dir, _ = forecaster
+    metrics = json.loads(cli("evaluate", run_dir, "--json").stdout)
+    assert "mse" in metrics
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((3, 1, 16, 16)).astype(np.float32))
+    out = json.loads(cli("predict", run_dir, tmp_path / "x.npy", "--json",
+                         "--output", tmp_path / "o").stdout)  # fmt: skip
+    assert out["windows"][0]["start"] == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [
+        ("text.npy", ("is not a NumPy .npy file",)),
+        ("missing_variable.nc", ("no variable 'nope'",)),
+        ("no_time.nc", ("no time dimension", "time_dim")),
+    ],
+)
+def test_bad_prediction_inputs_get_one_line(forecaster, tmp_path, make, fragments):
+    run_dir, _ = forecaster
+    path = tmp_path / make
+    extra: list[str] = []
+    if make == "text.npy":
+        path.write_text("1,2,3\n4,5,6\n")
+    else:
+        xr = pytest.importorskip("xarray")
+        values = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32)
+        dims = ("time", "y", "x") if make == "missing_variable.nc" else ("level", "y", "x")
+        xr.Dataset({"rain": (dims, values)}).to_netcdf(path, engine="h5netcdf")
+        if make == "missing_variable.nc":
+            extra = ["--variable", "nope"]
+    result = cli("predict", run_dir, path, *extra, check=False)
+    one_line_error(result, *fragments)
+    assert "allow_pickle" not in result.stderr
