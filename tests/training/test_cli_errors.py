@@ -114,3 +114,38 @@ def test_bad_prediction_inputs_get_one_line(forecaster, tmp_path, make, fragment
     result = cli("predict", run_dir, path, *extra, check=False)
     one_line_error(result, *fragments)
     assert "allow_pickle" not in result.stderr
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from convlstm.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {c.dest for c in commands._choices_actions} >= {"diagnose", "predict", "export"}
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"convlstm {name}: {action.option_strings or action.dest}"
+
+
+def test_python_api_takes_bundled_config_names(tmp_path, monkeypatch):
+    from convlstm.training.run import _as_config
+
+    monkeypatch.chdir(tmp_path)  # bundled configs are found from any directory
+    assert _as_config("similar_motions").data.name == "similar_motions"
+    with pytest.raises(FileNotFoundError, match="nor one of .*moving_digits"):
+        _as_config("no_such_config")
+
+
+def test_first_compilation_says_so(monkeypatch, capsys):
+    import torch
+
+    from convlstm.nn import fused_gates
+
+    monkeypatch.setattr(torch, "compile", lambda fn, dynamic=True: fn)
+    monkeypatch.setattr(fused_gates, "_kernels", {})
+    kernel = fused_gates._compiled("probe", lambda x: x + 1)
+    assert kernel(1) == 2 and kernel(2) == 3
+    err = capsys.readouterr().err
+    assert err.count("compiling the fused kernel 'probe'") == 1 and err.endswith(" s\n")
