@@ -19,3 +19,22 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def fused_cells(monkeypatch) -> list[int]:
+    """The ids of the cells ``run_fused_sequence`` ran (returned a result for): tests at
+    real sizes check with it that the fast path really was taken."""
+    from convlstm.nn import layer
+
+    ran: list[int] = []
+    real = layer.run_fused_sequence
+
+    def counted(cell, *args, **kwargs):
+        result = real(cell, *args, **kwargs)
+        if result is not None:
+            ran.append(id(cell))
+        return result
+
+    monkeypatch.setattr(layer, "run_fused_sequence", counted)
+    return ran

@@ -20,7 +20,7 @@ from convlstm.diagnostics import (
     gradient_flow,
 )
 from convlstm.models import create_model
-from convlstm.nn import get_fusion, layer, set_fusion
+from convlstm.nn import get_fusion, set_fusion
 
 CELLS = ["layers.0.cells.0", "layers.1.cells.0"]
 
@@ -56,22 +56,6 @@ def loader() -> DataLoader:
     the second layer's cell holds 16 x 16 channels x 16 x 16 = 65,536 elements, the fast
     path's threshold."""
     return _loader(32)
-
-
-@pytest.fixture
-def fused_cells(monkeypatch) -> list[int]:
-    """The ids of the cells ``run_fused_sequence`` ran (returned a result for)."""
-    ran: list[int] = []
-    real = layer.run_fused_sequence
-
-    def counted(cell, *args, **kwargs):
-        result = real(cell, *args, **kwargs)
-        if result is not None:
-            ran.append(id(cell))
-        return result
-
-    monkeypatch.setattr(layer, "run_fused_sequence", counted)
-    return ran
 
 
 @pytest.fixture

@@ -8,28 +8,12 @@ import itertools
 import pytest
 import torch
 
-from convlstm.nn import ConvLSTM2d, ConvLSTMCell2d, StepRecord, layer
+from convlstm.nn import ConvLSTM2d, ConvLSTMCell2d, StepRecord
 
 from .conftest import perturb
 
 # 2 x 16 channels x 48 x 48 = 73,728 cell elements per step: the fast path's size.
 BATCH, CHANNELS, SIZE, STEPS = 2, 16, 48, 5
-
-
-@pytest.fixture
-def fused_cells(monkeypatch) -> list[int]:
-    """The ids of the cells ``run_fused_sequence`` ran (returned a result for)."""
-    ran: list[int] = []
-    real = layer.run_fused_sequence
-
-    def counted(cell, *args, **kwargs):
-        result = real(cell, *args, **kwargs)
-        if result is not None:
-            ran.append(id(cell))
-        return result
-
-    monkeypatch.setattr(layer, "run_fused_sequence", counted)
-    return ran
 
 
 def _clip(steps: int = STEPS) -> torch.Tensor:
