@@ -46,6 +46,7 @@ __all__ = [
     "KERAS_ACTIVATIONS",
     "KerasConvLSTM",
     "from_keras_weights",
+    "import_keras_run",
     "load_keras_convlstm",
     "load_keras_model",
 ]
@@ -797,7 +798,129 @@ def load_keras_model(
     options, weights = graph_options(
         reader, keras_version=version, logits=logits, channels_first=channels_first
     )
-    model = KerasGraph(**options)
+    model = KerasGraph(**options, source=str(path))
     for name, arrays in weights.items():
         model.layer(name).set_keras_weights(arrays)
     return model.eval()
+
+
+def import_keras_run(
+    path: str | PathLike[str],
+    output_dir: str | PathLike[str],
+    *,
+    classes: Sequence[str] | None = None,
+    preprocessing: Any = None,
+    keras_version: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a run folder for a Keras classifier, as ``convlstm train`` writes one.
+
+    The folder holds ``model.safetensors`` and ``model.json`` (the ``keras-graph`` model:
+    the Keras layer configs and graph as plain options) and ``config.yaml`` (task
+    ``classification``, ``data: {name: none}``), so that ``convlstm predict``,
+    ``export`` and ``evaluate --data other.yaml`` work on it as on a trained run.
+
+    Output convention: the run folder's model returns logits and ``model.json``'s output
+    transform (``sigmoid`` for one output, ``softmax`` for several) turns them into
+    probabilities, once. A Keras model ending in a ``sigmoid``/``softmax`` (a Dense or
+    Activation layer) is imported without it; one ending without an activation is taken
+    to output logits already, with a warning.
+
+    Args:
+        path: a Keras model file or SavedModel folder (see ``load_keras_model``) whose
+            input is a sequence of frames ``(T, *S, C)`` of fixed size and whose output is
+            ``(K,)`` class scores.
+        output_dir: the run folder to write (created; must be empty unless ``overwrite``).
+        classes: class names (``K`` of them, 2 for one sigmoid output); default none.
+        preprocessing: a ``convlstm.data.Preprocessing`` describing the input the Keras
+            model expects (reader, 8-bit scaling, normalisation, time stacking); default
+            the identity on float frames.
+        keras_version: overrides the version the file records (see ``load_keras_model``).
+        overwrite: replace the model files of an existing run folder.
+
+    Returns:
+        The run folder's path.
+    """
+    from ..data.preprocessing import Preprocessing
+    from ..training.config import DataConfig, ModelConfig, RunConfig, dump_config
+    from ..training.run import package_versions
+    from ..training.run_folder import CONFIG_FILE, ModelSpec, save_model
+
+    path, run_dir = Path(path), Path(output_dir)
+    if run_dir.exists() and (not run_dir.is_dir() or (any(run_dir.iterdir()) and not overwrite)):
+        raise FileExistsError(
+            f"{run_dir} already exists and is not an empty folder; pass overwrite=True "
+            "(--overwrite) to replace its model files"
+        )
+    probe = load_keras_model(path, keras_version=keras_version)
+    final = _final_activation(probe)
+    model = load_keras_model(path, keras_version=keras_version, logits=final is not None)
+    shape = model.input_shape
+    if model.input_permutation is None or shape is None or len(shape) < 4:
+        raise ValueError(
+            f"{path}: a run folder needs a channels-last sequence input (T, *S, C) "
+            f"with 1 to 3 spatial axes; the Keras input is {shape}"
+        )
+    frames, *size, channels = shape[1:]
+    missing = [n for n, v in (("frames", frames), ("channels", channels)) if v is None]
+    if missing or any(s is None for s in size):
+        raise ValueError(
+            f"{path}: the Keras input shape {shape} leaves {missing or 'the frame size'} "
+            "free; a run folder records one input size"
+        )
+    ours = [frames, channels, *size]
+    with torch.no_grad():
+        out = model(torch.zeros(1, *ours, dtype=model.input_dtype))
+    if out.dim() != 2:
+        raise ValueError(
+            f"{path}: the model's output has shape {tuple(out.shape)}; a classification "
+            "run needs (B, K) class scores"
+        )
+    k = int(out.shape[1])
+    if final == "sigmoid" and k != 1:
+        raise ValueError(f"{path}: {k} sigmoid outputs (multi-label) have no run-folder "
+                         "transform; only one sigmoid or a softmax output")  # fmt: skip
+    if final == "softmax" and k == 1:
+        raise ValueError(f"{path}: a softmax over one output is constant")
+    if final is None:
+        warnings.warn(
+            f"{path}: the output layer has no sigmoid/softmax; its outputs are taken as "
+            f"logits ({'sigmoid' if k == 1 else 'softmax'} gives the probabilities)",
+            UserWarning,
+            stacklevel=2,
+        )
+    if classes is not None and len(classes) != max(k, 2):
+        raise ValueError(
+            f"classes: expected {max(k, 2)} names for {k} outputs, got {list(classes)}"
+        )
+    options = model.options
+    spec = ModelSpec(
+        task="classification", name="keras-graph", options=options,
+        frames=int(frames), channels=int(channels), size=[int(s) for s in size],
+        any_size=False, transform="sigmoid" if k == 1 else "softmax",
+        classes=None if classes is None else [str(c) for c in classes],
+        preprocessing=preprocessing if preprocessing is not None else Preprocessing(),
+    )  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model, run_dir, spec)
+    config = RunConfig(
+        task="classification", model=ModelConfig(name="keras-graph", options=options),
+        data=DataConfig(name="none"),
+    )  # fmt: skip
+    dump_config(config, run_dir / CONFIG_FILE, extra={"versions": package_versions()})
+    return run_dir
+
+
+def _final_activation(model: nn.Module) -> str | None:
+    """``"sigmoid"``/``"softmax"`` when the output layer ends in one, else None."""
+    index, _ = model.output
+    key = model.nodes[index][0]
+    layer = model.layers[key]
+    entry = next(e for e in model.options["layers"] if e["name"] == layer.keras_name)
+    if entry["class_name"] not in ("Dense", "Activation"):
+        return None
+    value = entry["config"].get("activation")
+    name = value.get("config") if isinstance(value, Mapping) else value
+    return name.lower() if isinstance(name, str) and name.lower() in ("sigmoid", "softmax") \
+        else None  # fmt: skip
+

@@ -8,6 +8,7 @@ in ``model.json`` and its weights in ``model.safetensors``, so that
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -63,6 +64,7 @@ class KerasGraph(nn.Module):
             ``None`` keeps Keras's layout.
         keras_version: the Keras version that wrote the model (``hard_sigmoid`` differs).
         logits: leave out the output layer's final ``sigmoid``/``softmax``.
+        source: where the model was imported from (kept for the record only).
     """
 
     def __init__(
@@ -77,8 +79,17 @@ class KerasGraph(nn.Module):
         output_permutation: list[int] | None = None,
         keras_version: str | None = None,
         logits: bool = False,
+        source: str | None = None,
     ) -> None:
         super().__init__()
+        self.source = source
+        # The options as given, so that a run folder can store them (see ``options``).
+        self._options = json.loads(json.dumps({
+            "layers": list(layers), "nodes": list(nodes), "output": list(output),
+            "input_dtype": input_dtype, "input_shape": input_shape,
+            "input_permutation": input_permutation, "output_permutation": output_permutation,
+            "keras_version": keras_version, "logits": logits, "source": source,
+        }))  # fmt: skip
         if input_dtype not in _DTYPES:
             raise ValueError(f"keras-graph option input_dtype must be one of {sorted(_DTYPES)}, "
                              f"got {input_dtype!r}")  # fmt: skip
@@ -118,6 +129,11 @@ class KerasGraph(nn.Module):
         if not 0 <= out_node < len(self.nodes):
             raise ValueError(f"keras-graph output {list(output)} names no node")
         self.output = (out_node, int(output[1]))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Plain JSON options that rebuild this module: ``create_model("keras-graph", **o)``."""
+        return json.loads(json.dumps(self._options))
 
     def layer(self, name: str) -> KerasLayer:
         """The module of the Keras layer called ``name``."""
