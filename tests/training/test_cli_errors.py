@@ -134,7 +134,7 @@ def test_python_api_takes_bundled_config_names(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # bundled configs are found from any directory
     assert _as_config("similar_motions").data.name == "similar_motions"
-    with pytest.raises(FileNotFoundError, match="nor one of .*moving_digits"):
+    with pytest.raises(FileNotFoundError, match=r"nor one of .*moving_digits"):
         _as_config("no_such_config")
 
 

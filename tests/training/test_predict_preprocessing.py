@@ -26,6 +26,13 @@ TRAINER = {"max_epochs": 1, "enable_progress_bar": False, "limit_train_batches":
            "log_every_n_steps": 1}  # fmt: skip
 
 
+def _predict_every_window(run_dir: Path, source: Path, output: Path):
+    """``convlstm predict --stride 1`` from ``/``: the predictions and window starts."""
+    out = json.loads(cli("predict", run_dir, source, "--stride", "1", "--json",
+                         "--output", output, cwd="/").stdout)  # fmt: skip
+    return np.load(out["predictions"]), [w["start"] for w in out["windows"]]
+
+
 def _train(config: dict, run_dir: Path):
     return convlstm.train(config, run_dir=run_dir, report=False)
 
@@ -58,10 +65,7 @@ def npy_case(tmp_path_factory):
 
 def test_npy_forecast_from_a_moved_run_equals_evaluation(npy_case, tmp_path):
     run_dir, source, expected = npy_case
-    out = json.loads(cli("predict", run_dir, source, "--stride", "1", "--json",
-                         "--output", tmp_path, cwd="/").stdout)  # fmt: skip
-    predictions = np.load(out["predictions"])
-    starts = [w["start"] for w in out["windows"]]
+    predictions, starts = _predict_every_window(run_dir, source, tmp_path)
     assert predictions.shape == (len(starts), 2, 1, 64, 64)
     checked = 0
     for start, frames in expected.items():
@@ -156,10 +160,7 @@ def netcdf_case(tmp_path_factory):
 
 def test_netcdf_forecast_from_a_moved_run_equals_evaluation(netcdf_case, tmp_path):
     run_dir, source, expected = netcdf_case
-    out = json.loads(cli("predict", run_dir, source, "--stride", "1", "--json",
-                         "--output", tmp_path, cwd="/").stdout)  # fmt: skip
-    predictions = np.load(out["predictions"])
-    starts = [w["start"] for w in out["windows"]]
+    predictions, starts = _predict_every_window(run_dir, source, tmp_path)
     assert predictions.shape[1:] == (2, 1, 59, 66)
     for start, frames in expected.items():
         got = torch.from_numpy(predictions[starts.index(start)])
