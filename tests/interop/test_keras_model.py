@@ -256,3 +256,101 @@ def test_graph_without_recorded_version_warns(keras, tmp_path):
         model = load_keras_model(rewritten)
     ours, expected = run_fixture(model, "bidirectional-keras3-keras")
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+
+
+# -------------------------------------------------------------- more options, live Keras 3
+
+
+def _live_models(keras):
+    L = keras.layers
+
+    def channels_first():
+        cf = {"data_format": "channels_first"}
+        return keras.Sequential([
+            keras.Input((3, 2, 7, 9)),
+            L.ConvLSTM2D(3, 3, padding="same", strides=2, return_sequences=True, **cf),
+            L.TimeDistributed(L.Conv2D(4, 2, padding="same", **cf)),
+            L.TimeDistributed(L.MaxPooling2D(2, padding="same", **cf)),
+            L.ConvLSTM2D(2, 2, padding="valid", **cf),
+            L.Flatten(**cf),
+            L.Dense(2, activation="softmax"),
+        ])  # fmt: skip
+
+    def causal_groups_keepdims():
+        return keras.Sequential([
+            keras.Input((4, 12, 4)),
+            L.TimeDistributed(L.Conv1D(4, 3, padding="causal", dilation_rate=2, groups=2)),
+            L.ConvLSTM1D(4, 3, padding="same", return_sequences=True, go_backwards=True,
+                         activation="relu", recurrent_activation="hard_sigmoid"),
+            L.TimeDistributed(L.Conv1D(6, 3, padding="same", strides=2, groups=2,
+                                       activation="elu")),
+            L.TimeDistributed(L.GlobalMaxPooling1D(keepdims=True)),
+            L.TimeDistributed(L.AveragePooling1D(1)),
+            L.Flatten(),
+            L.Dense(1, activation="sigmoid"),
+        ])  # fmt: skip
+
+    def states_and_merges():
+        inputs = keras.Input((3, 6, 6, 2))
+        x = L.Bidirectional(L.ConvLSTM2D(2, 3, padding="same", return_sequences=True),
+                            merge_mode="mul")(inputs)  # fmt: skip
+        x = L.BatchNormalization(scale=False)(x)
+        x = L.Bidirectional(L.ConvLSTM2D(2, 3, padding="same", return_sequences=True),
+                            merge_mode="ave")(x)  # fmt: skip
+        _, h, c = L.ConvLSTM2D(3, 3, padding="valid", return_state=True)(x)
+        y = L.GlobalAveragePooling2D()(h)
+        return keras.Model(inputs, L.Dense(2)(y))
+
+    def frame_sequence_output():
+        inputs = keras.Input((3, 5, 6, 2))
+        x = L.ConvLSTM2D(4, 3, padding="same", return_sequences=True)(inputs)
+        x = L.TimeDistributed(L.Dense(3, activation="swish"))(x)
+        return keras.Model(inputs, L.Dense(2)(x))
+
+    def frame_output():
+        return keras.Sequential([
+            keras.Input((3, 5, 6, 2)),
+            L.ConvLSTM2D(4, 3, padding="same"),
+            L.Conv2D(2, 3, padding="same", strides=2),
+            L.Activation("tanh"),
+        ])  # fmt: skip
+
+    return {f.__name__: f for f in (channels_first, causal_groups_keepdims, states_and_merges,
+                                     frame_sequence_output, frame_output)}  # fmt: skip
+
+
+LIVE = ["channels_first", "causal_groups_keepdims", "states_and_merges",
+        "frame_sequence_output", "frame_output"]  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("kind", LIVE)
+def test_live_keras3_models(keras, tmp_path, kind, suffix):
+    model = _live_models(keras)[kind]()
+    rng = np.random.default_rng(LIVE.index(kind))
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            layer.set_weights([rng.normal(0.0, 0.5, w.shape).astype(w.dtype) if w.ndim > 1
+                               else rng.uniform(0.5, 1.5, w.shape).astype(w.dtype)
+                               for w in weights])  # fmt: skip
+    x = rng.normal(size=(2, *model.inputs[0].shape[1:])).astype("float32")
+    expected = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    path = _save(model, tmp_path / f"{kind}{suffix}")
+    imported = load_keras_model(path)
+    back = _inverse(imported.input_permutation)
+    data = torch.from_numpy(x)
+    with torch.no_grad():
+        ours = imported(data.permute(back) if back else data)
+    if imported.output_permutation is not None:
+        # Channels-first out: (B, T, C, H, W) for frame sequences, (B, C, H, W) for frames.
+        ours = ours.permute(_inverse(imported.output_permutation))
+    assert tuple(ours.shape) == expected.shape
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-5)
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3
+    if kind == "channels_first":
+        assert imported.input_permutation is None  # Keras's layout is channels-first already
+    if kind == "frame_sequence_output":
+        assert imported.output_permutation == [0, 1, 4, 2, 3]
+    if kind == "frame_output":
+        assert imported.output_permutation == [0, 3, 1, 2]
