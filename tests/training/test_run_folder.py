@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import convlstm
+from convlstm.training.config import ConfigError
 from convlstm.training.run import Run, RunFolderError
 from convlstm.training.run_folder import RunLock
 
@@ -154,9 +155,15 @@ def test_overwrite_replaces_the_run(tmp_path, classification_config):
     (first.run_dir / "stale.txt").write_text("from the first run")
     with pytest.raises(RunFolderError, match="already exists"):
         convlstm.train(classification_config, run_dir=tmp_path / "run", report=False)
+    broken = {**classification_config, "model": {**classification_config["model"], "bad": 1}}
+    with pytest.raises(ConfigError, match="bad"):  # a failing config keeps the old run
+        convlstm.train(broken, run_dir=tmp_path / "run", report=False, overwrite=True)
+    assert (tmp_path / "run" / "stale.txt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     convlstm.train(classification_config, run_dir=tmp_path / "run", report=False, overwrite=True)
     assert not (tmp_path / "run" / "stale.txt").exists()
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_a_locked_run_folder_names_the_other_process(tmp_path):

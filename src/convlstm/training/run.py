@@ -261,14 +261,21 @@ def train(
     check_new_run_dir(folder, overwrite)
     created = not folder.exists()
     with RunLock(folder):
-        if overwrite:
-            _clear(folder)
+        # The run being replaced moves aside until the new config has proved itself, so
+        # that a config that fails leaves it as it was (and its files, such as
+        # norm_stats.json, are never mistaken for the new run's).
+        replaced = _move_aside(folder) if overwrite else None
         try:
             prepared = _prepare(config, folder)
         except BaseException:
-            if created:  # a config that fails before training leaves nothing behind
+            if replaced is not None:
+                _clear(folder)
+                _move_back(replaced, folder)
+            elif created:  # a config that fails before training leaves nothing behind
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+        if replaced is not None:
+            shutil.rmtree(replaced)
         dump_config(config, folder / CONFIG_FILE, {"versions": package_versions()})
         # DDP re-runs this command in new processes: they take the same folder from here.
         os.environ[RUN_DIR_ENV] = str(folder.resolve())
@@ -320,7 +327,7 @@ def _last_checkpoint(folder: Path) -> Path | None:
 
 
 def _clear(folder: Path) -> None:
-    """Empty a run folder being overwritten (all but its lock)."""
+    """Empty a run folder (all but its lock)."""
     for entry in folder.iterdir():
         if entry.name == LOCK_FILE:
             continue
@@ -328,6 +335,22 @@ def _clear(folder: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def _move_aside(folder: Path) -> Path:
+    """Move a run folder's contents (all but its lock) into a hidden sibling folder."""
+    aside = folder.with_name(f".{folder.name}.replaced-{os.getpid()}")
+    aside.mkdir()
+    for entry in folder.iterdir():
+        if entry.name != LOCK_FILE:
+            entry.rename(aside / entry.name)
+    return aside
+
+
+def _move_back(aside: Path, folder: Path) -> None:
+    for entry in aside.iterdir():
+        entry.rename(folder / entry.name)
+    aside.rmdir()
 
 
 @dataclass
