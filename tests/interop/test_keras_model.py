@@ -354,3 +354,22 @@ def test_live_keras3_models(keras, tmp_path, kind, suffix):
         assert imported.output_permutation == [0, 1, 4, 2, 3]
     if kind == "frame_output":
         assert imported.output_permutation == [0, 3, 1, 2]
+
+
+def test_load_keras_convlstm_reads_savedmodel_folders():
+    from convlstm.interop import load_keras_convlstm
+
+    folder = FIXTURES / "fish2-study-tf23-savedmodel"
+    graph = load_keras_model(folder)
+    names = [m.keras_name for m in graph.layers.values() if m.class_name == "ConvLSTM2D"]
+    assert len(names) == 2
+    with pytest.raises(ValueError, match="holds 2 ConvLSTM layers"):
+        load_keras_convlstm(folder)
+    for name in names:
+        layer = load_keras_convlstm(folder, name)
+        assert layer.cell.recurrent_activation_name == "hard_sigmoid_keras2"
+        expected = graph.layer(name).convlstm.cell
+        torch.testing.assert_close(layer.cell.weight_ih, expected.weight_ih, rtol=0, atol=0)
+        torch.testing.assert_close(layer.cell.weight_hh, expected.weight_hh, rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="no such file or SavedModel folder"):
+        load_keras_convlstm(FIXTURES / "missing")

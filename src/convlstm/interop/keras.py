@@ -702,6 +702,29 @@ def _load_legacy_h5(path: Path, layer_name: str | None) -> KerasConvLSTM:
     )
 
 
+def _load_savedmodel(path: Path, layer_name: str | None) -> KerasConvLSTM:
+    from ._graph import SavedModelFolderReader
+
+    reader = SavedModelFolderReader(path)
+    layers = reader.model.get("config", {}).get("layers", [])
+    entries = [
+        {"name": str(e.get("name") or e.get("config", {}).get("name")), "position": i,
+         "class_name": str(e.get("class_name")), "config": dict(e.get("config", {}))}
+        for i, e in enumerate(layers) if isinstance(e, Mapping)
+    ]  # fmt: skip
+    found = [
+        _Found(e["name"], e["class_name"], e["config"], "", ())
+        for e in entries
+        if e["class_name"] in CONVLSTM_CLASSES
+    ]
+    chosen = _select(found, [], layer_name, path)
+    entry = next(e for e in entries if e["name"] == chosen.name)
+    # Only Keras 2 writes Keras SavedModels, whatever version the metadata records.
+    version = reader.keras_version or "2"
+    rank = CONVLSTM_CLASSES[chosen.class_name]
+    return _from_keras_weights(chosen.config, reader.weights(entry, 0), version, rank)
+
+
 def _order_weight_names(names: list[str]) -> list[str]:
     """kernel, recurrent_kernel, bias, by name when the names say so, else as stored."""
     rank = {"kernel": 0, "recurrent_kernel": 1, "bias": 2}
@@ -720,10 +743,12 @@ def load_keras_convlstm(
     Keras is imported.
 
     Args:
-        path: a Keras 3 ``.keras`` archive (``model.save("m.keras")``) or a legacy
+        path: a Keras 3 ``.keras`` archive (``model.save("m.keras")``), a legacy
             HDF5 model file (``model.save("m.h5")``, Keras 3 or tf.keras 2), holding a
-            Functional or Sequential model; ConvLSTM layers inside nested models are
-            found too. Weights-only files carry no config and are not accepted.
+            Functional or Sequential model (ConvLSTM layers inside nested models are
+            found too), or a SavedModel folder written by tf.keras 2
+            (``model.save("folder")``; its top-level layers). Weights-only files carry no
+            config and are not accepted.
         layer_name: the Keras name of the ConvLSTM layer to load; ``None`` takes the
             only ConvLSTM layer of the model.
 
@@ -737,8 +762,10 @@ def load_keras_convlstm(
             or weight shape.
     """
     path = Path(path)
+    if path.is_dir():
+        return _load_savedmodel(path, layer_name)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise FileNotFoundError(f"no such file or SavedModel folder: {path}")
     if zipfile.is_zipfile(path):
         return _load_keras_v3(path, layer_name)
     if _require_h5py().is_hdf5(path):
