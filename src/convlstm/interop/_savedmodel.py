@@ -137,8 +137,9 @@ def _read_block(data: bytes, handle: bytes, where: Path) -> bytes:
     kind = data[offset + size]
     if kind != 0:
         raise SavedModelError(
-            f"{where} uses compressed blocks (type {kind}), which this reader does not "
-            "decode; load the model with engine='tensorflow' (pip install 'convlstm[tensorflow]')"
+            f"{where} uses compressed blocks (type {kind}), which TensorFlow's own writer "
+            "does not produce and this reader does not decode; load the model in TensorFlow "
+            "and save it again with model.save(folder)"
         )
     return data[offset : offset + size]
 
