@@ -1,8 +1,10 @@
 """Frame-forecasting metrics: OpenSTL-style MSE/MAE, SSIM, PSNR and nowcasting skill scores.
 
-Per-frame errors and SSIMs are kept as ``(N, T_out)`` ``cat`` states and the nowcasting
-contingency counts as ``sum`` states, so under DDP torchmetrics combines all ranks before
-:meth:`ForecastMetrics.compute` and the numbers equal those of one process on the whole set.
+Per-frame errors and SSIMs are kept as ``(N, T_out)`` ``cat`` states, the nowcasting
+contingency counts as ``sum`` states and the per-lead counts and fractions-skill-score sums
+as ``cat`` states of per-update partial sums, so under DDP torchmetrics combines all ranks
+before :meth:`ForecastMetrics.compute` and the numbers equal those of one process on the
+whole set.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
@@ -64,12 +67,62 @@ def nowcast_scores(pred: Tensor, target: Tensor, threshold: float) -> dict[str, 
     }
 
 
+def _box_fractions(events: Tensor, scale: int) -> Tensor:
+    """Fraction of events in the ``scale x scale`` box around each pixel of ``(N, H, W)``,
+    counting outside the frame as no event (scipy's ``uniform_filter(mode="constant")``,
+    as pysteps' FSS)."""
+    if scale == 1:
+        return events
+    before, after = scale // 2, scale - 1 - scale // 2
+    padded = F.pad(events[:, None], (before, after, before, after))
+    return F.avg_pool2d(padded, scale, stride=1)[:, 0]
+
+
+def _fss_sums(pred: Tensor, target: Tensor, threshold: float, scale: int) -> Tensor:
+    """``[sum (Pf - Po)^2, sum Pf^2 + Po^2]`` per lead, ``(T_out, 2)`` float64, over the
+    frames of ``(B, T_out, C, H, W)`` (channels as separate frames)."""
+    b, t = pred.shape[:2]
+    fp = _box_fractions((pred >= threshold).double().flatten(0, -3), scale)
+    fo = _box_fractions((target >= threshold).double().flatten(0, -3), scale)
+    fp, fo = fp.reshape(b, t, -1), fo.reshape(b, t, -1)
+    num = (fp - fo).square().sum(dim=(0, 2))
+    den = (fp.square() + fo.square()).sum(dim=(0, 2))
+    return torch.stack([num, den], dim=-1)
+
+
+def _check_scale(scale: Any) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"FSS scale must be an int >= 1 (pixels), got {scale!r}")
+    return scale
+
+
+def fractions_skill_score(pred: Tensor, target: Tensor, threshold: float, scale: int) -> float:
+    """Fractions skill score (Roberts and Lean 2008) of ``pred`` against ``target``.
+
+    Events are ``value >= threshold``; their fractions in ``scale x scale`` boxes are
+    compared over every frame of ``(B, T, C, H, W)`` (or ``(T, H, W)``, ``(H, W)``) tensors:
+    ``FSS = 1 - sum (Pf - Po)^2 / sum (Pf^2 + Po^2)``, 1 for a perfect forecast, ``nan``
+    when neither has an event.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got pred {tuple(pred.shape)} "
+            f"and target {tuple(target.shape)}"
+        )
+    scale = _check_scale(scale)
+    while pred.dim() < 5:
+        pred, target = pred.unsqueeze(0), target.unsqueeze(0)
+    num, den = _fss_sums(pred.float(), target.float(), float(threshold), scale).sum(0).tolist()
+    return 1.0 - num / den if den else math.nan
+
+
 class ForecastMetrics(Metric):
     """MSE, MAE, SSIM, PSNR, per-lead-time curves and CSI/POD/FAR over a forecast set.
 
     Args:
         data_range: value range of the frames (``max - min``), used by SSIM and PSNR.
         thresholds: event thresholds for nowcasting scores (e.g. rain rates in mm/h).
+        fss_scales: box sizes in pixels of the fractions skill score at each threshold.
 
     ``update(pred, target)`` takes ``(B, T_out, C, H, W)`` tensors of the same shape.
 
@@ -87,7 +140,11 @@ class ForecastMetrics(Metric):
           ``ssim_per_lead``: lists of length ``T_out``, lead time 1 first.
         * for each threshold ``thr`` (key suffix ``str(float(thr))``, e.g. ``csi@0.5``):
           ``csi@thr``, ``pod@thr``, ``far@thr`` from hits/misses/false alarms summed over
-          the whole set (see :func:`nowcast_scores`; ``0/0`` is ``nan``).
+          the whole set (see :func:`nowcast_scores`; ``0/0`` is ``nan``), and
+          ``csi@thr_per_lead``, ``pod@thr_per_lead``, ``far@thr_per_lead`` per lead time.
+        * for each threshold and FSS scale ``s``: ``fss@thr_spx`` (e.g. ``fss@1.0_5px``)
+          over the set and ``fss@thr_spx_per_lead`` (see :func:`fractions_skill_score`).
+        * ``mae_per_pixel_per_lead``: the mean absolute error per value at each lead.
         * with ``last_input`` given to every ``update``: ``baseline_mse_zero`` and
           ``baseline_mse_persistence``, the ``mse`` of two trivial forecasts (all-zero
           frames, and the last input frame repeated), to judge ``mse`` against.
@@ -102,6 +159,7 @@ class ForecastMetrics(Metric):
         self,
         data_range: float = 1.0,
         thresholds: Sequence[float] | None = None,
+        fss_scales: Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -109,6 +167,12 @@ class ForecastMetrics(Metric):
             raise ValueError(f"data_range must be > 0, got {data_range}")
         self.data_range = float(data_range)
         self.thresholds = [float(t) for t in (thresholds or [])]
+        self.fss_scales = [_check_scale(s) for s in (fss_scales or [])]
+        if self.fss_scales and not self.thresholds:
+            raise ValueError("fss_scales needs thresholds: the FSS is computed at each of them")
+        # per update: (1, thresholds, T_out, 3) counts and (1, thresholds, scales, T_out, 2)
+        self.add_state("lead_contingency", default=[], dist_reduce_fx="cat")
+        self.add_state("lead_fss", default=[], dist_reduce_fx="cat")
         for name in ("frame_se", "frame_ae", "frame_ssim", "frame_psnr", "zero_se", "last_se"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.add_state("pixels", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -151,6 +215,17 @@ class ForecastMetrics(Metric):
         self.pixels += diff.numel()
         for i, thr in enumerate(self.thresholds):
             self.contingency[i] += _contingency(pred, target, thr)
+        if self.thresholds:
+            per_lead = [
+                torch.stack([_contingency(pred[:, k], target[:, k], thr)
+                             for k in range(pred.shape[1])])
+                for thr in self.thresholds
+            ]  # fmt: skip
+            self.lead_contingency.append(torch.stack(per_lead)[None])
+        if self.fss_scales:
+            sums = [[_fss_sums(pred, target, thr, s) for s in self.fss_scales]
+                    for thr in self.thresholds]  # fmt: skip
+            self.lead_fss.append(torch.stack([torch.stack(row) for row in sums])[None])
 
     def _ssim(self, pred: Tensor, target: Tensor) -> Tensor:
         """SSIM per frame, ``(B, T_out)``: Gaussian window (sigma 1.5, 11x11) or, for frames
@@ -191,6 +266,7 @@ class ForecastMetrics(Metric):
             "mse_per_lead": se.mean(dim=0).tolist(),
             "mae_per_lead": ae.mean(dim=0).tolist(),
             "ssim_per_lead": ssim.mean(dim=0).tolist(),
+            "mae_per_pixel_per_lead": (ae.sum(dim=0) * se.shape[1] / int(self.pixels)).tolist(),
         }
         zero_se, last_se = (
             dim_zero_cat(s) if not (isinstance(s, list) and not s) else None
@@ -202,4 +278,21 @@ class ForecastMetrics(Metric):
         for thr, (hits, misses, false_alarms) in zip(self.thresholds, self.contingency.tolist()):
             for name, value in _skill(hits, misses, false_alarms).items():
                 out[f"{name}@{thr}"] = value
+        if self.thresholds:
+            counts = dim_zero_cat(self.lead_contingency).sum(0).tolist()  # (thr, T_out, 3)
+            for thr, leads in zip(self.thresholds, counts):
+                scores = [_skill(*lead) for lead in leads]
+                for name in ("csi", "pod", "far"):
+                    out[f"{name}@{thr}_per_lead"] = [s[name] for s in scores]
+        if self.fss_scales:
+            sums = dim_zero_cat(self.lead_fss).sum(0)  # (thr, scales, T_out, 2)
+            for i, thr in enumerate(self.thresholds):
+                for j, scale in enumerate(self.fss_scales):
+                    num, den = sums[i, j, :, 0], sums[i, j, :, 1]
+                    total = float(den.sum())
+                    key = f"fss@{thr}_{scale}px"
+                    out[key] = 1.0 - float(num.sum()) / total if total else math.nan
+                    out[f"{key}_per_lead"] = [
+                        1.0 - n / d if d else math.nan for n, d in zip(num.tolist(), den.tolist())
+                    ]
         return out

@@ -1,0 +1,76 @@
+"""Persistence and optical-flow extrapolation on hand-made moving rain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from convlstm.metrics import nowcast_scores
+from convlstm.models.nowcasting_baselines import (
+    baseline_forecast,
+    get_baseline,
+    list_baselines,
+    persistence,
+)
+
+
+def moving_rain(frames: int, velocity=(1.5, 1.0), size: int = 96, seed: int = 0) -> torch.Tensor:
+    """Rain cells (Gaussians, peaks 2-20 mm/h) all moving ``velocity`` (rows, cols) pixels
+    per frame: ``(1, frames, 1, size, size)``; 0 below 0.1 mm/h."""
+    rng = np.random.default_rng(seed)
+    n = 14
+    centres = rng.uniform(10, size - 30, (n, 2))
+    peaks = rng.uniform(2, 20, n)
+    widths = rng.uniform(2.5, 6, n)
+    rows, cols = np.mgrid[0:size, 0:size].astype(float)
+    out = np.zeros((frames, size, size))
+    for t in range(frames):
+        for (r, c), peak, width in zip(centres + t * np.array(velocity), peaks, widths):
+            out[t] += peak * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * width**2))
+    out[out < 0.1] = 0
+    return torch.from_numpy(out.astype(np.float32))[None, :, None]
+
+
+def test_persistence_repeats_the_last_frame():
+    x = torch.rand(2, 3, 1, 5, 5)
+    out = persistence(x, 4)
+    assert out.shape == (2, 4, 1, 5, 5)
+    assert all(torch.equal(out[:, k], x[:, -1]) for k in range(4))
+    with pytest.raises(ValueError, match=r"\(B, T_in, 1, H, W\), got shape \(3, 1, 5, 5\)"):
+        persistence(x[0], 4)
+
+
+def test_optical_flow_is_near_perfect_on_translating_rain_and_persistence_is_not():
+    pytest.importorskip("pysteps", reason="optical flow needs convlstm[radar]")
+    pytest.importorskip("cv2", reason="pysteps' Lucas-Kanade needs OpenCV (convlstm[radar])")
+    rain = moving_rain(10)
+    inputs, truth = rain[:, :4], rain[:, 4:]
+    flow = baseline_forecast("optical_flow", inputs, 6)
+    still = baseline_forecast("persistence", inputs, 6)
+    assert flow.shape == truth.shape == still.shape
+    flow_csi = [nowcast_scores(flow[:, k], truth[:, k], 1.0)["csi"] for k in range(6)]
+    still_csi = [nowcast_scores(still[:, k], truth[:, k], 1.0)["csi"] for k in range(6)]
+    assert min(flow_csi) > 0.9, flow_csi
+    assert still_csi[-1] < 0.6 and still_csi[-1] < flow_csi[-1] - 0.3, still_csi
+    velocity = get_baseline("optical_flow").motion(inputs[0, :, 0].numpy())
+    wet = inputs[0, -1, 0].numpy() >= 1
+    # pysteps' motion is (x, y): columns then rows, in pixels per frame
+    assert np.median(velocity[0][wet]) == pytest.approx(1.0, abs=0.1)
+    assert np.median(velocity[1][wet]) == pytest.approx(1.5, abs=0.1)
+
+
+def test_optical_flow_on_dry_inputs_forecasts_dry():
+    pytest.importorskip("pysteps", reason="optical flow needs convlstm[radar]")
+    out = baseline_forecast("optical_flow", torch.zeros(1, 4, 1, 16, 16), 3)
+    assert out.shape == (1, 3, 1, 16, 16) and float(out.abs().sum()) == 0.0
+
+
+def test_baseline_names_and_options_are_checked():
+    assert list_baselines() == ["optical_flow", "persistence"]
+    with pytest.raises(KeyError, match=r"unknown baseline 'sprog'.*optical_flow, persistence"):
+        get_baseline("sprog")
+    with pytest.raises(ValueError, match="frames must be an int >= 2"):
+        get_baseline("optical_flow", frames=1)
+    with pytest.raises(TypeError, match="persistence baseline takes no options"):
+        get_baseline("persistence", frames=3)
