@@ -1,4 +1,5 @@
-"""The ``convlstm`` command line: train, evaluate, predict, export, demo, list-models, bench.
+"""The ``convlstm`` command line: train, evaluate, predict, export, diagnose, import, demo,
+list-models, bench.
 
 Examples::
 
@@ -75,11 +76,13 @@ def cmd_train(args, extra: list[str]) -> int:
         run = runs.train(config, run_dir=args.run_dir, overwrite=args.overwrite)
     from lightning.pytorch.utilities import rank_zero_only
 
+    from .training.evaluation import headline_metrics, metric_lines
+
     if rank_zero_only.rank != 0:  # other DDP ranks: rank 0 reports
         return 0
     report = run.run_dir / "report.html"
     summary = {"run_dir": str(run.run_dir), "finished_before": run.finished_before,
-               "metrics": _headline(run.metrics),
+               "metrics": headline_metrics(run.metrics),
                "report": str(report) if report.is_file() else None}  # fmt: skip
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -89,50 +92,15 @@ def cmd_train(args, extra: list[str]) -> int:
     else:
         print(f"Trained {run.config.model.name} on {run.config.data.name} "
               f"({run.config.task}): {run.run_dir}")  # fmt: skip
-    for line in _metric_lines(run.metrics):
+    for line in metric_lines(run.metrics):
         print("  " + line)
     if summary["report"]:
         print(f"  report: {summary['report']}")
     return 0
 
 
-def _headline(metrics: dict) -> dict:
-    keys = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "mse", "mae", "ssim", "psnr",
-            "baseline_mse_zero", "baseline_mse_persistence")  # fmt: skip
-    return {k: metrics[k] for k in keys if k in metrics} | {
-        k: v for k, v in metrics.items() if k.startswith(("csi@", "pod@", "far@"))
-    }
-
-
-def _metric_lines(metrics: dict) -> list[str]:
-    """The headline metrics in words; a forecast's MSE beside its two baselines."""
-    head = _headline(metrics)
-    lines = []
-    scores = [f"{k} {head[k]:.4g}" for k in ("accuracy", "balanced_accuracy", "roc_auc", "f1")
-              if isinstance(head.get(k), (int, float))]  # fmt: skip
-    if scores:
-        lines.append(", ".join(scores))
-    mse = head.get("mse")
-    if isinstance(mse, (int, float)):
-        zero, last = head.get("baseline_mse_zero"), head.get("baseline_mse_persistence")
-        line = f"mse {mse:.4g} per frame"
-        if isinstance(zero, (int, float)) and isinstance(last, (int, float)):
-            line += f" (blank frames {zero:.4g}, repeating the last input {last:.4g})"
-            if mse >= min(zero, last):
-                line += ": worse than a baseline, the model has not learnt the task yet"
-        lines.append(line)
-        others = [f"{k} {head[k]:.4g}" for k in ("mae", "ssim", "psnr")
-                  if isinstance(head.get(k), (int, float))]  # fmt: skip
-        if others:
-            lines.append(", ".join(others))
-    skill = [f"{k} {v:.3g}" for k, v in head.items()
-             if k.startswith(("csi@", "pod@", "far@")) and isinstance(v, (int, float))]  # fmt: skip
-    if skill:
-        lines.append(", ".join(skill))
-    return lines
-
-
 def cmd_evaluate(args, extra: list[str]) -> int:
+    from .training.evaluation import metric_lines
     from .training.run import Run, jsonable
 
     run = Run.open(args.run_dir)
@@ -142,7 +110,7 @@ def cmd_evaluate(args, extra: list[str]) -> int:
         return 0
     print(f"{run.run_dir} on the {args.split} split"
           f"{' of ' + args.data if args.data else ''}:")  # fmt: skip
-    for line in _metric_lines(metrics):
+    for line in metric_lines(metrics):
         print("  " + line)
     return 0
 
@@ -233,6 +201,20 @@ def cmd_demo(args, extra: list[str]) -> int:
     from .demo import main as demo_main
 
     demo_main(quick=args.quick, root=args.root)
+    return 0
+
+
+def cmd_import(args, extra: list[str]) -> int:
+    from .interop.keras import import_keras_run
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    try:
+        run_dir = import_keras_run(args.path, args.output, classes=classes,
+                                   keras_version=args.keras_version,
+                                   overwrite=args.overwrite)  # fmt: skip
+    except FileExistsError as error:
+        raise ValueError(f"{error}; use --overwrite to replace it") from None
+    print(f"{args.path} -> {run_dir} (convlstm predict/export/evaluate --data work on it)")
     return 0
 
 
@@ -342,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
             "SimilarMotions, and write their reports.", "example:\n  convlstm demo")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     p.add_argument("--root", default="runs", help="where the demo run folders go")
+
+    p = add("import", cmd_import, "Import a trained Keras / TensorFlow classifier (.keras, "
+            ".h5 or a SavedModel folder) as a run folder.",
+            "example:\n  convlstm import published/fish_model --output runs/fish "
+            "--classes calm,burst\n\nReads the file without TensorFlow; predict, export and "
+            "evaluate --data then work on the run folder.")  # fmt: skip
+    p.add_argument("path", help="a .keras or .h5 file, or a SavedModel folder")
+    p.add_argument("--output", required=True, help="the run folder to write")
+    p.add_argument("--classes", help="class names, comma-separated (2 for one sigmoid output)")
+    p.add_argument("--keras-version", help="the Keras version that wrote the file, where the "
+                   "file does not record it (decides what hard_sigmoid means)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
 
     add("list-models", cmd_list_models, "List the registered model names.")
     add("bench", cmd_bench, "Run the speed/memory benchmarks (arguments go to benchmarks/run.py).")

@@ -10,10 +10,10 @@ and report paths are printed at the end.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .training.config import config_from_dict, deep_merge, resolve_config
+from .training.evaluation import metric_lines
 from .training.run import Run, load_yaml, train
 
 # Budgets for the full demo and for --quick (a smoke test of the whole pipeline).
@@ -50,13 +50,9 @@ def main(quick: bool = False, root: str = "runs") -> dict[str, Run]:
         runs[name] = train(demo_config(name, quick, root))
     print("\n=== convlstm demo: results ===")
     for name, run in runs.items():
-        m = run.metrics
-        if run.config.task == "forecasting":
-            keys = ("mse", "mae", "ssim", "psnr", "baseline_mse_zero", "baseline_mse_persistence")
-            headline = {k: round(float(m[k]), 4) for k in keys if k in m}
-        else:
-            headline = {k: round(float(m[k]), 4) for k in ("accuracy", "roc_auc", "f1")}
-        print(f"{name}: {json.dumps(headline)}")
+        print(f"{name}: {run.run_dir}")
+        for line in metric_lines(run.metrics):
+            print(f"  {line}")
         print(f"  report: {Path(run.run_dir) / 'report.html'}")
     return runs
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
@@ -47,3 +51,29 @@ def quiet_libraries() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+#: Seconds a first-use compilation may take before it is announced on stderr.
+ANNOUNCE_AFTER_S = 1.0
+
+
+@contextlib.contextmanager
+def announce_if_slow(what: str) -> Iterator[None]:
+    """Say on stderr that ``what`` is running once it has taken ``ANNOUNCE_AFTER_S``, and
+    how long it took: a first-use compilation of tens of seconds should not look like a
+    hang, and one served from the cache should not print anything."""
+    started = time.perf_counter()
+    def announce() -> None:
+        print(f"convlstm: {what} (first use; cached for later runs)...", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+    timer = threading.Timer(ANNOUNCE_AFTER_S, announce)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        elapsed = time.perf_counter() - started
+        if elapsed >= ANNOUNCE_AFTER_S:
+            print(f"convlstm: {what} took {elapsed:.1f} s", file=sys.stderr, flush=True)

@@ -128,3 +128,28 @@ def test_refuses_a_used_folder_and_wrong_classes(study_run, tmp_path):
         import_keras_run(STUDY, study_run)
     with pytest.raises(ValueError, match=r"classes: expected 2 names for 1 outputs"):
         import_keras_run(STUDY, tmp_path / "new", classes=["a", "b", "c"])
+
+
+def test_cli_import_then_predict_matches_keras(tmp_path):
+    """``convlstm import`` of the study-like SavedModel, then ``convlstm predict`` on the
+    frames Keras saw, through the real entry point."""
+    import subprocess
+    import sys
+
+    fixture = Path(__file__).parent / "fixtures" / "fish1-keras2-savedmodel"
+    data = np.load(str(fixture) + ".npz")
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "convlstm.cli"]
+    done = subprocess.run([*command, "import", str(fixture), "--output", str(run),
+                           "--classes", "calm,burst"], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run([*command, "import", str(fixture), "--output", str(run)],
+                           capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    clips = np.moveaxis(data["x"], -1, 2)  # Keras (B, T, H, W, C) -> (B, T, C, H, W)
+    np.save(tmp_path / "clips.npy", clips)
+    out = subprocess.run([*command, "predict", str(run), str(tmp_path / "clips.npy"), "--json",
+                          "--output", str(tmp_path / "p")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    probs = np.load(json.loads(out.stdout)["predictions"])
+    np.testing.assert_allclose(probs, data["y"].reshape(-1), atol=1e-5)

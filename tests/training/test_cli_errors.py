@@ -139,13 +139,29 @@ def test_python_api_takes_bundled_config_names(tmp_path, monkeypatch):
 
 
 def test_first_compilation_says_so(monkeypatch, capsys):
+    import time
+
     import torch
 
+    from convlstm import runtime
     from convlstm.nn import fused_gates
+
+    def slow(x):
+        time.sleep(0.3)
+        return x + 1
 
     monkeypatch.setattr(torch, "compile", lambda fn, dynamic=True: fn)
     monkeypatch.setattr(fused_gates, "_kernels", {})
-    kernel = fused_gates._compiled("probe", lambda x: x + 1)
+    monkeypatch.setattr(runtime, "ANNOUNCE_AFTER_S", 0.1)
+    kernel = fused_gates._compiled("probe", slow)
     assert kernel(1) == 2 and kernel(2) == 3
-    err = capsys.readouterr().err
-    assert err.count("compiling the fused kernel 'probe'") == 1 and err.endswith(" s\n")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        "convlstm: compiling the fused kernel 'probe' (first use; cached for later runs)..."
+    )
+    assert lines[1].startswith("convlstm: compiling the fused kernel 'probe' took 0.")
+    assert len(lines) == 2  # the second call compiles nothing and says nothing
+    monkeypatch.setattr(runtime, "ANNOUNCE_AFTER_S", 1.0)
+    monkeypatch.setattr(fused_gates, "_kernels", {})
+    fused_gates._compiled("quick", lambda x: x)(1)
+    assert capsys.readouterr().err == ""  # served quickly (a warm cache): silent

@@ -33,12 +33,11 @@ loops instead (``simd_gates``).
 from __future__ import annotations
 
 import functools
-import sys
-import time
 from collections.abc import Callable
 
 import torch
 
+from ..runtime import announce_if_slow
 from . import simd_gates
 
 _kernels: dict[str, Callable] = {}
@@ -97,13 +96,8 @@ def _compiled(name: str, fn: Callable) -> Callable:
                 # The first call compiles C++ for this machine: tens of seconds on a few
                 # cores with a cold cache, which a user should not mistake for a hang.
                 first[0] = False
-                started = time.perf_counter()
-                print(f"convlstm: compiling the fused kernel {name!r} (first use in this "
-                      "process; later ones reuse it)...", end="", file=sys.stderr, flush=True)
-                try:
+                with announce_if_slow(f"compiling the fused kernel {name!r}"):
                     return compiled(*args)
-                finally:
-                    print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
 
         _kernels[name] = run
     return _kernels[name]

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from ..runtime import announce_if_slow
 
 _SOURCE = Path(__file__).with_name("gates_avx512.cpp")
 _ARGTYPES = {
@@ -82,15 +82,10 @@ def _kernel(name: str) -> Callable | None:
 
                 define = f"#define {_DEFINES[name]} 1\n" if name in _DEFINES else ""
                 source = define + _SOURCE.read_text()
-                started = time.perf_counter()
-                print(f"convlstm: building the CPU loop {name!r} (first use)...", end="",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                try:
+                with announce_if_slow(f"building the CPU loop {name!r}"):
                     _kernels[name] = CppPythonBindingsCodeCache.load_pybinding(
                         _ARGTYPES[name], source
                     )
-                finally:
-                    print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
             except Exception as error:  # no compiler, or another PyTorch's internals
                 warnings.warn(
                     f"convlstm: hand-written CPU loop {name!r} unavailable "

@@ -135,3 +135,41 @@ def write_run_report(run, result: dict[str, Any]) -> Path:
     if run.config.task == "classification":
         return build_classification_report(run.run_dir, history, result)
     return build_forecast_report(run.run_dir, history, result)
+
+
+def headline_metrics(metrics: dict) -> dict:
+    """The metrics a summary shows (classification scores, forecast errors and baselines,
+    nowcasting skill)."""
+    keys = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "mse", "mae", "ssim", "psnr",
+            "baseline_mse_zero", "baseline_mse_persistence")  # fmt: skip
+    return {k: metrics[k] for k in keys if k in metrics} | {
+        k: v for k, v in metrics.items() if k.startswith(("csi@", "pod@", "far@"))
+    }
+
+
+def metric_lines(metrics: dict) -> list[str]:
+    """The headline metrics in words; a forecast's MSE beside its two baselines."""
+    head = headline_metrics(metrics)
+    lines = []
+    scores = [f"{k} {head[k]:.4g}" for k in ("accuracy", "balanced_accuracy", "roc_auc", "f1")
+              if isinstance(head.get(k), (int, float))]  # fmt: skip
+    if scores:
+        lines.append(", ".join(scores))
+    mse = head.get("mse")
+    if isinstance(mse, (int, float)):
+        zero, last = head.get("baseline_mse_zero"), head.get("baseline_mse_persistence")
+        line = f"mse {mse:.4g} per frame"
+        if isinstance(zero, (int, float)) and isinstance(last, (int, float)):
+            line += f" (blank frames {zero:.4g}, repeating the last input {last:.4g})"
+            if mse >= min(zero, last):
+                line += ": worse than a baseline, the model has not learnt the task yet"
+        lines.append(line)
+        others = [f"{k} {head[k]:.4g}" for k in ("mae", "ssim", "psnr")
+                  if isinstance(head.get(k), (int, float))]  # fmt: skip
+        if others:
+            lines.append(", ".join(others))
+    skill = [f"{k} {v:.3g}" for k, v in head.items()
+             if k.startswith(("csi@", "pod@", "far@")) and isinstance(v, (int, float))]  # fmt: skip
+    if skill:
+        lines.append(", ".join(skill))
+    return lines
