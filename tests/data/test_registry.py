@@ -35,10 +35,10 @@ def test_create_from_plain_config():
     ds = create_dataset("moving_digits", split="test", num_samples=3, seed=1)
     assert isinstance(ds, MovingDigits) and len(ds) == 3
     assert isinstance(create_dataset("MovingDigits", num_samples=2), MovingDigits)
-    with pytest.raises(KeyError, match=r"unknown data set 'mnist'; available: arrays"):
+    with pytest.raises(KeyError, match=r"unknown data set 'mnist'; known: arrays"):
         create_dataset("mnist")
     with pytest.raises(
-        TypeError, match=r"unknown config key\(s\) \['frames'\]; valid keys: \['split'"
+        TypeError, match=r"unknown config keys \['frames'\]; accepted: \['split'"
     ):
         create_dataset("moving_digits", frames=3)
 

@@ -46,4 +46,4 @@ def test_register_rejects_duplicate_names():
         with pytest.raises(ValueError, match="already registered"):
             register_model("test-dummy")(nn.Identity)
     finally:
-        registry._REGISTRY.pop("test-dummy")
+        registry.MODELS._builders.pop("test-dummy")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import data as datasets
 from ..data.preprocessing import Preprocessing, dataset_preprocessing
+from ..data.registry import DATASETS
 from .config import ConfigError, DataConfig
 
 SPLITS = ("train", "val", "test")
@@ -66,18 +66,17 @@ def build_datasets(config: DataConfig, seed: int) -> dict[str, Dataset]:
         cls = datasets.get_dataset_class(config.name)
     except KeyError as error:
         raise ConfigError(f"data.name: {error.args[0]}") from None
-    params = inspect.signature(cls.__init__).parameters
-    accepted = {p for p in params if p != "self"}
+    accepted = DATASETS.accepted(config.name)
     for where, options in [("data", config.options)] + [
         (f"data.{s}", getattr(config, s)) for s in SPLITS
     ]:
-        unknown = sorted(set(options) - accepted)
+        unknown = sorted(set(options) - set(accepted)) if accepted is not None else []
         if unknown:
             raise ConfigError(
                 f"unknown config key {where}.{unknown[0]} for data set {config.name!r} "
-                f"({cls.__name__}); valid keys: {sorted(accepted)}"
+                f"({cls.__name__}); valid keys: {sorted(accepted or [])}"
             )
-    if "split" in params:
+    if "split" in (accepted or []):
         return {
             split: cls(**{**config.options, **getattr(config, split), "split": split})
             for split in SPLITS
