@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._utils import SPLITS, check_choice, check_positive, optional_import
+from ..checks import check_choice, check_int
+from ._utils import SPLITS, optional_import
 from .preprocessing import Preprocessing
 from .registry import register_dataset
 from .splits import split_groups, time_split_bounds, window_starts
@@ -296,10 +297,10 @@ class ArraySequences(Dataset):
         self.task = check_choice("task", task, ("forecast", "classify"))
         check_choice("split", split, (None, *SPLITS))
         check_choice("split_by", split_by, ("time", "sequence"))
-        self.input_frames = check_positive("input_frames", input_frames)
-        self.output_frames = check_positive("output_frames", output_frames, 0)
-        self.frames = check_positive("frames", frames)
-        self.stride = check_positive("stride", stride)
+        self.input_frames = check_int("input_frames", input_frames)
+        self.output_frames = check_int("output_frames", output_frames, 0)
+        self.frames = check_int("frames", frames)
+        self.stride = check_int("stride", stride)
         if scale != "auto" and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
             raise ValueError(f"scale must be 'auto' or a number, got {scale!r}")
         self.scale = scale

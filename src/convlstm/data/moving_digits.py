@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ._utils import SPLIT_CODES, check_choice, check_positive, optional_import, sample_rng
+from ..checks import check_choice, check_int
+from ._utils import SPLIT_CODES, optional_import, sample_rng
 from .preprocessing import Preprocessing
 from .registry import register_dataset
 
@@ -131,12 +132,12 @@ class MovingDigits(Dataset):
         seed: int = 0,
     ) -> None:
         self.split = check_choice("split", split, tuple(SPLIT_CODES))
-        self.num_samples = check_positive("num_samples", num_samples)
-        self.num_digits = check_positive("num_digits", num_digits)
-        self.input_frames = check_positive("input_frames", input_frames)
-        self.output_frames = check_positive("output_frames", output_frames, 0)
-        self.image_size = check_positive("image_size", image_size)
-        self.digit_size = check_positive("digit_size", digit_size)
+        self.num_samples = check_int("num_samples", num_samples)
+        self.num_digits = check_int("num_digits", num_digits)
+        self.input_frames = check_int("input_frames", input_frames)
+        self.output_frames = check_int("output_frames", output_frames, 0)
+        self.image_size = check_int("image_size", image_size)
+        self.digit_size = check_int("digit_size", digit_size)
         if self.digit_size > self.image_size:
             raise ValueError(f"digit_size ({digit_size}) must not exceed image_size ({image_size})")
         if not 0 <= holdout < 1:
@@ -238,8 +239,8 @@ class MovingDigitsFile(Dataset):
                 f"{self.path}: expected shape (T, N, H, W) like (20, 10000, 64, 64), "
                 f"got {self.data.shape}"
             )
-        self.input_frames = check_positive("input_frames", input_frames)
-        self.output_frames = check_positive("output_frames", output_frames, 0)
+        self.input_frames = check_int("input_frames", input_frames)
+        self.output_frames = check_int("output_frames", output_frames, 0)
         if self.input_frames + self.output_frames > self.data.shape[0]:
             raise ValueError(
                 f"{self.path} has sequences of {self.data.shape[0]} frames, but "

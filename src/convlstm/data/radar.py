@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._utils import SPLIT_CODES, check_choice, check_positive, sample_rng
+from ..checks import check_choice, check_int
+from ._utils import SPLIT_CODES, sample_rng
 from .preprocessing import Preprocessing
 from .registry import register_dataset
 
@@ -58,10 +59,10 @@ class RadarEchoes(Dataset):
         seed: int = 0,
     ) -> None:
         self.split = check_choice("split", split, tuple(SPLIT_CODES))
-        self.num_samples = check_positive("num_samples", num_samples)
-        self.input_frames = check_positive("input_frames", input_frames)
-        self.output_frames = check_positive("output_frames", output_frames, 0)
-        self.image_size = check_positive("image_size", image_size, 8)
+        self.num_samples = check_int("num_samples", num_samples)
+        self.input_frames = check_int("input_frames", input_frames)
+        self.output_frames = check_int("output_frames", output_frames, 0)
+        self.image_size = check_int("image_size", image_size, 8)
         if num_cells <= 0 or wind_speed < 0 or noise < 0 or min_rate < 0:
             raise ValueError(
                 "num_cells must be > 0 and wind_speed, noise, min_rate >= 0; got "

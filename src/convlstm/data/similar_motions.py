@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ._utils import SPLIT_CODES, check_choice, check_positive, sample_rng
+from ..checks import check_choice, check_int
+from ._utils import SPLIT_CODES, sample_rng
 from .preprocessing import Preprocessing
 from .registry import register_dataset
 
@@ -125,9 +126,9 @@ class SimilarMotions(Dataset):
         if not 0 <= difficulty <= 1:
             raise ValueError(f"difficulty must be in [0, 1], got {difficulty!r}")
         self.classes = list(classes)
-        self.num_samples = check_positive("num_samples", num_samples)
-        self.frames = check_positive("frames", frames, 2)
-        self.image_size = check_positive("image_size", image_size, 16)
+        self.num_samples = check_int("num_samples", num_samples)
+        self.frames = check_int("frames", frames, 2)
+        self.image_size = check_int("image_size", image_size, 16)
         self.difficulty = float(difficulty)
         self.speed, self.noise, self.texture = float(speed), float(noise), float(texture)
         self.seed = int(seed)

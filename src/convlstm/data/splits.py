@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from ._utils import SPLITS, check_choice, check_fractions
+from ..checks import check_choice, check_fractions
+from ._utils import SPLITS
 
 
 def _bounds(length: int, fractions: Sequence[float]) -> list[int]:

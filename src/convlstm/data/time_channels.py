@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._utils import SPLITS, as_size, check_choice, check_positive
+from ..checks import as_size, check_choice, check_int
+from ._utils import SPLITS
 from .arrays import open_array, parse_axes
 from .preprocessing import Preprocessing
 from .registry import register_dataset
@@ -75,7 +76,7 @@ def burst_labels(
         ``(len(y_tilde) + 1,)`` int64 array.
     """
     y = np.asarray(y_tilde, dtype=np.float64).reshape(-1)
-    horizon, first = check_positive("horizon", horizon, 0), check_positive("first", first, 0)
+    horizon, first = check_int("horizon", horizon, 0), check_int("first", first, 0)
     labels = np.zeros(len(y) + 1, dtype=np.int64)
     last = len(y) - 1 - horizon  # = T - 2 - horizon
     if last < first:
@@ -201,10 +202,10 @@ class TimeChannelClips(Dataset):
         self.source = Path(source)
         if not self.source.exists():
             raise FileNotFoundError(f"time-channels source not found: {self.source}")
-        self.slices = check_positive("slices", slices)
-        self.slice_frames = check_positive("slice_frames", slice_frames)
-        self.horizon = check_positive("horizon", horizon, 0)
-        self.stride = check_positive("stride", stride)
+        self.slices = check_int("slices", slices)
+        self.slice_frames = check_int("slice_frames", slice_frames)
+        self.horizon = check_int("horizon", horizon, 0)
+        self.stride = check_int("stride", stride)
         check_choice("split", split, (None, *SPLITS))
         self.clip_length = self.slices * self.slice_frames
         if self.source.suffix.lower() in VIDEO_SUFFIXES:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._utils import SPLITS, as_size, check_choice, check_positive, natural_key, optional_import
+from ..checks import as_size, check_choice, check_int
+from ._utils import SPLITS, natural_key, optional_import
 from .augment import jitter_start
 from .preprocessing import Preprocessing
 from .registry import register_dataset
@@ -122,12 +123,12 @@ class _ClipFolder(Dataset, ABC):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.kind} folder not found: {self.root}")
-        self.frames = check_positive("frames", frames)
-        self.frame_step = check_positive("frame_step", frame_step)
+        self.frames = check_int("frames", frames)
+        self.frame_step = check_int("frame_step", frame_step)
         self.span = (self.frames - 1) * self.frame_step + 1
-        self.clip_stride = check_positive("clip_stride", clip_stride or self.span)
+        self.clip_stride = check_int("clip_stride", clip_stride or self.span)
         self.size, self.grayscale = as_size(size), bool(grayscale)
-        self.temporal_jitter = check_positive("temporal_jitter", temporal_jitter, 0)
+        self.temporal_jitter = check_int("temporal_jitter", temporal_jitter, 0)
         self.short_clips = check_choice("short_clips", short_clips, ("skip", "pad"))
         check_choice("split", split, (None, *SPLITS))
         check_choice("split_by", split_by, ("clip", "time"))

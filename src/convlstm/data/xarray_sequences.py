@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._utils import SPLITS, check_choice, check_positive, optional_import
+from ..checks import check_choice, check_int
+from ._utils import SPLITS, optional_import
 from .normalization import NormStats
 from .preprocessing import Preprocessing
 from .registry import register_dataset
@@ -175,9 +176,9 @@ class XarraySequences(Dataset):
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"gridded data file not found: {self.path}")
-        self.input_frames = check_positive("input_frames", input_frames)
-        self.output_frames = check_positive("output_frames", output_frames, 0)
-        self.stride = check_positive("stride", stride)
+        self.input_frames = check_int("input_frames", input_frames)
+        self.output_frames = check_int("output_frames", output_frames, 0)
+        self.stride = check_int("stride", stride)
         check_choice("normalize", normalize, (None, "standard", "minmax"))
         check_choice("split", split, (None, *SPLITS))
         self.fill_value = float(fill_value)

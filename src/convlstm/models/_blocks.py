@@ -3,47 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import nn
+
+from ..checks import check_choice, check_int
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 GLOBAL_POOLS = ("max", "avg")
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or a ValueError naming ``name``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def check_probability(name: str, value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
-    return float(value)
-
-
-def int_list(name: str, value: Any, length: int | None = None) -> list[int]:
-    """An int or a list/tuple of positive ints as a list (of ``length`` when given)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value] * (length or 1)
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(f"{name} must be a positive int or a non-empty list, got {value!r}")
-    for v in value:
-        check_int(name, v)
-    if length is not None and len(value) != length:
-        raise ValueError(f"{name} must have {length} entries (one per layer), got {list(value)}")
-    return list(value)
 
 
 def check_clip(x: torch.Tensor, ndim: int, in_channels: int) -> None:

@@ -7,18 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..checks import check_choice, check_int, check_probability, int_list
 from ..nn.attention import SPATIAL_MODES, TEMPORAL_QUERIES, SpatialAttention, TemporalAttention
 from ..nn.layer import ConvLSTMNd
 from ._blocks import (
     BATCH_NORM,
     GLOBAL_POOLS,
     MAX_POOL,
-    check_choice,
     check_clip,
-    check_int,
-    check_probability,
     global_pool,
-    int_list,
     make_head,
     per_step,
 )

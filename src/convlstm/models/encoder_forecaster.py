@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..checks import check_choice, check_int, int_list
 from ..nn.activations import get_activation
 from ..nn.attention import TemporalAttention
 from ..nn.layer import ConvLSTMNd
-from ._blocks import CONV, check_choice, check_clip, check_int, int_list
+from ._blocks import CONV, check_clip
 from .clip_classifier import _attention_set
 from .registry import register_model
 

@@ -7,17 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._blocks import (
-    GLOBAL_POOLS,
-    FrameCNN,
-    check_choice,
-    check_clip,
-    check_int,
-    check_probability,
-    int_list,
-    make_head,
-    per_step,
-)
+from ..checks import check_choice, check_int, check_probability, int_list
+from ._blocks import GLOBAL_POOLS, FrameCNN, check_clip, make_head, per_step
 from .registry import register_model
 
 
