@@ -57,7 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ._utils import SPLIT_CODES, check_choice, check_positive, natural_key, sample_rng
+from ..checks import check_choice, check_int
+from ._utils import SPLIT_CODES, natural_key, sample_rng
 from .preprocessing import Preprocessing
 from .registry import register_dataset
 
@@ -801,9 +802,9 @@ class RadarFiles(Dataset):
                 f"{{path: ...}}, got {events!r}"
             )
         self.split = check_choice("split", split, (None, *SPLIT_CODES))
-        self.input_frames = check_positive("input_frames", input_frames)
-        self.output_frames = check_positive("output_frames", output_frames)
-        self.stride = check_positive("stride", stride)
+        self.input_frames = check_int("input_frames", input_frames)
+        self.output_frames = check_int("output_frames", output_frames)
+        self.stride = check_int("stride", stride)
         self.transform = check_choice("transform", transform, ("log", "none"))
         self.dry_windows = check_choice("dry_windows", dry_windows, DRY_POLICIES)
         if not (isinstance(log_offset, (int, float)) and log_offset > 0):
@@ -814,11 +815,11 @@ class RadarFiles(Dataset):
                              f"got {portion!r}")  # fmt: skip
         self.portion = (float(portion[0]), float(portion[1]))
         self.patch_size = (
-            None if patch_size is None else check_positive("patch_size", patch_size, 4)
+            None if patch_size is None else check_int("patch_size", patch_size, 4)
         )
-        self.patches_per_window = check_positive("patches_per_window", patches_per_window)
-        self.patch_tries = check_positive("patch_tries", patch_tries)
-        self.size_multiple = check_positive("size_multiple", size_multiple)
+        self.patches_per_window = check_int("patches_per_window", patches_per_window)
+        self.patch_tries = check_int("patch_tries", patch_tries)
+        self.size_multiple = check_int("size_multiple", size_multiple)
         if not 0 <= min_wet_fraction <= 1:
             raise ValueError(f"min_wet_fraction must be in [0, 1], got {min_wet_fraction!r}")
         self.min_wet_fraction, self.wet_threshold = float(min_wet_fraction), float(wet_threshold)
