@@ -768,6 +768,7 @@ class RadarFiles(Dataset):
 
     baselines = ("persistence", "optical_flow")
     units = "mm/h"
+    fss_scales_km = (10.0, 20.0, 40.0)
 
     def __init__(
         self,
@@ -857,6 +858,19 @@ class RadarFiles(Dataset):
     def length(self) -> int:
         """Frames per window."""
         return self.input_frames + self.output_frames
+
+    @property
+    def minutes_per_step(self) -> float:
+        """Minutes between frames (lead time of forecast step ``k``: ``k`` times this)."""
+        return self.events[0].timestep
+
+    @property
+    def fss_scales(self) -> list[int]:
+        """Box sizes in pixels of the fractions skill score: :attr:`fss_scales_km` on the
+        events' grid (pixels as km when the grid is not metric)."""
+        pixel = self.events[0].grid.pixel_km
+        km = pixel[0] if pixel else 1.0
+        return sorted({max(1, round(scale / km)) for scale in self.fss_scales_km})
 
     def _windows(self) -> list[Window]:
         windows, dry = [], []

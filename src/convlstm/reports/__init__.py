@@ -9,7 +9,7 @@ made and tested without training. See :func:`build_classification_report` and
 from .animation import write_forecast_animation
 from .build import build_classification_report, build_forecast_report
 from .classification import plot_clip_predictions, plot_confusion_matrix
-from .curves import plot_lead_time_curves, plot_learning_curves, plot_roc
+from .curves import plot_lead_time_curves, plot_learning_curves, plot_roc, plot_skill_by_lead
 from .frames import plot_attention_overlays, plot_forecast_strip
 from .html import write_report
 
@@ -23,6 +23,7 @@ __all__ = [
     "plot_lead_time_curves",
     "plot_learning_curves",
     "plot_roc",
+    "plot_skill_by_lead",
     "write_forecast_animation",
     "write_report",
 ]

@@ -27,14 +27,22 @@ def _sequence(x: Any, name: str, shape_doc: str) -> np.ndarray:
 
 
 def _render_frames(
-    inputs: np.ndarray, truth: np.ndarray | None, forecast: np.ndarray, cmap: str, min_size: int
+    inputs: np.ndarray,
+    truth: np.ndarray | None,
+    forecast: np.ndarray,
+    cmap: str,
+    min_size: int,
+    others: dict[str, np.ndarray] | None = None,
+    forecast_label: str = "forecast",
 ) -> list[Image.Image]:
-    """One RGB image per time step: panels input | truth | forecast (truth only if given)."""
+    """One RGB image per time step: panels input | truth | forecast | others (truth only
+    if given)."""
+    others = others or {}
     h, w = inputs.shape[2:]
     scale = max(1, math.ceil(min_size / min(h, w)))
     ph, pw = h * scale, w * scale
     vmin, vmax = value_range(inputs, *([] if truth is None else [truth]))
-    names = ["input", *([] if truth is None else ["truth"]), "forecast"]
+    names = ["input", *([] if truth is None else ["truth"]), "forecast", *others]
     width = len(names) * pw + (len(names) + 1) * _GAP
     height = ph + _HEADER + 2 * _GAP
 
@@ -52,13 +60,15 @@ def _render_frames(
             panels = {
                 "input": (inputs[step], f"input t{t:+d}"),
                 "truth": (None, "truth"),
-                "forecast": (None, "forecast"),
+                "forecast": (None, forecast_label),
+                **{name: (None, name) for name in others},
             }
         else:
             panels = {
                 "input": (inputs[-1], "input t+0 (last)"),
                 "truth": (None if truth is None else truth[t - 1], f"truth t{t:+d}"),
-                "forecast": (forecast[t - 1], f"forecast t{t:+d}"),
+                "forecast": (forecast[t - 1], f"{forecast_label} t{t:+d}"),
+                **{name: (frames[t - 1], f"{name} t{t:+d}") for name, frames in others.items()},
             }
         canvas = Image.new("RGB", (width, height), _BACKGROUND)
         draw = ImageDraw.Draw(canvas)
@@ -100,9 +110,12 @@ def write_forecast_animation(
     fps: float = 4.0,
     cmap: str = "gray",
     min_size: int = 128,
+    others: dict[str, Any] | None = None,
+    forecast_label: str = "forecast",
 ) -> Path:
     """Animate one sequence: the input frames first, then the forecast period with
-    truth | forecast panels (the last input frame stays on the left).
+    truth | forecast panels (the last input frame stays on the left), and a panel for
+    each of ``others`` (e.g. a baseline's forecast) after the forecast.
 
     Args:
         path: ``.gif`` (Pillow) or ``.mp4`` (PyAV, the ``convlstm[video]`` extra).
@@ -110,6 +123,8 @@ def write_forecast_animation(
             forecast: ``(T_out, C, H, W)``. A leading batch axis of size 1 is accepted.
         fps: frames per second; the GIF holds its last frame three times as long.
         min_size: panels are enlarged by an integer factor to at least this many pixels.
+        others: ``{label: (T_out, C, H, W)}`` more forecasts, shown in this order.
+        forecast_label: the title of the forecast panel (e.g. ``"ConvLSTM"``).
 
     Returns:
         ``path``; the animation has ``T_in + T_out`` frames.
@@ -127,7 +142,13 @@ def write_forecast_animation(
         raise ValueError(f"truth must have the shape of forecast {f.shape}, got {y.shape}")
     if x.shape[1:] != f.shape[1:]:
         raise ValueError(f"inputs {x.shape} and forecast {f.shape} must share C, H and W")
-    images = _render_frames(x, y, f, cmap, min_size)
+    extra = {}
+    for name, frames in (others or {}).items():
+        extra[name] = _sequence(frames, f"others[{name!r}]", "(T_out, C, H, W)")
+        if extra[name].shape != f.shape:
+            raise ValueError(f"others[{name!r}] must have the shape of forecast {f.shape}, "
+                             f"got {extra[name].shape}")  # fmt: skip
+    images = _render_frames(x, y, f, cmap, min_size, extra, forecast_label)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".mp4":
         _write_mp4(path, images, fps)

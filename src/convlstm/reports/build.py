@@ -11,7 +11,7 @@ import numpy as np
 from ._common import as_array
 from .animation import write_forecast_animation
 from .classification import plot_clip_predictions, plot_confusion_matrix
-from .curves import plot_lead_time_curves, plot_learning_curves, plot_roc
+from .curves import plot_lead_time_curves, plot_learning_curves, plot_roc, plot_skill_by_lead
 from .frames import plot_attention_overlays, plot_forecast_strip
 from .html import write_report
 
@@ -91,6 +91,42 @@ def build_classification_report(
     return write_report(run_dir, title, table, sections, eval_result.get("notes", ""))
 
 
+def _is_skill_curve(key: str) -> bool:
+    return key.endswith("_per_lead") and (key.startswith(("csi@", "fss@"))
+                                          or key == "mae_per_pixel_per_lead")  # fmt: skip
+
+
+def _comparison(
+    metrics: Mapping[str, Any], minutes_per_step: float | None
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, list[list[Any]]]]]:
+    """Skill curves of the model and its baselines, and the side-by-side tables: scores
+    over the set, and the CSI per lead time at each threshold."""
+    forecasters = {"model": metrics, **metrics["baselines"]}
+    curves = {
+        key.removesuffix("_per_lead"): {
+            name: values[key] for name, values in forecasters.items() if key in values
+        }
+        for key in metrics
+        if _is_skill_curve(key)
+    }
+    names = list(forecasters)
+    overall = [["score", *names]]
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and key.startswith(("csi@", "pod@", "far@", "fss@",
+                                                               "mae_per_pixel")):  # fmt: skip
+            overall.append([key, *(forecasters[n].get(key, float("nan")) for n in names)])
+    tables = [("Model and baselines on the same windows", overall)]
+    for key in metrics:
+        if key.startswith("csi@") and key.endswith("_per_lead"):
+            rows = [["lead", *names]]
+            for k in range(len(metrics[key])):
+                lead = f"+{(k + 1) * minutes_per_step:g} min" if minutes_per_step else f"+{k + 1}"
+                rows.append([lead, *(forecasters[n].get(key, [float("nan")] * (k + 1))[k]
+                                     for n in names)])  # fmt: skip
+            tables.append((f"{key.removesuffix('_per_lead')} by lead time", rows))
+    return curves, tables
+
+
 def build_forecast_report(
     run_dir: str | Path, history: History | None, eval_result: Mapping[str, Any]
 ) -> Path:
@@ -105,6 +141,11 @@ def build_forecast_report(
           ``T == T_in``, else on the forecast frames (``T == T_out``).
         * ``cmap``: colour map for one-channel frames (default ``"gray"``; ``"viridis"`` suits
           radar); ``title``, ``notes``: optional page title and free text.
+        * nowcasting: ``metrics["baselines"]`` (``{name: metrics}`` on the same windows) adds
+          ``skill_by_lead.png`` (CSI and FSS per lead, MAE per pixel, every forecaster) and
+          side-by-side tables; ``baseline_forecasts`` (``{name: (n, T_out, C, H, W)}``) adds
+          a panel per baseline but persistence to the animation; ``minutes_per_step``
+          labels lead times in minutes.
 
     Writes ``learning_curves.png``, ``forecast_strip.png``, ``forecast.gif`` (embedded too),
     ``lead_time.png`` and ``attention.png`` as available.
@@ -113,6 +154,14 @@ def build_forecast_report(
     metrics = dict(eval_result["metrics"])
     cmap = eval_result.get("cmap", "gray")
     sections = _learning_section(run_dir, history)
+    baselines = metrics.pop("baselines", None)
+    tables: list = []
+    if baselines:
+        minutes = eval_result.get("minutes_per_step")
+        curves, tables = _comparison({**metrics, "baselines": baselines}, minutes)
+        if curves:
+            plot = plot_skill_by_lead(curves, run_dir / "skill_by_lead.png", minutes)
+            sections.append(("Model and baselines by lead time", [plot]))
 
     has_frames = all(eval_result.get(k) is not None for k in ("inputs", "truth", "forecast"))
     if has_frames:
@@ -120,12 +169,22 @@ def build_forecast_report(
         strip = plot_forecast_strip(
             inputs, truth, forecast, run_dir / "forecast_strip.png", cmap=cmap
         )
+        others = {
+            name: frames[:1][0]
+            for name, frames in (eval_result.get("baseline_forecasts") or {}).items()
+            if name != "persistence"
+        }
         gif = write_forecast_animation(
-            run_dir / "forecast.gif", inputs[:1], truth[:1], forecast[:1], cmap=cmap
-        )
-        sections.append(("Forecasts: input / truth / forecast", [strip, gif]))
+            run_dir / "forecast.gif", inputs[:1], truth[:1], forecast[:1], cmap=cmap,
+            others=others, forecast_label="model" if others else "forecast",
+        )  # fmt: skip
+        panels = " / ".join(["input", "truth", "forecast", *others])
+        sections.append((f"Forecasts: {panels}", [strip, gif]))
 
-    per_lead = {k: v for k, v in metrics.items() if k.endswith("_per_lead")}
+    per_lead = {
+        k: v for k, v in metrics.items()
+        if k.endswith("_per_lead") and not (baselines and _is_skill_curve(k))
+    }  # fmt: skip
     if per_lead:
         sections.append(
             ("Error by lead time", [plot_lead_time_curves(per_lead, run_dir / "lead_time.png")])
@@ -144,6 +203,6 @@ def build_forecast_report(
         overlay = plot_attention_overlays(frames, maps, run_dir / "attention.png", cmap=cmap)
         sections.append(("Attention", [overlay]))
 
-    table = {k: v for k, v in metrics.items() if k not in per_lead}
+    table = {k: v for k, v in metrics.items() if not k.endswith("_per_lead")}
     title = eval_result.get("title") or f"{run_dir.name}: frame forecasting"
-    return write_report(run_dir, title, table, sections, eval_result.get("notes", ""))
+    return write_report(run_dir, title, table, sections, eval_result.get("notes", ""), tables)

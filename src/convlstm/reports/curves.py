@@ -143,3 +143,41 @@ def plot_lead_time_curves(per_lead: Mapping[str, Sequence[float]], path: str | P
     for ax in axes[len(per_lead) :]:
         ax.set_axis_off()
     return save_figure(fig, path)
+
+
+def plot_skill_by_lead(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | Path,
+    minutes_per_step: float | None = None,
+) -> Path:
+    """One panel per score, one line per forecaster, against lead time: e.g.
+    ``{"csi@1.0": {"model": [...], "persistence": [...], "optical_flow": [...]}}``.
+    NaN values (a score undefined at a lead) leave gaps. With ``minutes_per_step`` the
+    lead axis is in minutes."""
+    if not curves:
+        raise ValueError("curves is empty: give at least one score")
+    for name, lines in curves.items():
+        lengths = {key: len(values) for key, values in lines.items()}
+        first = next(iter(lengths.values()), 0)
+        for key, length in lengths.items():
+            if length != first:
+                raise ValueError(
+                    f"curves[{name!r}][{key!r}] has {length} values, the first forecaster "
+                    f"{first}: every forecaster needs one value per lead time"
+                )
+    rows, cols = grid(len(curves))
+    fig = new_figure(4.2 * cols, 3.0 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (name, lines) in zip(axes, curves.items()):
+        for key, values in lines.items():
+            ys = as_array([math.nan if v is None else v for v in values],
+                          f"curves[{name!r}][{key!r}]", 1, "(T_out,)")  # fmt: skip
+            xs = np.arange(1, ys.size + 1) * (minutes_per_step or 1)
+            ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("lead time (min)" if minutes_per_step else "lead time (frames ahead)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in axes[len(curves) :]:
+        ax.set_axis_off()
+    return save_figure(fig, path)

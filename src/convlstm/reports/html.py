@@ -79,6 +79,18 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
+def grid_table(rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table whose first row is the header."""
+    if not rows:
+        return "<table></table>"
+    head = "".join(f"<th>{escape(str(cell))}</th>" for cell in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{_format_number(cell)}</td>' for cell in row) + "</tr>"
+        for row in rows[1:]
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def image_tag(path: str | Path) -> str:
     """``<figure>`` with the file embedded as a base64 data URI (PNG, GIF or JPEG)."""
     path = Path(path)
@@ -101,6 +113,7 @@ def write_report(
     metrics: Mapping[str, Any],
     sections: Sequence[tuple[str, Sequence[str | Path]]],
     notes: str = "",
+    tables: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
 ) -> Path:
     """Write ``run_dir/report.html`` and return its path.
 
@@ -110,6 +123,8 @@ def write_report(
             inline, lists of lists as small matrices, nested dicts as ``a.b`` rows.
         sections: ``(heading, image paths)`` in order; every image is embedded.
         notes: plain text shown at the end (escaped, line breaks kept).
+        tables: ``(heading, rows)`` after the metrics; the first row is the header, cells
+            are numbers (4 significant digits) or text.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +135,8 @@ def write_report(
     ]
     if metrics:
         parts.append(f"<section><h2>Metrics</h2>{metrics_table(metrics)}</section>")
+    for heading, rows in tables:
+        parts.append(f"<section><h2>{escape(heading)}</h2>{grid_table(rows)}</section>")
     for heading, images in sections:
         figures = "".join(image_tag(p) for p in images)
         parts.append(
