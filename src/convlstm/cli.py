@@ -1,5 +1,5 @@
 """The ``convlstm`` command line: train, evaluate, predict, export, diagnose, import, demo,
-list-models, bench.
+list-models. (The benchmarks run from a source checkout: ``make bench``.)
 
 Examples::
 
@@ -225,17 +225,6 @@ def cmd_list_models(args, extra: list[str]) -> int:
     return 0
 
 
-def cmd_bench(args, extra: list[str]) -> int:
-    import subprocess
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
-    if not script.is_file():
-        raise FileNotFoundError(
-            f"{script} not found: the benchmarks live in the source checkout (make bench)"
-        )
-    return subprocess.call([sys.executable, str(script), *extra])
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convlstm", description=__doc__.split("\n\n")[0],
@@ -338,7 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
 
     add("list-models", cmd_list_models, "List the registered model names.")
-    add("bench", cmd_bench, "Run the speed/memory benchmarks (arguments go to benchmarks/run.py).")
     return parser
 
 
@@ -354,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     args, extra = parser.parse_known_args(argv)
     extra = [*extra, *overrides]
-    if extra and args.command not in ("train", "bench"):
+    if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .runtime import configure_malloc, quiet_libraries
     from .training.errors import NonFiniteLossError

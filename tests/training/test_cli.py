@@ -46,7 +46,8 @@ def trained_classifier(tmp_path_factory) -> Path:
 
 
 def test_help_for_every_command():
-    for command in ("train", "evaluate", "predict", "export", "demo", "list-models", "bench"):
+    for command in ("train", "evaluate", "predict", "export", "diagnose", "import", "demo",
+                    "list-models"):
         out = cli(command, "--help").stdout
         assert "usage: convlstm " + command in out
     assert "example" in cli("train", "--help").stdout
