@@ -125,6 +125,12 @@ def _read_gridded(
         if variable not in names:
             if len(names) != 1:
                 raise ValueError(f"{path} has variables {names}: choose one with --variable")
+            if variable is not None:
+                warnings.warn(
+                    f"{path} has no variable {variable!r}, which the run was trained on; "
+                    f"using its only variable {names[0]!r}",
+                    stacklevel=3,
+                )
             variable = names[0]
     dataset = XarraySequences(str(path), variable, input_frames=1, output_frames=0, **options)
     return dataset.frames(0, dataset.length)
