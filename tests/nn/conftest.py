@@ -13,3 +13,31 @@ def perturb(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
         for p in module.parameters():
             p.add_(torch.randn_like(p) * scale)
     return module
+
+
+#: The recurrent activations the hand-written gate kernels know (with ``tanh``).
+GATES = ["sigmoid", "hard_sigmoid", "hard_sigmoid_keras2"]
+
+
+def gate_kind(name: str):
+    """The fused kernels' gate kind for the recurrent activation ``name``."""
+    from convlstm.nn.activations import ACTIVATIONS
+    from convlstm.nn.functional import hand_written_kind
+
+    kind = hand_written_kind(torch.tanh, ACTIVATIONS[name])
+    assert kind is not None, f"{name} is not a gate kind of the hand-written kernels"
+    return kind
+
+
+def kink_values(dtype: torch.dtype) -> torch.Tensor:
+    """Pre-activations at the hard sigmoids' kinks (Keras 2's at +-2.5, Keras 3's at +-3),
+    each with its three nearest neighbours of ``dtype`` on either side, and zero."""
+    values = [torch.tensor(0.0, dtype=dtype)]
+    for kink in (-3.0, -2.5, 2.5, 3.0):
+        low = high = torch.tensor(kink, dtype=dtype)
+        values.append(low)
+        for _ in range(3):
+            low = torch.nextafter(low, torch.tensor(-10.0, dtype=dtype))
+            high = torch.nextafter(high, torch.tensor(10.0, dtype=dtype))
+            values += [low, high]
+    return torch.stack(values)

@@ -2,10 +2,13 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from convlstm.nn import simd_gates
+from convlstm.nn.activations import ACTIVATIONS
 from convlstm.nn.functional import lstm_gate_values
 from convlstm.nn.fused_gates import FusedGates, fused_gates
+
+from .conftest import GATES, gate_kind, kink_values
 
 LAYOUTS = {
     "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
@@ -21,18 +24,18 @@ def _inputs(layout: str, dtype=torch.float64, features: int = 3):
     return gates.requires_grad_(), c_prev.requires_grad_()
 
 
-def _reference(gates, c_prev, hard):
-    act = F.hardsigmoid if hard else torch.sigmoid
+def _reference(gates, c_prev, gate="sigmoid"):
+    act = ACTIVATIONS[gate]
     values = lstm_gate_values(gates, c_prev, None, None, None, torch.tanh, act)
     return values["h"], values["c"]
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-@pytest.mark.parametrize("hard", [False, True])
-def test_values_and_gradients_equal_the_plain_equations(layout, hard):
+@pytest.mark.parametrize("gate", GATES)
+def test_values_and_gradients_equal_the_plain_equations(layout, gate):
     gates, c_prev = _inputs(layout)
-    h, c = fused_gates(gates, c_prev, hard)
-    ref_h, ref_c = _reference(gates, c_prev, hard)
+    h, c = fused_gates(gates, c_prev, gate_kind(gate))
+    ref_h, ref_c = _reference(gates, c_prev, gate)
     torch.testing.assert_close(h, ref_h, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(c, ref_c, atol=1e-12, rtol=1e-12)
     assert h.stride() == ref_h.contiguous(memory_format=_format(layout)).stride()
@@ -54,16 +57,60 @@ def _format(layout: str) -> torch.memory_format:
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
-def test_gradcheck_float64(layout):
+@pytest.mark.parametrize("gate", GATES)
+def test_gradcheck_float64(layout, gate):
     gates, c_prev = _inputs(layout, features=2)
-    assert torch.autograd.gradcheck(lambda g, c: FusedGates.apply(g, c, False), (gates, c_prev))
+    kind = gate_kind(gate)
+    assert torch.autograd.gradcheck(lambda g, c: FusedGates.apply(g, c, kind), (gates, c_prev))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("gate", GATES)
+def test_gate_slopes_at_the_kinks_follow_autograd(dtype, gate):
+    """Pre-activations at and next to the hard sigmoids' kinks, in every gate: the
+    generated loops' values and gradients are autograd's of the plain equations (which
+    differentiates Keras 2's clip with the slope at both ends of the linear part, and
+    Keras 3's relu6 without), zero exactly where autograd's are zero."""
+    kinks = kink_values(dtype)
+    features, count = 16, kinks.numel()
+    gates = torch.randn(2, 4 * features, 3, 4).to(dtype)
+    per_gate = gates.view(2, 4, -1)  # (B, gate, F·H·W)
+    for m, gate_index in enumerate((0, 1, 3)):  # i, f, o; one gate at a kink per element
+        per_gate[:, gate_index, m * count : (m + 1) * count] = kinks
+    gates = gates.contiguous(memory_format=torch.channels_last).requires_grad_()
+    c_prev = torch.randn(2, features, 3, 4, dtype=torch.promote_types(dtype, torch.float32))
+    c_prev = c_prev.contiguous(memory_format=torch.channels_last).requires_grad_()
+    weights = torch.randn(c_prev.shape, dtype=c_prev.dtype), torch.randn_like(c_prev)
+
+    def run(step):
+        h, c = step()
+        loss = (h.to(c.dtype) * weights[0]).sum() + (c * weights[1]).sum()
+        return (h, c, *torch.autograd.grad(loss, (gates, c_prev)))
+
+    simd_gates.set_enabled(False)  # the generated loops (test_simd_gates: the others)
+    try:
+        fused = run(lambda: fused_gates(gates, c_prev, gate_kind(gate)))
+    finally:
+        simd_gates.set_enabled(True)
+
+    def reference_step():
+        h, c = _reference(gates, c_prev, gate)
+        return h.to(dtype), c
+
+    reference = run(reference_step)
+    # float64: PyTorch's hardsigmoid backward multiplies by 1/6 in single precision
+    tolerance = {torch.float64: 1e-7, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, atol=tolerance, rtol=tolerance)
+    for a, b in zip(fused[2:], reference[2:]):  # the gradients
+        assert torch.equal(a == 0, b == 0)
 
 
 def test_only_hidden_state_used_and_non_contiguous_gradients():
     # h.sum() gives an expanded (stride-0) gradient and c gets none at all.
     gates, c_prev = _inputs("channels_last")
     fused = torch.autograd.grad(fused_gates(gates, c_prev)[0].sum(), (gates, c_prev))
-    ref = torch.autograd.grad(_reference(gates, c_prev, False)[0].sum(), (gates, c_prev))
+    ref = torch.autograd.grad(_reference(gates, c_prev)[0].sum(), (gates, c_prev))
     for a, b in zip(fused, ref):
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-7)
 
@@ -82,7 +129,7 @@ def test_reduced_precision_gates_keep_a_float32_cell():
     gates, c_prev = _inputs("channels_last", dtype=torch.float32)
     h, c = fused_gates(gates.to(torch.bfloat16), c_prev)
     assert h.dtype == torch.bfloat16 and c.dtype == torch.float32
-    ref_h, ref_c = _reference(gates.to(torch.bfloat16), c_prev, False)
+    ref_h, ref_c = _reference(gates.to(torch.bfloat16), c_prev)
     torch.testing.assert_close(c, ref_c, atol=1e-6, rtol=1e-6)
     grad = torch.autograd.grad(h.float().sum(), gates)[0]
     assert grad.dtype == torch.float32  # the bf16 cast sits outside FusedGates

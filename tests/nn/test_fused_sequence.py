@@ -8,7 +8,7 @@ from convlstm.nn import fused_gates, fused_sequence, get_fusion, set_fusion
 from convlstm.nn.fused_sequence import FusedSequence
 from convlstm.nn.layer import ConvLSTMNd
 
-from .conftest import perturb
+from .conftest import GATES, perturb
 
 
 @pytest.fixture
@@ -52,8 +52,8 @@ def _generator(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def _compare(fusion, layer, x, state=None, **forward):
-    fused, fused_grads, grad_fn = fusion("always", _outputs_and_grads, layer, x, state, **forward)
+def _compare(fusion, layer, x, state=None, mode="always", **forward):
+    fused, fused_grads, grad_fn = fusion(mode, _outputs_and_grads, layer, x, state, **forward)
     plain, plain_grads, _ = fusion("never", _outputs_and_grads, layer, x, state, **forward)
     # PyTorch's own hardsigmoid backward multiplies by 1/6 in single precision, also for
     # float64, so the reference's gradients are off by ~3e-8 relative there.
@@ -70,19 +70,37 @@ def _compare(fusion, layer, x, state=None, **forward):
     [
         {},
         {"padding": "valid", "recurrent_activation": "hard_sigmoid", "bias": False},
+        {"padding": "valid", "recurrent_activation": "hard_sigmoid_keras2", "bias": False},
         {"padding": 2, "kernel_size": (3, 5)},
         {"kernel_size": 4},  # even kernel: the hidden state's padding is asymmetric
         {"num_layers": 2},  # the second layer's input needs a gradient
         # more channels x taps than SMALL_UNFOLD: oneDNN's weight gradient
         {"num_layers": 2, "hidden_channels": 8},
     ],
-    ids=["same", "valid-hard-nobias", "int-padding", "even-kernel", "stacked", "wide"],
-)
+    ids=[
+        "same", "valid-hard-nobias", "valid-keras2-nobias", "int-padding", "even-kernel",
+        "stacked", "wide",
+    ],
+)  # fmt: skip
 @pytest.mark.parametrize("reverse", [False, True])
 def test_equals_the_step_path_2d(fusion, options, reverse):
     layer = _layer(**options)
     x = torch.randn(2, 5, 2, 6, 7, dtype=torch.float64, requires_grad=True)
     grad_fn = _compare(fusion, layer, x, reverse=reverse)
+    assert "FusedSequence" in type(grad_fn).__name__
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_the_fast_path_size_takes_it_in_float64(fusion, fused_cells, gate, checkpoint):
+    """In "auto" mode (the default) a layer at the fast path's size, 2 x 16 channels x
+    48 x 48 = 73,728 cell elements per step, runs ``FusedSequence`` for every gate kind
+    of the hand-written kernels, also checkpointed, and equals the step path."""
+    layer = _layer(hidden_channels=16, recurrent_activation=gate, padding="valid")
+    layer.checkpoint = checkpoint
+    x = torch.randn(2, 3, 2, 50, 50, dtype=torch.float64, requires_grad=True)
+    grad_fn = _compare(fusion, layer, x, mode="auto")
+    assert fused_cells == [id(layer.cell(0))]
     assert "FusedSequence" in type(grad_fn).__name__
 
 
@@ -395,8 +413,9 @@ def test_the_pool_keeps_free_mappings_a_step_asks_for_again(monkeypatch):
 @pytest.mark.parametrize(
     "options",
     [{}, {"padding": "valid", "recurrent_activation": "hard_sigmoid", "bias": False},
+     {"padding": "valid", "recurrent_activation": "hard_sigmoid_keras2", "bias": False},
      {"bidirectional": True}, {"num_layers": 2}],
-    ids=["same", "valid-hard-nobias", "bidirectional", "stacked"],
+    ids=["same", "valid-hard-nobias", "valid-keras2-nobias", "bidirectional", "stacked"],
 )  # fmt: skip
 @pytest.mark.parametrize("steps,segment", [(7, 3), (6, 2), (5, 1), (4, 4), (1, 1)])
 @pytest.mark.parametrize("with_state", [False, True])

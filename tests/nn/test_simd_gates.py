@@ -4,9 +4,11 @@ use by ``FusedSequence`` and ``FusedGates``."""
 import pytest
 import torch
 
-from convlstm.nn import get_fusion, set_fusion, simd_gates
+from convlstm.nn import ConvLSTMCell2d, get_fusion, set_fusion, simd_gates
 from convlstm.nn.fused_gates import _compiled, _step_backward, _step_forward, fused_gates
 from convlstm.nn.layer import ConvLSTMNd
+
+from .conftest import GATES, gate_kind, kink_values
 
 pytestmark = pytest.mark.skipif(
     not simd_gates._cpu_supported() or simd_gates._kernel("forward") is None,
@@ -42,9 +44,10 @@ def _close(actual, expected):
 
 
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])
-@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("width", [16, 48])
-def test_forward_equals_the_generated_loop(dtype, hard, width):
+def test_forward_equals_the_generated_loop(dtype, gate, width):
+    hard = gate_kind(gate)
     z, c_prev = _step_inputs(width=width, dtype=dtype)
     h = _sequence_step(3, (5, 7), width, dtype=dtype)
     c = torch.empty_like(c_prev)
@@ -58,10 +61,20 @@ def test_forward_equals_the_generated_loop(dtype, hard, width):
 
 
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])
-@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("more", [False, True])
-def test_backward_equals_the_generated_loop(dtype, hard, more):
+@pytest.mark.parametrize("kinks", [False, True])
+def test_backward_equals_the_generated_loop(dtype, gate, more, kinks):
+    """Also with pre-activations at and next to the hard sigmoids' kinks, where the
+    loops' slopes must be zero at the same places (one gate at a kink per row: with
+    every gate near 0, the cell is, and so tanh(c) = 2σ(2c) - 1 within float32 rounding
+    of 0, which may round to 0 in one loop and not in the other)."""
+    hard = gate_kind(gate)
     z, c_prev = _step_inputs(dtype=dtype)
+    if kinks:
+        for n, value in enumerate(kink_values(dtype)):
+            for m, gate_index in enumerate((0, 1, 3)):  # i, f, o
+                z[3 * n + m, gate_index, :16] = value
     c = _compiled("forward", _step_forward)(z, c_prev, hard)[1]
     dh = torch.randn(c.shape).to(dtype)
     dc_out = torch.randn(c.shape)
@@ -76,6 +89,7 @@ def test_backward_equals_the_generated_loop(dtype, hard, more):
     assert dz.dtype == dtype and dc_prev.dtype == torch.float32
     torch.testing.assert_close(dc_prev, dc_ref, atol=1e-5, rtol=1e-5)
     _close(dz, dz_ref)
+    assert torch.equal(dz == 0, dz_ref == 0)
 
 
 def test_saturation_and_nan():
@@ -144,17 +158,16 @@ def always_fused():
     set_fusion(previous)
 
 
-@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("autocast", [True, False])
 def test_fused_sequence_uses_them_and_equals_the_generated_loops(
-    calls, always_fused, hard, autocast
+    calls, always_fused, gate, autocast
 ):
     """Training with 16 hidden channels: every forward step and every backward step
     runs the hand-written loops (under bfloat16 autocast all but the first backward step,
     whose zero gradient of h is float32), with the generated loops' outputs and
     gradients."""
-    activation = "hard_sigmoid" if hard else "sigmoid"
-    layer = ConvLSTMNd(2, 16, 3, ndim=2, recurrent_activation=activation)
+    layer = ConvLSTMNd(2, 16, 3, ndim=2, recurrent_activation=gate)
     x = torch.randn(2, 5, 2, 9, 8)
 
     def run():
@@ -199,7 +212,8 @@ def test_inference_updates_a_cell_of_its_own(calls, always_fused):
 
 
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])
-def test_fused_gates_use_them(calls, always_fused, dtype):
+@pytest.mark.parametrize("gate", GATES)
+def test_fused_gates_use_them(calls, always_fused, dtype, gate):
     """A cell stepped on its own (``FusedGates``): forward and backward run the
     hand-written loops, with the generated loops' values and gradients."""
     gates = torch.randn(2, 64, 5, 6).contiguous(memory_format=torch.channels_last)
@@ -208,7 +222,7 @@ def test_fused_gates_use_them(calls, always_fused, dtype):
     weights = torch.randn(2, 16, 5, 6), torch.randn(2, 16, 5, 6)
 
     def run():
-        h, c = fused_gates(gates, c_prev, True)
+        h, c = fused_gates(gates, c_prev, gate_kind(gate))
         loss = (h.float() * weights[0]).sum() + (c * weights[1]).sum()
         return h, c, torch.autograd.grad(loss, [gates, c_prev])
 
@@ -223,6 +237,80 @@ def test_fused_gates_use_them(calls, always_fused, dtype):
     torch.testing.assert_close(c, ref_c, atol=2e-6, rtol=2e-6)
     _close(grads[0], ref_grads[0])
     torch.testing.assert_close(grads[1], ref_grads[1], atol=1e-5, rtol=1e-5)
+
+
+# 2 x 16 channels x 48 x 48 = 73,728 cell elements per step: the fast path's size in
+# set_fusion("auto"), the default.
+BATCH, CHANNELS, SIZE = 2, 16, 48
+
+
+@pytest.fixture
+def auto_fusion():
+    """Run under "auto" fusion (the default), restoring the previous mode afterwards."""
+    previous = get_fusion()
+    set_fusion("auto")
+    yield
+    set_fusion(previous)
+
+
+def _against_the_reference(run, tolerance):
+    """``run()`` (values, then gradients) in "auto" mode, and again with plain ops
+    (``set_fusion("never")``, the eager reference): equal within ``tolerance``, the
+    gradients relative to their largest entry."""
+    values, grads = run()
+    set_fusion("never")
+    ref_values, ref_grads = run()
+    set_fusion("auto")
+    for a, b in zip(values, ref_values):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, atol=tolerance, rtol=tolerance)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=tolerance * b.abs().max().item(), rtol=tolerance)
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_a_layer_at_the_fast_path_size_runs_them(
+    fused_cells, calls, auto_fusion, gate, autocast, checkpoint
+):
+    """A layer at the fast path's size trains through ``FusedSequence`` (with
+    ``checkpoint=True`` in segments, recomputing every step's forward once), every step on
+    the hand-written loops (under bfloat16 autocast all but the first backward step),
+    and equals the eager reference in float32 and under bfloat16 autocast."""
+    steps = 4
+    layer = ConvLSTMNd(1, CHANNELS, 3, ndim=2, recurrent_activation=gate, checkpoint=checkpoint)
+    x = torch.randn(BATCH, steps, 1, SIZE, SIZE, requires_grad=True)
+
+    def run():
+        with torch.autocast("cpu", dtype=BF16, enabled=autocast):
+            out, (h_n, c_n) = layer(x)
+        loss = (out.float().square().sum() + c_n.square().sum()) / out.numel()
+        return (out, h_n, c_n), torch.autograd.grad(loss, [x, *layer.parameters()])
+
+    _against_the_reference(run, 2e-2 if autocast else 2e-5)
+    assert fused_cells == [id(layer.cell(0))]
+    forward = 2 * steps if checkpoint else steps
+    assert calls == {"forward": forward, "backward": steps - 1 if autocast else steps}
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("autocast", [False, True])
+def test_a_cell_step_at_the_fast_path_size_runs_them(calls, auto_fusion, gate, autocast):
+    """A cell stepped on its own at the fast path's size (``FusedGates``): forward and
+    backward run the hand-written loops and equal the eager reference."""
+    cell = ConvLSTMCell2d(1, CHANNELS, 3, recurrent_activation=gate)
+    x = torch.randn(BATCH, 1, SIZE, SIZE, requires_grad=True)
+    state = tuple(torch.randn(BATCH, CHANNELS, SIZE, SIZE) for _ in range(2))
+
+    def run():
+        with torch.autocast("cpu", dtype=BF16, enabled=autocast):
+            h, c = cell(x, state)
+        loss = (h.float().square().sum() + c.square().sum()) / h.numel()
+        return (h, c), torch.autograd.grad(loss, [x, *cell.parameters()])
+
+    _against_the_reference(run, 2e-2 if autocast else 2e-5)
+    assert calls == {"forward": 1, "backward": 1}
 
 
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])

@@ -15,10 +15,10 @@ On a CPU or GPU this arithmetic is memory-bound: written as separate tensor ops 
 reads and writes the ``4F``-channel gate tensor about a dozen times per step, which
 costs as much as the convolution itself. ``lstm_pointwise`` therefore runs, where it
 pays, as one generated loop for the forward and one for the backward: for the usual
-cell (tanh, sigmoid or hard-sigmoid gates, no peepholes or norms) ``FusedGates`` with
-hand-written derivatives (``fused_gates.py``), otherwise ``torch.compile`` of the
-equations below with autograd's derivatives. ``set_fusion`` chooses the policy; the
-eager path is the reference.
+cell (tanh; sigmoid, Keras 3's or Keras 2's hard-sigmoid gates; no peepholes or norms)
+``FusedGates`` with hand-written derivatives (``fused_gates.py``), otherwise
+``torch.compile`` of the equations below with autograd's derivatives. ``set_fusion``
+chooses the policy; the eager path is the reference.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .activations import hard_sigmoid
-from .fused_gates import fused_gates
+from .activations import hard_sigmoid, hard_sigmoid_keras2
+from .fused_gates import GateKind, fused_gates
 
 _FUSION_MODES = ("auto", "always", "never")
 _fusion_mode = os.environ.get("CONVLSTM_FUSION", "auto").lower()
@@ -40,8 +40,13 @@ if _fusion_mode not in _FUSION_MODES:
 _fusion_failed = False
 _compiled: Callable | None = None
 
-# The recurrent activations the hand-written kernel knows: {function: is_hard_sigmoid}.
-_HARD_SIGMOIDS = {torch.sigmoid: False, F.hardsigmoid: True, hard_sigmoid: True}
+# The recurrent activations the hand-written kernels know, and their gate kinds.
+_GATE_KINDS = {
+    torch.sigmoid: GateKind.SIGMOID,
+    F.hardsigmoid: GateKind.HARD_SIGMOID,
+    hard_sigmoid: GateKind.HARD_SIGMOID,
+    hard_sigmoid_keras2: GateKind.HARD_SIGMOID_KERAS2,
+}
 
 #: In "auto" mode, the fused kernel is used when one step's cell state holds at least
 #: this many elements; below it, compilation time outweighs the saving.
@@ -148,12 +153,12 @@ def use_fused(numel: int, device: torch.device, normalized: bool = False) -> boo
     )
 
 
-def hand_written_kind(activation: Callable, recurrent_activation: Callable) -> bool | None:
-    """For the gates the hand-written kernels know (``tanh`` with sigmoid or hard
-    sigmoid), whether the gates are hard sigmoids; ``None`` for any other pair."""
+def hand_written_kind(activation: Callable, recurrent_activation: Callable) -> GateKind | None:
+    """For the gates the hand-written kernels know (``tanh`` with the sigmoid, Keras 3's or
+    Keras 2's hard sigmoid), their ``GateKind``; ``None`` for any other pair."""
     if activation is not torch.tanh:
         return None
-    return _HARD_SIGMOIDS.get(recurrent_activation)
+    return _GATE_KINDS.get(recurrent_activation)
 
 
 def fusion_failed(error: Exception) -> None:
@@ -200,9 +205,9 @@ def lstm_pointwise(
     args = (gates, c_prev, peephole, gate_norm, cell_norm, activation, recurrent_activation)
     if use_fused(c_prev.numel(), c_prev.device, gate_norm is not None or cell_norm is not None):
         try:
-            hard = hand_written_kind(activation, recurrent_activation)
-            if peephole is None and hard is not None:
-                return fused_gates(gates, c_prev, hard)  # hand-written derivatives
+            kind = hand_written_kind(activation, recurrent_activation)
+            if peephole is None and kind is not None:
+                return fused_gates(gates, c_prev, kind)  # hand-written derivatives
             if _compiled is None:
                 # dynamic=True: one kernel for every batch and frame size (no recompiles)
                 _compiled = torch.compile(_pointwise, dynamic=True)

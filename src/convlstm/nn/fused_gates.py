@@ -1,7 +1,7 @@
 """The common ConvLSTM gate step as one autograd function with hand-written derivatives.
 
-For the usual cell (``tanh`` activation, ``sigmoid`` or ``hard_sigmoid`` gates, no
-peepholes, no layer norm) one step's gate arithmetic is
+For the usual cell (``tanh`` activation, gates of a ``GateKind``: the sigmoid, Keras 3's
+or Keras 2's hard sigmoid; no peepholes, no layer norm) one step's gate arithmetic is
 
     i, f, o = σ(z_i), σ(z_f), σ(z_o);   g = tanh(z_g)
     c = f ∘ c_prev + i ∘ g;             h = o ∘ tanh(c)
@@ -9,14 +9,16 @@ peepholes, no layer norm) one step's gate arithmetic is
 and its derivatives, with ``dc`` the total gradient reaching ``c``::
 
     dc     = dc_out + dh ∘ o ∘ (1 - tanh(c)²)
-    dz_i   = dc ∘ g ∘ σ'(i)      dz_f = dc ∘ c_prev ∘ σ'(f)
-    dz_g   = dc ∘ i ∘ (1 - g²)   dz_o = dh ∘ tanh(c) ∘ σ'(o)
+    dz_i   = dc ∘ g ∘ σ'(z_i)    dz_f = dc ∘ c_prev ∘ σ'(z_f)
+    dz_g   = dc ∘ i ∘ (1 - g²)   dz_o = dh ∘ tanh(c) ∘ σ'(z_o)
     dc_prev = dc ∘ f
 
-where ``σ'(a) = a (1 - a)`` for the sigmoid and ``1/6`` inside ``(0, 1)`` (else 0) for
-Keras's hard sigmoid. The forward saves only the pre-activations ``z`` (``c`` and
-``c_prev`` are kept anyway as neighbouring steps' states) and the backward recomputes
-the activations from them, exactly as the forward computed them: writing the four
+where ``σ'`` is ``σ (1 - σ)`` for the sigmoid, and a hard sigmoid's slope (``1/6`` for
+Keras 3's, ``0.2`` for Keras 2's) on its linear part, else 0, its ends included or not
+as autograd differentiates the reference functions (``activations``). The forward
+saves only the pre-activations ``z`` (``c`` and ``c_prev`` are kept anyway as
+neighbouring steps' states) and the backward recomputes the activations from them,
+exactly as the forward computed them: writing the four
 activations out in the forward cost more than recomputing them (measured on a CPU,
 W1 of the benchmarks: forward 2.7-3.0 against 1.35 ms per step, backward the same
 1.8 ms), and float16/bfloat16 pre-activations are half the size of float32
@@ -32,6 +34,7 @@ loops instead (``simd_gates``).
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Callable
 
@@ -41,6 +44,15 @@ from ..runtime import announce_if_slow
 from . import simd_gates
 
 _kernels: dict[str, Callable] = {}
+
+
+class GateKind(enum.IntEnum):
+    """The recurrent activation ``σ`` of the gates, as the kernels (also the C++ loops of
+    ``simd_gates``) take it. ``False``/``True`` stand for the first two."""
+
+    SIGMOID = 0
+    HARD_SIGMOID = 1  # Keras 3: relu6(x + 3) / 6
+    HARD_SIGMOID_KERAS2 = 2  # Keras 2: clip(0.2 x + 0.5, 0, 1)
 
 
 HIGHER_ORDER_ERROR = (
@@ -109,15 +121,43 @@ def _tanh(x: torch.Tensor) -> torch.Tensor:
     return 2 * torch.sigmoid(2 * x) - 1
 
 
-def _activations(z: torch.Tensor, hard: bool) -> tuple[torch.Tensor, ...]:
+def _keras2_linear(x: torch.Tensor) -> torch.Tensor:
+    # Rounded twice, as activations.hard_sigmoid_keras2 computes it: the same inputs
+    # clip, and fall inside the slope's ends, as there.
+    return 0.2 * x + 0.5
+
+
+def _gate(x: torch.Tensor, kind: int) -> torch.Tensor:
+    """``σ(x)``, computed as ``activations`` computes it."""
+    if kind == GateKind.HARD_SIGMOID:
+        return torch.nn.functional.hardsigmoid(x)
+    if kind == GateKind.HARD_SIGMOID_KERAS2:
+        return torch.clamp(_keras2_linear(x), 0.0, 1.0)
+    return torch.sigmoid(x)
+
+
+def _slope(x: torch.Tensor, a: torch.Tensor, kind: int) -> torch.Tensor:
+    """``σ'(x)`` from ``x`` and ``a = σ(x)``, as autograd differentiates the reference:
+    Keras 3's hard sigmoid (``hardsigmoid``) has its slope for ``-3 < x < 3`` only, Keras
+    2's (``clamp``) also where ``0.2 x + 0.5`` is exactly 0 or 1."""
+    if kind == GateKind.HARD_SIGMOID:
+        return ((x > -3) & (x < 3)).to(a.dtype) * (1.0 / 6.0)
+    if kind == GateKind.HARD_SIGMOID_KERAS2:
+        linear = _keras2_linear(x)
+        return ((linear >= 0) & (linear <= 1)).to(a.dtype) * 0.2
+    return a * (1 - a)
+
+
+def _activations(z: torch.Tensor, kind: int) -> tuple[tuple[torch.Tensor, ...], ...]:
+    """``(z_i, z_f, z_o)`` in the compute dtype and ``(i, f, g, o)``."""
     z = z.to(_compute_dtype(z.dtype))
-    gate = torch.nn.functional.hardsigmoid if hard else torch.sigmoid
-    i, f, g, o = z.unbind(-2)  # (..., 4, K)
-    return gate(i), gate(f), _tanh(g), gate(o)
+    z_i, z_f, z_g, z_o = z.unbind(-2)  # (..., 4, K)
+    gates = (_gate(z_i, kind), _gate(z_f, kind), _tanh(z_g), _gate(z_o, kind))
+    return (z_i, z_f, z_o), gates
 
 
-def _step_forward(z: torch.Tensor, c_prev: torch.Tensor, hard: bool):
-    i, f, g, o = _activations(z, hard)
+def _step_forward(z: torch.Tensor, c_prev: torch.Tensor, kind: int):
+    i, f, g, o = _activations(z, kind)[1]
     c = f * c_prev + i * g
     return (o * _tanh(c)).to(z.dtype), c
 
@@ -128,26 +168,25 @@ def _step_backward(
     z: torch.Tensor,
     c: torch.Tensor,
     c_prev: torch.Tensor,
-    hard: bool,
+    kind: int,
     dtype: torch.dtype,
     dh_more: torch.Tensor | None = None,
 ):
     # The activations go to the loop unstacked, and the gradients are cast before they
     # are stacked: otherwise the generated code wrote either to memory and read it back
     # in a second pass (measured 6x slower for bfloat16 gates).
-    i, f, g, o = _activations(z, hard)
+    (z_i, z_f, z_o), (i, f, g, o) = _activations(z, kind)
     dh = dh.to(i.dtype)
     if dh_more is not None:  # a second gradient reaching h (the sequence's output)
         dh = dh + dh_more.reshape(dh.shape).to(i.dtype)
     tanh_c = _tanh(c)
     dc = dc_out + dh * o * (1 - tanh_c * tanh_c)
-
-    def slope(a: torch.Tensor) -> torch.Tensor:
-        if hard:
-            return ((a > 0) & (a < 1)).to(a.dtype) * (1.0 / 6.0)
-        return a * (1 - a)
-
-    dz = (dc * g * slope(i), dc * c_prev * slope(f), dc * i * (1 - g * g), dh * tanh_c * slope(o))
+    dz = (
+        dc * g * _slope(z_i, i, kind),
+        dc * c_prev * _slope(z_f, f, kind),
+        dc * i * (1 - g * g),
+        dh * tanh_c * _slope(z_o, o, kind),
+    )
     return torch.stack([d.to(dtype) for d in dz], dim=-2), dc * f
 
 
@@ -227,24 +266,24 @@ class _Rows:
         return t.reshape(batch, 4 * channels, *spatial)
 
 
-def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, hard: bool):
+def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, kind: int):
     """``(h, c)`` rows of one step: the hand-written loop where it applies, else the
     generated one."""
-    result = simd_gates.step_forward(z, c_prev, hard)
-    return result if result is not None else _compiled("forward", _step_forward)(z, c_prev, hard)
+    result = simd_gates.step_forward(z, c_prev, kind)
+    return result if result is not None else _compiled("forward", _step_forward)(z, c_prev, kind)
 
 
-def _backward_rows(dh, dc_out, z, c, c_prev, hard: bool, dtype: torch.dtype, dh_more=None):
+def _backward_rows(dh, dc_out, z, c, c_prev, kind: int, dtype: torch.dtype, dh_more=None):
     """``(dz, dc_prev)`` rows of one step (``_step_backward``'s arguments): the
     hand-written loop where it applies, else the generated one."""
-    result = simd_gates.backward(dh, dc_out, z, c, c_prev, hard, dh_more)
+    result = simd_gates.backward(dh, dc_out, z, c, c_prev, kind, dh_more)
     if result is not None:
         return result
-    return _compiled("backward", _step_backward)(dh, dc_out, z, c, c_prev, hard, dtype, dh_more)
+    return _compiled("backward", _step_backward)(dh, dc_out, z, c, c_prev, kind, dtype, dh_more)
 
 
 class FusedGates(torch.autograd.Function):
-    """``(h, c) = FusedGates.apply(gates, c_prev, hard)``; see the module docstring.
+    """``(h, c) = FusedGates.apply(gates, c_prev, kind)``; see the module docstring.
 
     ``gates`` ``(B, 4F, *S)`` (float16/bfloat16 gates are computed in float32),
     ``c_prev`` ``(B, F, *S)``; returns ``h`` in the dtype of ``gates`` and ``c`` in
@@ -252,14 +291,14 @@ class FusedGates(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, gates: torch.Tensor, c_prev: torch.Tensor, hard: bool):
+    def forward(ctx, gates: torch.Tensor, c_prev: torch.Tensor, kind: int):
         view = _Rows(gates)
         z, c0 = view.inputs(gates, c_prev)
-        h, c = _forward_rows(z, c0, hard)
+        h, c = _forward_rows(z, c0, kind)
         # c is kept anyway (the next step's c_prev, or c_n), so tanh(c) is recomputed
         # in the backward instead of stored, as are the activations.
         ctx.save_for_backward(z, c, c0)
-        ctx.view, ctx.hard, ctx.dtype = view, hard, gates.dtype
+        ctx.view, ctx.kind, ctx.dtype = view, kind, gates.dtype
         ctx.c_dtype = c_prev.dtype
         return view.unrows(h), view.unrows(c)
 
@@ -269,16 +308,18 @@ class FusedGates(torch.autograd.Function):
         z, c, c0 = ctx.saved_tensors
         view = ctx.view
         dz, dc_prev = _backward_rows(
-            view.rows(dh), view.rows(dc.to(c.dtype)), z, c, c0, ctx.hard, ctx.dtype
+            view.rows(dh), view.rows(dc.to(c.dtype)), z, c, c0, ctx.kind, ctx.dtype
         )
         return view.ungates(dz), view.unrows(dc_prev).to(ctx.c_dtype), None
 
 
-def fused_gates(gates: torch.Tensor, c_prev: torch.Tensor, hard: bool = False):
+def fused_gates(gates: torch.Tensor, c_prev: torch.Tensor, kind: int = GateKind.SIGMOID):
     """One LSTM gate step (see the module docstring): ``(h, c)`` from ``gates``
-    ``(B, 4F, *S)`` in order i, f, g, o and ``c_prev`` ``(B, F, *S)``."""
+    ``(B, 4F, *S)`` in order i, f, g, o and ``c_prev`` ``(B, F, *S)``, with gates of
+    ``kind`` (a ``GateKind``)."""
+    kind = GateKind(kind)
     if torch.is_grad_enabled() and (gates.requires_grad or c_prev.requires_grad):
-        return FusedGates.apply(gates, c_prev, hard)
+        return FusedGates.apply(gates, c_prev, kind)
     view = _Rows(gates)
-    h, c = _forward_rows(*view.inputs(gates, c_prev), hard)
+    h, c = _forward_rows(*view.inputs(gates, c_prev), kind)
     return view.unrows(h), view.unrows(c)

@@ -47,7 +47,14 @@ import torch.nn.functional as F
 from . import simd_gates
 from ._utils import empty_steps
 from .functional import fusion_failed, hand_written_kind, use_fused
-from .fused_gates import _backward_rows, _compiled, _Rows, _step_forward, first_derivatives_only
+from .fused_gates import (
+    GateKind,
+    _backward_rows,
+    _compiled,
+    _Rows,
+    _step_forward,
+    first_derivatives_only,
+)
 from .step_conv import _conv_dtype, _interior, memory_format
 
 if TYPE_CHECKING:
@@ -339,7 +346,7 @@ class _Run:
 
 
 def _forward(
-    x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, train,
+    x, h_0, c_0, weight, bias, input_pad, hidden_pad, kind, reverse, train,
     *, dtype: torch.dtype | None = None, keep_every: int | None = None,
 ) -> _Run:  # fmt: skip
     """The sequence's forward (see ``FusedSequence``); ``train`` keeps what the
@@ -408,8 +415,8 @@ def _forward(
             c_next = torch.empty_like(c_prev) if c_prev is c_first else c_prev
         # The next step reads h back from the output: each step's h goes straight there.
         h = output[:, t]
-        if not simd_gates.forward(gates, c_prev, hard, view.strided_rows(h), c_next):
-            h_rows, c_new = kernel(gates, c_prev, hard)
+        if not simd_gates.forward(gates, c_prev, kind, view.strided_rows(h), c_next):
+            h_rows, c_new = kernel(gates, c_prev, kind)
             h.copy_(view.unrows(h_rows))
             if train:
                 c_next.copy_(c_new)
@@ -464,12 +471,12 @@ def _add_weight_grad(
 
 class FusedSequence(torch.autograd.Function):
     """``output, h_n, c_n = FusedSequence.apply(x, h_0, c_0, weight, bias, input_pad,
-    hidden_pad, hard, reverse, segment=None)``.
+    hidden_pad, kind, reverse, segment=None)``.
 
     ``x`` ``(B, T, C, *S_in)``; ``h_0``, ``c_0`` ``(B, F, *S)`` or ``None`` (zeros);
     ``weight`` ``(4F, C + F, *k)`` (``[W_x, W_h]``), ``bias`` ``(4F,)`` or ``None``;
     ``input_pad`` and ``hidden_pad`` in ``F.pad`` order; stride 1, no dilation; gates
-    ``tanh`` and sigmoid (``hard=False``) or Keras's hard sigmoid. Returns ``output``
+    ``tanh`` and those of ``kind`` (a ``GateKind``). Returns ``output``
     ``(B, T, F, *S)`` (time order also when ``reverse``), ``h_n`` and ``c_n`` (float32
     for reduced-precision inputs) ``(B, F, *S)``.
 
@@ -480,9 +487,10 @@ class FusedSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse, segment=None):
+    def forward(ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, kind, reverse, segment=None):
         ctx.set_materialize_grads(False)
-        args = (x, h_0, c_0, weight, bias, input_pad, hidden_pad, hard, reverse)
+        kind = GateKind(kind)
+        args = (x, h_0, c_0, weight, bias, input_pad, hidden_pad, kind, reverse)
         if segment is None:
             run = _forward(*args, True)
             kept = (*run.cells, *run.gates)
@@ -494,7 +502,7 @@ class FusedSequence(torch.autograd.Function):
         # The bias only for the recomputation: saved, it may no longer change in place.
         recompute_bias = None if segment is None else bias
         ctx.save_for_backward(x, h_0, run.output, run.weight, recompute_bias, run.c_0, *kept)
-        ctx.meta = (run.view, hard, reverse, input_pad, hidden_pad, bias is not None, segment)
+        ctx.meta = (run.view, kind, reverse, input_pad, hidden_pad, bias is not None, segment)
         ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, run.c_dtype, weight.dtype)
         return run.output, run.h_n, run.c_n
 
@@ -502,7 +510,7 @@ class FusedSequence(torch.autograd.Function):
     @first_derivatives_only
     def backward(ctx, d_output, d_h_n, d_c_n):
         x, h_0, output, weight, bias, c_first, *saved = ctx.saved_tensors
-        view, hard, reverse, input_pad, hidden_pad, has_bias, segment = ctx.meta
+        view, kind, reverse, input_pad, hidden_pad, has_bias, segment = ctx.meta
         x_dtype, h_dtype, c_dtype, w_dtype = ctx.dtypes
         steps = x.shape[1]
         order = list(range(steps - 1, -1, -1) if reverse else range(steps))  # forward's
@@ -544,7 +552,7 @@ class FusedSequence(torch.autograd.Function):
                 h_start = h_0 if number == 0 else output[:, seg[0] + 1 if reverse else seg[0] - 1]
                 run = _forward(
                     x[:, low:high], h_start, view.unrows(starts[number]), weight, bias,
-                    input_pad, hidden_pad, hard, reverse, True, dtype=dtype,
+                    input_pad, hidden_pad, kind, reverse, True, dtype=dtype,
                 )  # fmt: skip
                 for t in seg:
                     cells[t], gates[t] = run.cells[t - low], run.gates[t - low]
@@ -553,7 +561,7 @@ class FusedSequence(torch.autograd.Function):
                 before = t + 1 if reverse else t - 1  # the step processed before t
                 c_prev = starts[number] if t == seg[0] else cells[before]
                 d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
-                dz, dc = _backward_rows(dh, dc, gates[t], cells[t], c_prev, hard, dtype, d_out)
+                dz, dc = _backward_rows(dh, dc, gates[t], cells[t], c_prev, kind, dtype, d_out)
                 del dh, d_out  # (see the forward loop)
                 if segment is not None:
                     cells[t] = gates[t] = None
@@ -597,11 +605,11 @@ def run_fused_sequence(
     ``FusedSequence`` (checkpointed through time in segments of ``checkpoint_segment``
     steps when ``checkpoint``), or its forward alone when no gradient is recorded; ``None``
     when it does not apply: the cell has peepholes, layer norm, attention, gates other
-    than tanh with (hard) sigmoid, a strided or dilated input path, or fusion is off
+    than tanh with a ``GateKind``, a strided or dilated input path, or fusion is off
     (``set_fusion``, and "auto" below ``AUTO_FUSION_MIN_ELEMENTS`` state elements)."""
-    hard = hand_written_kind(cell.activation, cell.recurrent_activation)
+    kind = hand_written_kind(cell.activation, cell.recurrent_activation)
     if (
-        hard is None
+        kind is None
         or not plan.fused
         or cell.attention is not None
         or cell.peephole_weight is not None
@@ -614,7 +622,7 @@ def run_fused_sequence(
         return None
     h_0, c_0 = (None, None) if state is None else state
     weight = cell.step_weight(plan)
-    args = (x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, hard, reverse)
+    args = (x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, kind, reverse)
     tensors = [x, *cell.parameters(), *(state or ())]
     try:
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

@@ -10,12 +10,15 @@
 //
 //   forward:  i, f, o = s(z_i), s(z_f), s(z_o);  g = tanh(z_g);  c = f c_prev + i g;
 //             h = o tanh(c)
-//   backward: dc = dc_out + dh o (1 - tanh(c)^2);  dz_i = dc g s'(i);  dz_f = dc c_prev s'(f);
-//             dz_g = dc i (1 - g^2);  dz_o = dh tanh(c) s'(o);  dc_prev = dc f
+//   backward: dc = dc_out + dh o (1 - tanh(c)^2);  dz_i = dc g s'(z_i);
+//             dz_f = dc c_prev s'(z_f);  dz_g = dc i (1 - g^2);  dz_o = dh tanh(c) s'(z_o);
+//             dc_prev = dc f
 //
-// s is the sigmoid or Keras's hard sigmoid relu6(x + 3) / 6 (s' = 1/6 inside (0, 1), else
-// 0). Compiled by PyTorch's Inductor (its compiler flags add -mavx512bf16 where the CPU has
-// it); CONVLSTM_BACKWARD selects the entry point.
+// s is one of the gate kinds of fused_gates.GateKind: the sigmoid, Keras 3's hard sigmoid
+// relu6(x + 3) / 6 (s' = 1/6 for -3 < x < 3, else 0) or Keras 2's clip(0.2 x + 0.5, 0, 1)
+// (s' = 0.2 where 0 <= 0.2 x + 0.5 <= 1, else 0): at the kinks as autograd differentiates
+// the reference functions. Compiled by PyTorch's Inductor (its compiler flags add
+// -mavx512bf16 where the CPU has it); CONVLSTM_BACKWARD selects the entry point.
 #include <immintrin.h>
 #include <cstdint>
 #include <omp.h>
@@ -77,20 +80,49 @@ inline __m512 tanh_ps(__m512 x) {  // 2 s(2x) - 1
   return _mm512_sub_ps(_mm512_add_ps(s, s), _mm512_set1_ps(1.0f));
 }
 
+// The gate kinds (fused_gates.GateKind).
+constexpr int kSigmoid = 0, kHardSigmoid = 1, kHardSigmoidKeras2 = 2;
+
 inline __m512 hard_sigmoid_ps(__m512 x) {
   __m512 v = _mm512_add_ps(x, _mm512_set1_ps(3.0f));
   v = _mm512_min_ps(_mm512_set1_ps(6.0f), _mm512_max_ps(_mm512_setzero_ps(), v));
   return _mm512_div_ps(v, _mm512_set1_ps(6.0f));
 }
 
-inline __m512 gate_ps(__m512 x, bool hard) { return hard ? hard_sigmoid_ps(x) : sigmoid_ps(x); }
+// 0.2 x + 0.5 rounded twice, as the reference computes it: a fused multiply-add would
+// clip the kinks' neighbours differently (0.2f * -2.5f + 0.5f is -7e-9, not 0). The
+// explicitly rounded forms cannot be contracted into one whatever the compiler flags.
+inline __m512 keras2_linear_ps(__m512 x) {
+  constexpr int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  __m512 scaled = _mm512_mul_round_ps(x, _mm512_set1_ps(0.2f), nearest);
+  return _mm512_add_round_ps(scaled, _mm512_set1_ps(0.5f), nearest);
+}
 
-// s'(a) from a = s(x).
-inline __m512 slope_ps(__m512 a, bool hard) {
-  if (hard) {
-    __mmask16 inside = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ) &
-                       _mm512_cmp_ps_mask(a, _mm512_set1_ps(1.0f), _CMP_LT_OQ);
+inline __m512 hard_sigmoid_keras2_ps(__m512 x) {
+  __m512 v = keras2_linear_ps(x);
+  return _mm512_min_ps(_mm512_set1_ps(1.0f), _mm512_max_ps(_mm512_setzero_ps(), v));
+}
+
+template <int kind>
+inline __m512 gate_ps(__m512 x) {
+  if (kind == kHardSigmoid) return hard_sigmoid_ps(x);
+  if (kind == kHardSigmoidKeras2) return hard_sigmoid_keras2_ps(x);
+  return sigmoid_ps(x);
+}
+
+// s'(x) from x and a = s(x).
+template <int kind>
+inline __m512 slope_ps(__m512 x, __m512 a) {
+  if (kind == kHardSigmoid) {
+    __mmask16 inside = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-3.0f), _CMP_GT_OQ) &
+                       _mm512_cmp_ps_mask(x, _mm512_set1_ps(3.0f), _CMP_LT_OQ);
     return _mm512_maskz_mov_ps(inside, _mm512_set1_ps(1.0f / 6.0f));
+  }
+  if (kind == kHardSigmoidKeras2) {
+    __m512 v = keras2_linear_ps(x);
+    __mmask16 inside = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ) &
+                       _mm512_cmp_ps_mask(v, _mm512_set1_ps(1.0f), _CMP_LE_OQ);
+    return _mm512_maskz_mov_ps(inside, _mm512_set1_ps(0.2f));
   }
   return _mm512_mul_ps(a, _mm512_sub_ps(_mm512_set1_ps(1.0f), a));
 }
@@ -101,7 +133,7 @@ inline int64_t strided_row(int64_t r, int64_t rows_per_batch, int64_t batch_stri
   return (r / rows_per_batch) * batch_stride + (r % rows_per_batch) * K;
 }
 
-template <typename T, bool hard>
+template <typename T, int kind>
 void forward_rows(const T* z, const float* c_prev, T* h, float* c, int64_t rows, int64_t K,
                   int64_t rows_per_batch, int64_t batch_stride, int threads) {
   // Over rows and 16-lane pieces of them: a few long rows (channels-first) also split.
@@ -110,10 +142,10 @@ void forward_rows(const T* z, const float* c_prev, T* h, float* c, int64_t rows,
     for (int64_t k = 0; k < K; k += 16) {
       const T* zr = z + r * 4 * K;
       T* hr = h + strided_row(r, rows_per_batch, batch_stride, K);
-      __m512 i = gate_ps(load(zr + k), hard);
-      __m512 f = gate_ps(load(zr + K + k), hard);
+      __m512 i = gate_ps<kind>(load(zr + k));
+      __m512 f = gate_ps<kind>(load(zr + K + k));
       __m512 g = tanh_ps(load(zr + 2 * K + k));
-      __m512 o = gate_ps(load(zr + 3 * K + k), hard);
+      __m512 o = gate_ps<kind>(load(zr + 3 * K + k));
       __m512 cell = _mm512_fmadd_ps(f, _mm512_loadu_ps(c_prev + r * K + k), _mm512_mul_ps(i, g));
       _mm512_storeu_ps(c + r * K + k, cell);
       store(hr + k, _mm512_mul_ps(o, tanh_ps(cell)));
@@ -121,7 +153,7 @@ void forward_rows(const T* z, const float* c_prev, T* h, float* c, int64_t rows,
   }
 }
 
-template <typename T, bool hard, bool more>
+template <typename T, int kind, bool more>
 void backward_rows(const T* dh, const float* dc_out, const T* z, const float* c,
                    const float* c_prev, const T* dh_more, T* dz, float* dc_prev, int64_t rows,
                    int64_t K, int64_t rows_per_batch, int64_t batch_stride, int threads) {
@@ -133,20 +165,21 @@ void backward_rows(const T* dh, const float* dc_out, const T* z, const float* c,
       T* dzr = dz + r * 4 * K;
       const T* mr = more ? dh_more + strided_row(r, rows_per_batch, batch_stride, K) : nullptr;
       const int64_t at = r * K + k;
-      __m512 i = gate_ps(load(zr + k), hard);
-      __m512 f = gate_ps(load(zr + K + k), hard);
+      __m512 z_i = load(zr + k), z_f = load(zr + K + k), z_o = load(zr + 3 * K + k);
+      __m512 i = gate_ps<kind>(z_i);
+      __m512 f = gate_ps<kind>(z_f);
       __m512 g = tanh_ps(load(zr + 2 * K + k));
-      __m512 o = gate_ps(load(zr + 3 * K + k), hard);
+      __m512 o = gate_ps<kind>(z_o);
       __m512 grad_h = load(dh + at);
       if (more) grad_h = _mm512_add_ps(grad_h, load(mr + k));
       __m512 tanh_c = tanh_ps(_mm512_loadu_ps(c + at));
       __m512 dc = _mm512_fmadd_ps(_mm512_mul_ps(grad_h, o), _mm512_fnmadd_ps(tanh_c, tanh_c, one),
                                   _mm512_loadu_ps(dc_out + at));
-      store(dzr + k, _mm512_mul_ps(_mm512_mul_ps(dc, g), slope_ps(i, hard)));
+      store(dzr + k, _mm512_mul_ps(_mm512_mul_ps(dc, g), slope_ps<kind>(z_i, i)));
       __m512 c_before = _mm512_loadu_ps(c_prev + at);
-      store(dzr + K + k, _mm512_mul_ps(_mm512_mul_ps(dc, c_before), slope_ps(f, hard)));
+      store(dzr + K + k, _mm512_mul_ps(_mm512_mul_ps(dc, c_before), slope_ps<kind>(z_f, f)));
       store(dzr + 2 * K + k, _mm512_mul_ps(_mm512_mul_ps(dc, i), _mm512_fnmadd_ps(g, g, one)));
-      store(dzr + 3 * K + k, _mm512_mul_ps(_mm512_mul_ps(grad_h, tanh_c), slope_ps(o, hard)));
+      store(dzr + 3 * K + k, _mm512_mul_ps(_mm512_mul_ps(grad_h, tanh_c), slope_ps<kind>(z_o, o)));
       _mm512_storeu_ps(dc_prev + at, _mm512_mul_ps(dc, f));
     }
   }
@@ -154,30 +187,39 @@ void backward_rows(const T* dh, const float* dc_out, const T* z, const float* c,
 
 }  // namespace
 
-// `bfloat16`: the gates, h and their gradients are bfloat16 (else float32).
+// `bfloat16`: the gates, h and their gradients are bfloat16 (else float32); `kind`: the
+// gate kind.
 #if !defined(CONVLSTM_BACKWARD) && !defined(CONVLSTM_WEIGHT_GRAD)
 template <typename T>
 void forward(const void* z, const float* c_prev, void* h, float* c, int64_t rows, int64_t K,
-             int64_t rows_per_batch, int64_t batch_stride, bool hard, int threads) {
-  auto run = hard ? forward_rows<T, true> : forward_rows<T, false>;
+             int64_t rows_per_batch, int64_t batch_stride, int64_t kind, int threads) {
+  auto run = kind == kHardSigmoidKeras2 ? forward_rows<T, kHardSigmoidKeras2>
+             : kind == kHardSigmoid     ? forward_rows<T, kHardSigmoid>
+                                        : forward_rows<T, kSigmoid>;
   run(static_cast<const T*>(z), c_prev, static_cast<T*>(h), c, rows, K, rows_per_batch,
       batch_stride, threads);
 }
 
 extern "C" void kernel(const void* z, const float* c_prev, void* h, float* c, int64_t rows,
-                       int64_t K, int64_t rows_per_batch, int64_t batch_stride, int64_t hard,
+                       int64_t K, int64_t rows_per_batch, int64_t batch_stride, int64_t kind,
                        int64_t bfloat16, int64_t threads) {
   auto run = bfloat16 ? forward<uint16_t> : forward<float>;
-  run(z, c_prev, h, c, rows, K, rows_per_batch, batch_stride, hard, static_cast<int>(threads));
+  run(z, c_prev, h, c, rows, K, rows_per_batch, batch_stride, kind, static_cast<int>(threads));
 }
 #elif defined(CONVLSTM_BACKWARD)
+template <typename T, int kind>
+auto backward_for(bool more) {
+  return more ? backward_rows<T, kind, true> : backward_rows<T, kind, false>;
+}
+
 template <typename T>
 void backward(const void* dh, const float* dc_out, const void* z, const float* c,
               const float* c_prev, const void* dh_more, void* dz, float* dc_prev, int64_t rows,
-              int64_t K, int64_t rows_per_batch, int64_t batch_stride, bool more, bool hard,
+              int64_t K, int64_t rows_per_batch, int64_t batch_stride, bool more, int64_t kind,
               int threads) {
-  auto run = hard ? (more ? backward_rows<T, true, true> : backward_rows<T, true, false>)
-                  : (more ? backward_rows<T, false, true> : backward_rows<T, false, false>);
+  auto run = kind == kHardSigmoidKeras2 ? backward_for<T, kHardSigmoidKeras2>(more)
+             : kind == kHardSigmoid     ? backward_for<T, kHardSigmoid>(more)
+                                        : backward_for<T, kSigmoid>(more);
   run(static_cast<const T*>(dh), dc_out, static_cast<const T*>(z), c, c_prev,
       static_cast<const T*>(dh_more), static_cast<T*>(dz), dc_prev, rows, K, rows_per_batch,
       batch_stride, threads);
@@ -186,10 +228,10 @@ void backward(const void* dh, const float* dc_out, const void* z, const float* c
 extern "C" void kernel(const void* dh, const float* dc_out, const void* z, const float* c,
                        const float* c_prev, const void* dh_more, void* dz, float* dc_prev,
                        int64_t rows, int64_t K, int64_t rows_per_batch, int64_t batch_stride,
-                       int64_t has_more, int64_t hard, int64_t bfloat16, int64_t threads) {
+                       int64_t has_more, int64_t kind, int64_t bfloat16, int64_t threads) {
   auto run = bfloat16 ? backward<uint16_t> : backward<float>;
   run(dh, dc_out, z, c, c_prev, dh_more, dz, dc_prev, rows, K, rows_per_batch, batch_stride,
-      has_more, hard, static_cast<int>(threads));
+      has_more, kind, static_cast<int>(threads));
 }
 #else
 // The weight (and bias) gradient of a 2-D stride-1 convolution of a few input channels,

@@ -119,13 +119,13 @@ def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
 
 
 def forward(
-    z: torch.Tensor, c_prev: torch.Tensor, hard: bool, h: torch.Tensor, c: torch.Tensor
+    z: torch.Tensor, c_prev: torch.Tensor, kind: int, h: torch.Tensor, c: torch.Tensor
 ) -> bool:
-    """One step forward: gates ``z`` ``(R, 4, K)`` (bfloat16 or float32) and ``c_prev``
-    ``(R, K)`` float32 give ``c`` ``(R, K)`` float32 (may be ``c_prev`` itself) and
-    ``h``, a ``(B, ...)`` tensor of ``z``'s dtype holding ``R`` rows of ``K`` (a 2-D
-    ``(R, K)`` one, or ``_Rows.strided_rows`` of a sequence's step). ``False``: not
-    applicable, nothing written."""
+    """One step forward: gates ``z`` ``(R, 4, K)`` (bfloat16 or float32) of ``kind``
+    (``fused_gates.GateKind``) and ``c_prev`` ``(R, K)`` float32 give ``c`` ``(R, K)``
+    float32 (may be ``c_prev`` itself) and ``h``, a ``(B, ...)`` tensor of ``z``'s dtype
+    holding ``R`` rows of ``K`` (a 2-D ``(R, K)`` one, or ``_Rows.strided_rows`` of a
+    sequence's step). ``False``: not applicable, nothing written."""
     rows, width = c_prev.shape if c_prev.dim() == 2 else (0, 0)
     gate, f32 = z.dtype, torch.float32
     if not (_applies(z, c_prev, h, c, dtypes=(gate, f32, gate, f32)) and _lanes(width)):
@@ -138,7 +138,7 @@ def forward(
     kernel = _kernel("forward")
     if kernel is None:
         return False
-    kernel(z, c_prev, h, c, rows, width, *groups, int(hard), int(gate == torch.bfloat16),
+    kernel(z, c_prev, h, c, rows, width, *groups, int(kind), int(gate == torch.bfloat16),
            torch.get_num_threads())
     return True
 
@@ -149,7 +149,7 @@ def backward(
     z: torch.Tensor,
     c: torch.Tensor,
     c_prev: torch.Tensor,
-    hard: bool,
+    kind: int,
     dh_more: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """One step backward (``fused_gates._step_backward``): ``z`` ``(R, 4, K)``
@@ -178,14 +178,14 @@ def backward(
     more = dh if dh_more is None else dh_more
     kernel(
         dh, dc_out, z, c, c_prev, more, dz, dc_prev, rows, width, *groups,
-        int(dh_more is not None), int(hard), int(gate == torch.bfloat16),
+        int(dh_more is not None), int(kind), int(gate == torch.bfloat16),
         torch.get_num_threads(),
     )  # fmt: skip
     return dz, dc_prev
 
 
 def step_forward(
-    z: torch.Tensor, c_prev: torch.Tensor, hard: bool
+    z: torch.Tensor, c_prev: torch.Tensor, kind: int
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``forward`` into new ``(R, K)`` tensors: ``(h, c)``, or ``None`` where not
     applicable."""
@@ -195,7 +195,7 @@ def step_forward(
         return None
     h = torch.empty(c_prev.shape, dtype=z.dtype)
     c = torch.empty_like(c_prev, memory_format=torch.contiguous_format)
-    return (h, c) if forward(z, c_prev, hard, h, c) else None
+    return (h, c) if forward(z, c_prev, kind, h, c) else None
 
 
 def input_weight_grad(
