@@ -1,0 +1,141 @@
+"""AdvectionForecaster: an encoder-forecaster ConvLSTM that moves the last frame along a
+learnt motion field, for precipitation nowcasting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checks import check_int, int_list
+from ..nn.layer import ConvLSTMNd
+from .encoder_forecaster import patchify, unpatchify
+from .registry import register_model
+
+
+def warp(frames: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """Backward semi-Lagrangian advection: ``out(p) = frames(p - displacement(p))``.
+
+    Args:
+        frames: ``(N, C, H, W)``.
+        displacement: ``(N, 2, H, W)``, rows then columns, in pixels. Where the source
+            point is outside the frame the result is 0.
+    """
+    n, _, h, w = frames.shape
+    rows = torch.arange(h, dtype=frames.dtype, device=frames.device).view(1, h, 1)
+    cols = torch.arange(w, dtype=frames.dtype, device=frames.device).view(1, 1, w)
+    src_r = rows - displacement[:, 0]
+    src_c = cols - displacement[:, 1]
+    # grid_sample's [-1, 1] spans the outer edges of the corner pixels (align_corners=False)
+    grid = torch.stack([(2 * src_c + 1) / w - 1, (2 * src_r + 1) / h - 1], dim=-1)
+    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)  # fmt: skip
+
+
+@register_model("advection-forecaster")
+class AdvectionForecaster(nn.Module):
+    """ConvLSTM encoder-forecaster with advection built in (for nowcasting).
+
+    An encoder stack reads the ``input_frames`` frames; a forecaster stack of the same
+    widths, started from the encoder's final states, runs ``output_frames`` steps. At
+    forecast step ``k`` a 1x1 convolution over the forecaster's hidden states gives a
+    motion ``v_k`` (pixels per step, rows and columns) and a source term ``s_k``; the
+    forecast is the last input frame moved along the accumulated displacement
+    ``D_k = v_1 + ... + v_k`` plus the source::
+
+        y_k = warp(x_last, D_k) + s_k
+
+    Moving the *observed* frame once per lead time, rather than the previous forecast
+    step by step, keeps the bilinear interpolation from smoothing the field more at
+    every step. Both heads start at zero, so an untrained model is persistence. The
+    forecaster's input at step ``k`` is its previous forecast (the last input frame at
+    ``k = 0``). Dry is 0 in the frames' units (e.g. ``log(1 + R)``), which is what
+    enters from outside the frame.
+
+    Shapes: ``x`` ``(B, input_frames, C, H, W)`` -> ``(B, output_frames, C, H, W)``; ``H``
+    and ``W`` must be divisible by ``patch_size``.
+
+    Args:
+        in_channels: channels ``C`` of a frame. Default 1.
+        hidden_channels: ConvLSTM widths per layer (both stacks). Default ``[64, 64]``.
+        kernel_size: int or one per layer. Default 3.
+        input_frames, output_frames: Defaults 4 and 12.
+        patch_size: space-to-depth factor of the ConvLSTMs (their cells are ``p x p``
+            pixels; the motion is interpolated bilinearly to every pixel). Default 4.
+        max_speed: bound of the motion in pixels per step (``tanh``). Default 8.
+        layer_norm, checkpoint: passed to the ConvLSTM stacks.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden_channels: int | Sequence[int] = (64, 64),
+        kernel_size: int | Sequence[int] = 3,
+        input_frames: int = 4,
+        output_frames: int = 12,
+        *,
+        patch_size: int = 4,
+        max_speed: float = 8.0,
+        layer_norm: bool = False,
+        checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels)
+        widths = int_list("hidden_channels", hidden_channels)
+        kernels = int_list("kernel_size", kernel_size, len(widths))
+        self.input_frames = check_int("input_frames", input_frames)
+        self.output_frames = check_int("output_frames", output_frames)
+        self.patch_size = check_int("patch_size", patch_size)
+        if not max_speed > 0:
+            raise ValueError(f"max_speed must be > 0 pixels per step, got {max_speed!r}")
+        self.max_speed = float(max_speed)
+        self.ndim = 2
+        channels = in_channels * patch_size**2
+
+        def stack() -> ConvLSTMNd:
+            return ConvLSTMNd(channels, widths, kernels, ndim=2, layer_norm=layer_norm,
+                              checkpoint=checkpoint, return_all_layers=True)  # fmt: skip
+
+        self.encoder, self.forecaster = stack(), stack()
+        self.motion_head = nn.Conv2d(sum(widths), 2, 1)
+        self.source_head = nn.Conv2d(sum(widths), channels, 1)
+        for head in (self.motion_head, self.source_head):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(
+        self, x: torch.Tensor, target: torch.Tensor | None = None, *,
+        return_motion: bool = False,
+    ):  # fmt: skip
+        """Forecast ``output_frames`` frames after ``x`` ``(B, input_frames, C, H, W)``;
+        ``target`` is accepted (and ignored) like other forecasters'. With
+        ``return_motion`` also return the displacements ``(B, output_frames, 2, H, W)``."""
+        if x.dim() != 5 or x.shape[2] != self.in_channels or x.shape[1] != self.input_frames:
+            raise ValueError(
+                f"x must be (B, input_frames={self.input_frames}, C={self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+        b, _, c, h, w = x.shape
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"H and W ({h}, {w}) must be divisible by patch_size={p}")
+        xs = patchify(x.flatten(0, 1), p, 2).unflatten(0, (b, -1))
+        _, state = self.encoder(xs)
+        last = x[:, -1]
+        displacement = torch.zeros(b, 2, h, w, dtype=x.dtype, device=x.device)
+        frames, motions, inp = [], [], xs[:, -1]
+        for _ in range(self.output_frames):
+            outputs, state = self.forecaster(inp.unsqueeze(1), state)
+            features = torch.cat([o[:, 0] for o in outputs], dim=1)
+            speed = self.max_speed * torch.tanh(self.motion_head(features) / self.max_speed)
+            velocity = F.interpolate(speed, size=(h, w), mode="bilinear", align_corners=False)
+            displacement = displacement + velocity
+            source = unpatchify(self.source_head(features), p, 2)
+            frame = warp(last, displacement) + source
+            frames.append(frame)
+            motions.append(displacement)
+            inp = patchify(frame, p, 2)
+        out = torch.stack(frames, dim=1)
+        return (out, torch.stack(motions, dim=1)) if return_motion else out

@@ -1,0 +1,78 @@
+"""AdvectionForecaster: semi-Lagrangian warping, persistence when untrained, and motion
+learnt from moving rain in a few steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from convlstm.models import create_model
+from convlstm.models.advection_forecaster import AdvectionForecaster, warp
+
+
+def test_warp_moves_frames_by_whole_and_half_pixels():
+    frame = torch.zeros(1, 1, 8, 8)
+    frame[0, 0, 2, 3] = 1.0
+    shift = torch.zeros(1, 2, 8, 8)
+    shift[:, 0], shift[:, 1] = 1.0, 2.0  # one row down, two columns right
+    moved = warp(frame, shift)
+    assert moved[0, 0, 3, 5] == pytest.approx(1.0) and float(moved.sum()) == pytest.approx(1.0)
+    half = warp(frame, torch.full((1, 2, 8, 8), 0.5) * torch.tensor([0.0, 1.0]).view(1, 2, 1, 1))
+    assert half[0, 0, 2, 3:5].tolist() == pytest.approx([0.5, 0.5])
+    # what enters from outside the frame is 0 (dry)
+    assert float(warp(torch.ones(1, 1, 4, 4), shift[..., :4, :4])[0, 0, 0].sum()) == 0.0
+
+
+def test_untrained_model_is_persistence():
+    model = create_model("advection-forecaster", hidden_channels=[4], input_frames=3,
+                         output_frames=2, patch_size=4)  # fmt: skip
+    x = torch.rand(2, 3, 1, 16, 12)
+    out, motion = model(x, return_motion=True)
+    assert out.shape == (2, 2, 1, 16, 12) and motion.shape == (2, 2, 2, 16, 12)
+    torch.testing.assert_close(out, x[:, -1:].expand(-1, 2, -1, -1, -1))
+    with pytest.raises(ValueError, match=r"divisible by patch_size=4"):
+        model(torch.rand(1, 3, 1, 10, 12))
+    with pytest.raises(ValueError, match=r"input_frames=3"):
+        model(torch.rand(1, 4, 1, 16, 12))
+
+
+def blobs(frames: int, velocity, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """log(1 + R) of ten rain cells all over the frame, moving ``velocity`` pixels per frame."""
+    centres = rng.uniform(0, size, (10, 2))
+    peaks, widths = rng.uniform(2, 20, 10), rng.uniform(2, 4, 10)
+    rows, cols = np.mgrid[0:size, 0:size].astype(float)
+    out = np.zeros((frames, size, size))
+    for t in range(frames):
+        for (r, c), peak, width in zip(centres + t * np.asarray(velocity), peaks, widths):
+            out[t] += peak * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * width**2))
+    return torch.from_numpy(np.log1p(out).astype(np.float32))[None, :, None]
+
+
+def test_motion_is_learnt_from_moving_rain():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = AdvectionForecaster(hidden_channels=[8], input_frames=3, output_frames=3,
+                                patch_size=4)  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), 2e-2)
+
+    def batch():
+        rain = torch.cat([blobs(6, (1.0, -1.0), 32, rng) for _ in range(4)])
+        return rain[:, :3], rain[:, 3:]
+
+    x_test, y_test = batch()
+    persistence = float(((x_test[:, -1:] - y_test) ** 2).mean())
+    for _ in range(40):
+        x, y = batch()
+        loss = ((model(x, y) - y) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        error = float(((model(x_test) - y_test) ** 2).mean())
+        _, motion = model(x_test, return_motion=True)
+    assert error < 0.4 * persistence, (error, persistence)
+    # one row down and one column left per step, in the first lead time at least
+    centre = motion[:, :, :, 8:24, 8:24].mean(dim=(0, 3, 4))
+    torch.testing.assert_close(centre[0], torch.tensor([1.0, -1.0]), atol=0.3, rtol=0.0)
+    assert centre[2, 0] > centre[1, 0] > centre[0, 0] and centre[2, 1] < centre[1, 1] < 0
