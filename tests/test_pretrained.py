@@ -1,0 +1,76 @@
+"""Named pretrained nowcasters: mm/h in and out at any size, and forecasts of a radar folder
+written as NetCDF and GIF."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import torch
+
+from convlstm.data.preprocessing import Preprocessing
+from convlstm.models.advection_forecaster import AdvectionForecaster
+from convlstm.pretrained import load_nowcaster, nowcast_folder, pretrained
+from convlstm.training.run_folder import ModelSpec, save_model
+
+
+@pytest.fixture
+def persistence_folder(tmp_path):
+    """An untrained AdvectionForecaster (it forecasts persistence) as a nowcaster folder
+    running on a 2 km grid."""
+    options = {"hidden_channels": [4], "input_frames": 3, "output_frames": 2, "patch_size": 4}
+    model = AdvectionForecaster(**options)
+    pre = Preprocessing(uint8="keep", steps=({"op": "fill_nan", "value": 0.0},
+                                             {"op": "log_rain", "offset": 1.0}))  # fmt: skip
+    spec = ModelSpec("forecasting", "advection-forecaster", options, 3, 1, [32, 32], True,
+                     "denormalize", 2, None, pre)  # fmt: skip
+    folder = tmp_path / "nowcaster"
+    folder.mkdir()
+    save_model(model, folder, spec)
+    card = {"description": "persistence, for tests", "input_km": 1.0, "model_km": 2.0,
+            "minutes_per_step": 5.0, "trained_on": []}  # fmt: skip
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_nowcaster_takes_mm_per_hour_at_any_size(persistence_folder):
+    nowcaster = load_nowcaster(persistence_folder)
+    assert (nowcaster.input_frames, nowcaster.output_frames) == (3, 2)
+    x = torch.full((2, 3, 1, 37, 29), 4.0)
+    x[:, :, :, :5, :5] = float("nan")  # no data: dry
+    out = nowcaster.predict(x)
+    assert out.shape == (2, 2, 1, 37, 29) and out.dtype == torch.float32
+    # persistence of a uniform 4 mm/h field survives the 2 km grid and the way back
+    torch.testing.assert_close(out[..., 12:30, 10:20], torch.full((2, 2, 1, 18, 10), 4.0))
+    assert float(out[0, 0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-6) and float(out.min()) >= 0
+    assert nowcaster.predict(np.ones((3, 1, 16, 16), dtype=np.float32)).shape == (1, 2, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"x must be rain rates \(B, 3, 1, H, W\)"):
+        nowcaster.predict(torch.zeros(1, 4, 1, 16, 16))
+
+
+def test_forecast_of_a_radar_folder_as_netcdf_and_gif(persistence_folder, tmp_path):
+    pytest.importorskip("pysteps", reason="reading radar files needs convlstm[radar]")
+    xr = pytest.importorskip("xarray")
+    from .data.test_radar_files import START, knmi_file, wet_field
+
+    for t in range(5):
+        knmi_file(tmp_path / "radar", START + timedelta(minutes=5 * t), wet_field(t) / 12)
+    written = nowcast_folder(load_nowcaster(persistence_folder), tmp_path / "radar",
+                             tmp_path / "out")  # fmt: skip
+    assert written["animation"].is_file()
+    with xr.open_dataset(written["netcdf"]) as ds:
+        rain = ds["rain_rate"]
+        assert rain.attrs["units"] == "mm/h" and rain.shape == (2, 24, 20)
+        times = [np.datetime64(START + timedelta(minutes=m)) for m in (25, 30)]
+        assert list(ds["time"].values) == times and list(ds["lead_time"].values) == [5.0, 10.0]
+        assert ds["x"].attrs["units"] == "km" and float(ds["x"][1]) == 1.0
+        assert float(rain.max()) > 1.0  # the last frame's 3 mm/h block, smoothed by 2 km
+
+
+def test_pretrained_names():
+    names = pretrained()
+    assert isinstance(names, list)
+    with pytest.raises(KeyError, match="no pretrained model 'nope'"):
+        pretrained("nope")
