@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,37 @@ def test_baseline_names_and_options_are_checked():
         get_baseline("optical_flow", frames=1)
     with pytest.raises(TypeError, match="persistence baseline takes no options"):
         get_baseline("persistence", frames=3)
+
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "radar"
+# ../shared/data/radar/README.md: CSI at 1 mm/h, leads +5 ... +30 min, 4 frames in, windows
+# every 3 frames, pysteps 1.21 Lucas-Kanade + semi-Lagrangian extrapolation.
+README_CSI = {
+    "knmi/2010/08": ([0.53, 0.40, 0.33, 0.28, 0.25, 0.22], [0.76, 0.64, 0.57, 0.50, 0.45, 0.41]),
+    "fmi/20160928": ([0.50, 0.42, 0.37, 0.34, 0.32, 0.30], [0.65, 0.56, 0.50, 0.46, 0.42, 0.39]),
+    "fmi/20170509": ([0.25, 0.11, 0.06, 0.04, 0.03, 0.02], [0.46, 0.34, 0.26, 0.21, 0.18, 0.16]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the shared radar events are not at {SHARED}")
+@pytest.mark.parametrize("event", sorted(README_CSI))
+def test_shared_readme_csi_figures_are_reproduced(event):
+    """The reader, the windows and the baselines reproduce the README's figures: persistence
+    to its two decimals, optical flow within 0.02 (OpenCV versions differ)."""
+    pytest.importorskip("pysteps", reason="needs convlstm[radar]")
+    from convlstm.data.radar_files import RadarFiles
+
+    ds = RadarFiles([str(SHARED / event)], split="test", input_frames=4, output_frames=6,
+                    stride=3, grid_km=1.0, transform="none", dry_windows="keep")  # fmt: skip
+    scores = {"persistence": [[] for _ in range(6)], "optical_flow": [[] for _ in range(6)]}
+    for index in range(len(ds)):
+        x, y = (t[None] for t in ds[index])
+        for name, per_lead in scores.items():
+            forecast = baseline_forecast(name, x, 6)
+            for k in range(6):
+                per_lead[k].append(nowcast_scores(forecast[:, k], y[:, k], 1.0)["csi"])
+    persistence, flow = README_CSI[event]
+    np.testing.assert_allclose([np.mean(v) for v in scores["persistence"]], persistence,
+                               atol=0.0051)  # fmt: skip
+    np.testing.assert_allclose([np.mean(v) for v in scores["optical_flow"]], flow, atol=0.021)
