@@ -485,3 +485,35 @@ def test_checkpointed_bfloat16_equals_the_kept_one_and_keeps_less(fusion, monkey
     output = out.numel() * 2
     assert held == output + 4 * cell  # the cells after steps 2, 4, 6, 8
     assert kept_held == output + 9 * (cell + 4 * cell // 2)  # every cell and bf16 gates
+
+
+def test_without_anonymous_mappings_the_pool_serves_from_the_heap(fusion, monkeypatch):
+    """Where the OS has no anonymous mappings (Windows), training still takes the fast
+    path, with the kept blocks from the heap."""
+    monkeypatch.setattr(fused_sequence, "MAPPED_MIN_BYTES", 0)
+    monkeypatch.setattr(fused_sequence, "ANONYMOUS_MAPPINGS", False)
+    pool = fused_sequence.mapped_pool
+    pool.empty_cache()
+    layer = ConvLSTMNd(2, 4, 3, ndim=2)
+    x = torch.randn(2, 5, 2, 8, 8, requires_grad=True)
+
+    def step():
+        out, _ = layer(x)
+        out.square().mean().backward()
+        return out.detach(), x.grad.clone()
+
+    out, grad = fusion("always", step)
+    assert pool.held() == 0
+    x.grad = None
+    ref_out, ref_grad = fusion("never", step)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_a_layer_runs_on_the_meta_device():
+    """Devices without autocast (meta; MPS on older torch) take the plain path."""
+    with torch.device("meta"):
+        layer = ConvLSTMNd(1, 16, 3, ndim=2)
+        out, (h_n, _) = layer(torch.empty(2, 3, 1, 48, 48))
+    assert out.shape == (2, 3, 16, 48, 48) and out.device.type == "meta"
+    assert h_n.shape == (1, 2, 16, 48, 48)

@@ -10,10 +10,23 @@ from convlstm.nn.layer import ConvLSTMNd
 
 from .conftest import GATES, gate_kind, kink_values
 
-pytestmark = pytest.mark.skipif(
-    not simd_gates._cpu_supported() or simd_gates._kernel("forward") is None,
-    reason="needs a CPU with AVX-512 BF16 and a C++ compiler",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not simd_gates.is_enabled(), reason="the loops are switched off (CONVLSTM_SIMD_GATES=0)"
+    ),
+    pytest.mark.skipif(
+        not simd_gates._cpu_supported() or simd_gates._kernel("forward") is None,
+        reason="needs a CPU with AVX-512 BF16 and a C++ compiler",
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore_switch():
+    """Tests switch the loops off to compare; the rest of the run gets them as it had."""
+    previous = simd_gates.is_enabled()
+    yield
+    simd_gates.set_enabled(previous)
 
 BF16 = torch.bfloat16
 ULP = 2.0**-7  # of bfloat16, relative
@@ -122,10 +135,7 @@ def test_not_applicable_cases_are_declined():
     assert simd_gates.backward(dh.float(), c, z, c, c_prev, True, None) is None
     assert simd_gates.backward(dh, c, z, c, c_prev, True, h.float()) is None
     simd_gates.set_enabled(False)
-    try:
-        assert not simd_gates.forward(z, c_prev, True, h, c)
-    finally:
-        simd_gates.set_enabled(True)
+    assert not simd_gates.forward(z, c_prev, True, h, c)
 
 
 @pytest.fixture
@@ -154,7 +164,6 @@ def always_fused():
     previous = get_fusion()
     set_fusion("always")
     yield
-    simd_gates.set_enabled(True)
     set_fusion(previous)
 
 

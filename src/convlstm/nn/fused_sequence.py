@@ -144,7 +144,10 @@ class MappedPool:
         return [m for m, n in zip(self._maps, counts[1:]) if n <= counts[0]]
 
     def empty(self, shape, strides, dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised CPU tensor of ``shape`` and ``strides``."""
+        """An uninitialised CPU tensor of ``shape`` and ``strides`` (from the heap where
+        the OS has no anonymous mappings, e.g. Windows)."""
+        if not ANONYMOUS_MAPPINGS:
+            return torch.empty_strided(shape, strides, dtype=dtype)
         count = _storage_size(shape, strides)
         nbytes = count * dtype.itemsize
         with self._lock:
@@ -183,6 +186,9 @@ class MappedPool:
         with self._lock:
             return sum(len(m) for m in self._maps)
 
+
+#: POSIX systems map anonymous memory; elsewhere the pool hands out heap tensors.
+ANONYMOUS_MAPPINGS = hasattr(mmap, "MAP_ANONYMOUS") and hasattr(mmap, "MAP_PRIVATE")
 
 mapped_pool = MappedPool()
 

@@ -61,6 +61,11 @@ _kernels: dict[str, Callable | None] = {}
 _enabled = {"on": os.environ.get("CONVLSTM_SIMD_GATES", "1") != "0"}
 
 
+def is_enabled() -> bool:
+    """Whether the hand-written loops are switched on (they still need a supported CPU)."""
+    return _enabled["on"]
+
+
 def set_enabled(on: bool) -> None:
     """Use the hand-written loops where they apply (default; the environment variable
     ``CONVLSTM_SIMD_GATES=0`` starts with them off)."""

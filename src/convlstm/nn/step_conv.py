@@ -33,9 +33,11 @@ def memory_format(ndim: int, device: torch.device) -> torch.memory_format:
 
 def _conv_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the step convolution runs in: autocast's when it is on, else ``x``'s."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
+    try:
+        enabled = torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device without autocast (meta; MPS on older torch)
+        return x.dtype
+    return torch.get_autocast_dtype(x.device.type) if enabled else x.dtype
 
 
 def stack_input(
