@@ -242,3 +242,19 @@ def test_classification_metrics_report_the_summary():
     assert r["peak_accuracy"] == pytest.approx(6 / 7)
     assert (r["youden_tpr"], r["youden_fpr"]) == (pytest.approx(0.75), 0.0)
     assert r["best_threshold"] == pytest.approx(0.7)
+
+
+def test_states_stay_in_the_scores_dtype_and_compute_widens_on_the_cpu():
+    """No float64 on the scores' device (MPS has none); the result is still float64-exact."""
+    import torch
+
+    from convlstm.metrics import ClassificationMetrics
+
+    scores = torch.rand(64, generator=torch.Generator().manual_seed(0))
+    target = (torch.rand(64, generator=torch.Generator().manual_seed(1)) > 0.5).long()
+    metric = ClassificationMetrics(2, sync_on_compute=False)
+    metric.update(scores, target)
+    assert metric.scores[0].dtype == torch.float32
+    wide = ClassificationMetrics(2, sync_on_compute=False)
+    wide.update(scores.double(), target)
+    assert metric.compute()["roc_auc"] == wide.compute()["roc_auc"]

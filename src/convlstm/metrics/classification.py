@@ -186,7 +186,9 @@ class ClassificationMetrics(Metric):
     def update(self, scores: Tensor, target: Tensor) -> None:
         """Add a batch: ``scores`` ``(N,)`` (binary) or ``(N, K)``, ``target`` ``(N,)``."""
         scores, target = _check_inputs(scores, target, self.num_classes)
-        self.scores.append(scores.detach().double())
+        # Kept in the scores' own dtype on their device (MPS has no float64); compute()
+        # widens them to float64 on the CPU.
+        self.scores.append(scores.detach())
         self.targets.append(target.detach().long())
 
     def compute(self) -> dict[str, Any]:
@@ -196,7 +198,8 @@ class ClassificationMetrics(Metric):
                 "ClassificationMetrics.compute(): no samples were evaluated (update() was never "
                 "called since the last reset); is the evaluation data set or split empty?"
             )
-        scores, target = dim_zero_cat(self.scores), dim_zero_cat(self.targets)
+        scores = dim_zero_cat(self.scores).cpu().double()
+        target = dim_zero_cat(self.targets).cpu()
         if self.num_classes == 2:
             return _binary_metrics(scores, target)
         return _multiclass_metrics(scores, target, self.num_classes)
