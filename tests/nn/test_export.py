@@ -134,3 +134,23 @@ def test_second_order_gradients_with_fusion_never():
         assert torch.autograd.gradgradcheck(lambda inp: layer(inp)[0], (x,))
     finally:
         convlstm.set_fusion(previous)
+
+
+@pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
+def test_layer_norm_without_peepholes_is_not_skipped_when_fused(recurrent_activation):
+    """The hand-written gate kernel has no norms: a layer-normed cell fused with
+    set_fusion("always") must not take it (it did, silently dropping the norms)."""
+    torch.manual_seed(0)
+    layer = perturb(ConvLSTM2d(2, 16, 3, layer_norm=True,
+                               recurrent_activation=recurrent_activation))  # fmt: skip
+    x = torch.randn(2, 3, 2, 48, 48)  # 2 x 16 x 48 x 48 = 73,728 cell elements a step
+    previous = functional.get_fusion()
+    try:
+        convlstm.set_fusion("always")
+        out, (_, c_n) = layer(x)
+        convlstm.set_fusion("never")
+        ref, (_, ref_c) = layer(x)
+    finally:
+        convlstm.set_fusion(previous)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(c_n, ref_c, atol=1e-5, rtol=1e-4)

@@ -206,7 +206,8 @@ def lstm_pointwise(
     if use_fused(c_prev.numel(), c_prev.device, gate_norm is not None or cell_norm is not None):
         try:
             kind = hand_written_kind(activation, recurrent_activation)
-            if peephole is None and kind is not None:
+            plain = peephole is None and gate_norm is None and cell_norm is None
+            if plain and kind is not None:  # the hand-written kernel has no norms
                 return fused_gates(gates, c_prev, kind)  # hand-written derivatives
             if _compiled is None:
                 # dynamic=True: one kernel for every batch and frame size (no recompiles)
