@@ -16,8 +16,10 @@ def test_animation_with_a_baseline_panel(tmp_path):
     inputs = np.zeros((2, 1, 8, 8))
     inputs[0, 0, 0, 0] = 1  # colour range [0, 1] from inputs and truth
     truth, model, flow = np.full((2, 1, 8, 8), 0.5), np.ones((2, 1, 8, 8)), np.zeros((2, 1, 8, 8))
-    path = write_forecast_animation(tmp_path / "a.gif", inputs, truth, model, min_size=40,
-                                    others={"optical flow": flow}, forecast_label="ConvLSTM")  # fmt: skip
+    path = write_forecast_animation(
+        tmp_path / "a.gif", inputs, truth, model, min_size=40,
+        others={"optical flow": flow}, forecast_label="ConvLSTM",
+    )  # fmt: skip
     with Image.open(path) as gif:
         assert gif.n_frames == 4
         assert 4 * 40 < gif.size[0] < 5 * 40
