@@ -158,18 +158,39 @@ class Nowcaster:
 
 
 def load_nowcaster(folder: str | Path) -> Nowcaster:
-    """A nowcaster from a folder with ``model.safetensors``, ``model.json`` (a run
-    folder's) and ``card.json`` (see :class:`NowcasterCard`)."""
+    """A nowcaster from a folder with ``model.safetensors``, ``model.json`` and
+    ``card.json`` (see :class:`NowcasterCard`), or from a run folder trained on
+    ``radar_files`` (its card made from the run's ``data.grid_km`` and ``data.timestep``)."""
     from .training.run_folder import load_model, read_spec
 
     folder = Path(folder)
     spec = read_spec(folder)
     if spec.task != "forecasting" or spec.output_frames is None:
         raise ValueError(f"{folder}: model.json is not a forecaster's (task {spec.task!r})")
-    card = NowcasterCard.read(folder / CARD_FILE)
+    card_path = folder / CARD_FILE
+    card = NowcasterCard.read(card_path) if card_path.is_file() else _run_card(folder)
     model = load_model(folder, spec)
     patch = int(spec.options.get("patch_size", 1))
     return Nowcaster(model, spec.preprocessing, card, spec.frames, spec.output_frames, patch)
+
+
+def _run_card(folder: Path) -> NowcasterCard:
+    """The card of a run folder trained on ``radar_files``: its grid and time step."""
+    import yaml
+
+    config = folder / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder}: neither {CARD_FILE} nor config.yaml: not a nowcaster")
+    data = (yaml.safe_load(config.read_text()) or {}).get("data", {})
+    if data.get("name") != "radar_files":
+        raise ValueError(
+            f"{config}: data.name is {data.get('name')!r}; a nowcaster is trained on radar_files "
+            f"(or give it a {CARD_FILE})"
+        )
+    options = {**data.get("options", {}), **data}
+    km = float(options.get("grid_km") or 1.0)
+    return NowcasterCard(f"run {folder.name}", km, km, float(options.get("timestep") or 5.0),
+                         [], [], {})  # fmt: skip
 
 
 def forecast_times(last: datetime | None, steps: int, minutes: float) -> list[datetime | None]:

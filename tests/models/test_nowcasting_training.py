@@ -80,3 +80,10 @@ def test_tiny_nowcaster_trains_and_is_scored_beside_the_baselines(radar_folder, 
     x = torch.from_numpy(test.rain_window(0)[:3])
     forecast = run.predict(x)
     assert forecast.shape == (1, 2, 1, 32, 32) and float(forecast.min()) >= 0.0
+    # the run folder is a nowcaster: a radar folder in, forecast.nc and forecast.gif out
+    from convlstm.pretrained import load_nowcaster, nowcast_folder
+
+    nowcaster = load_nowcaster(run.run_dir)
+    assert (nowcaster.card.model_km, nowcaster.card.minutes_per_step) == (1.0, 5.0)
+    written = nowcast_folder(nowcaster, radar_folder, tmp_path / "nowcast")
+    assert written["netcdf"].is_file() and written["animation"].is_file()
