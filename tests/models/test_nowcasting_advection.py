@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from convlstm.models import create_model
-from convlstm.models.advection_forecaster import AdvectionForecaster, warp
+from convlstm.models.advection_forecaster import AdvectionForecaster, match_ranks, warp
 
 
 def test_warp_moves_frames_by_whole_and_half_pixels():
@@ -76,3 +76,36 @@ def test_motion_is_learnt_from_moving_rain():
     centre = motion[:, :, :, 8:24, 8:24].mean(dim=(0, 3, 4))
     torch.testing.assert_close(centre[0], torch.tensor([1.0, -1.0]), atol=0.3, rtol=0.0)
     assert centre[2, 0] > centre[1, 0] > centre[0, 0] and centre[2, 1] < centre[1, 1] < 0
+
+
+def test_probability_matching_gives_the_last_frame_values_by_rank():
+    frames = torch.tensor([0.1, 0.5, 0.3, 0.0]).view(1, 1, 1, 2, 2).repeat(1, 2, 1, 1, 1)
+    reference = torch.tensor([2.0, 0.0, 0.0, 1.0]).view(1, 1, 2, 2)
+    out = match_ranks(frames, reference)
+    expected = torch.tensor([0.0, 2.0, 1.0, 0.0]).view(1, 1, 1, 2, 2)
+    torch.testing.assert_close(out, expected.expand(1, 2, 1, 2, 2))
+    model = AdvectionForecaster(hidden_channels=[4], input_frames=2, output_frames=2,
+                                patch_size=4, probability_matching=True)  # fmt: skip
+    with torch.no_grad():
+        model.source_head.bias.fill_(0.3)  # forecasts all wetter than the observation
+    x = torch.rand(1, 2, 1, 8, 8)
+    assert float(model.train()(x).detach().mean()) == pytest.approx(float(x[:, -1].mean()) + 0.3)
+    matched = model.eval()(x)  # the observation's values, placed where the forecast puts them
+    torch.testing.assert_close(matched[0, 1].flatten().sort().values,
+                               x[0, -1].flatten().sort().values)  # fmt: skip
+
+
+def test_optical_flow_prior_makes_the_untrained_model_an_extrapolation():
+    pytest.importorskip("pysteps", reason="the optical-flow prior needs convlstm[radar]")
+    from convlstm.metrics import nowcast_scores
+
+    rng = np.random.default_rng(1)
+    rain = blobs(9, (1.0, -1.5), 64, rng)  # log(1 + R)
+    model = AdvectionForecaster(hidden_channels=[4], input_frames=4, output_frames=5,
+                                patch_size=4, motion_prior="optical_flow")  # fmt: skip
+    with torch.no_grad():
+        forecast = torch.expm1(model(rain[:, :4]))
+    truth, still = torch.expm1(rain[:, 4:]), torch.expm1(rain[:, 3:4])
+    moved = [nowcast_scores(forecast[:, k], truth[:, k], 1.0)["csi"] for k in range(5)]
+    kept = [nowcast_scores(still[:, 0], truth[:, k], 1.0)["csi"] for k in range(5)]
+    assert min(moved) > 0.85 and moved[-1] > kept[-1] + 0.2, (moved, kept)

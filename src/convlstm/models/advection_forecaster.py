@@ -3,8 +3,10 @@ learnt motion field, for precipitation nowcasting."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +15,37 @@ from ..checks import check_int, int_list
 from ..nn.layer import ConvLSTMNd
 from .encoder_forecaster import patchify, unpatchify
 from .registry import register_model
+
+
+def match_ranks(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Probability matching: every frame of ``frames`` ``(B, T, C, H, W)`` takes the values
+    of ``reference`` ``(B, C, H, W)``, given out by rank (the largest value where the frame
+    is largest), so its distribution (rain area, intensities) is the reference's and its
+    pattern its own."""
+    b, t, c = frames.shape[:3]
+    flat = frames.reshape(b, t, c, -1)
+    values = reference.reshape(b, 1, c, -1).sort(dim=-1).values.expand(-1, t, -1, -1)
+    out = torch.empty_like(flat)
+    out.scatter_(-1, flat.argsort(dim=-1), values.to(flat.dtype))
+    return out.reshape(frames.shape)
+
+
+def optical_flow_motion(frames: torch.Tensor) -> torch.Tensor:
+    """pysteps' Lucas-Kanade motion of ``(B, T, 1, H, W)`` frames, ``(B, 2, H, W)`` rows then
+    columns in pixels per step (zero where nothing can be tracked); ``convlstm[radar]``."""
+    from ..data.radar_files import pysteps_module
+
+    lucaskanade = pysteps_module("motion.lucaskanade")
+    fields = []
+    for sample in frames[:, :, 0].detach().double().cpu().numpy():
+        if not (sample > 0).any():
+            fields.append(np.zeros((2, *sample.shape[1:])))
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            uv = lucaskanade.dense_lucaskanade(sample, verbose=False)
+        fields.append(np.nan_to_num(uv[::-1]))  # pysteps gives x (columns) first
+    return torch.from_numpy(np.stack(fields)).to(frames)
 
 
 def warp(frames: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
@@ -54,6 +87,15 @@ class AdvectionForecaster(nn.Module):
     ``k = 0``). Dry is 0 in the frames' units (e.g. ``log(1 + R)``), which is what
     enters from outside the frame.
 
+    With ``motion_prior="optical_flow"`` the motion is pysteps' Lucas-Kanade field of the
+    inputs plus the learnt ``v_k`` (a correction): the untrained model is then optical-flow
+    extrapolation, and the ConvLSTMs learn what it misses (needs ``convlstm[radar]``; the
+    flow is computed outside autograd, so such a model cannot be exported). With
+    ``probability_matching`` every forecast frame takes, in evaluation, the values of the
+    last input frame by rank (:func:`match_ranks`): the ConvLSTM places the rain, the
+    observation gives its area and intensities, undoing the fading of forecasts trained
+    on a mean error.
+
     Shapes: ``x`` ``(B, input_frames, C, H, W)`` -> ``(B, output_frames, C, H, W)``; ``H``
     and ``W`` must be divisible by ``patch_size``.
 
@@ -65,6 +107,9 @@ class AdvectionForecaster(nn.Module):
         patch_size: space-to-depth factor of the ConvLSTMs (their cells are ``p x p``
             pixels; the motion is interpolated bilinearly to every pixel). Default 4.
         max_speed: bound of the motion in pixels per step (``tanh``). Default 8.
+        motion_prior: ``None`` or ``"optical_flow"``. Default ``None``.
+        probability_matching: match forecasts to the last input's values in evaluation.
+            Default False.
         layer_norm, checkpoint: passed to the ConvLSTM stacks.
     """
 
@@ -78,6 +123,8 @@ class AdvectionForecaster(nn.Module):
         *,
         patch_size: int = 4,
         max_speed: float = 8.0,
+        motion_prior: str | None = None,
+        probability_matching: bool = False,
         layer_norm: bool = False,
         checkpoint: bool = False,
     ) -> None:
@@ -91,6 +138,9 @@ class AdvectionForecaster(nn.Module):
         if not max_speed > 0:
             raise ValueError(f"max_speed must be > 0 pixels per step, got {max_speed!r}")
         self.max_speed = float(max_speed)
+        if motion_prior not in (None, "optical_flow"):
+            raise ValueError(f"motion_prior must be None or 'optical_flow', got {motion_prior!r}")
+        self.motion_prior, self.probability_matching = motion_prior, bool(probability_matching)
         self.ndim = 2
         channels = in_channels * patch_size**2
 
@@ -125,12 +175,15 @@ class AdvectionForecaster(nn.Module):
         _, state = self.encoder(xs)
         last = x[:, -1]
         displacement = torch.zeros(b, 2, h, w, dtype=x.dtype, device=x.device)
+        prior = optical_flow_motion(x) if self.motion_prior == "optical_flow" else None
         frames, motions, inp = [], [], xs[:, -1]
         for _ in range(self.output_frames):
             outputs, state = self.forecaster(inp.unsqueeze(1), state)
             features = torch.cat([o[:, 0] for o in outputs], dim=1)
             speed = self.max_speed * torch.tanh(self.motion_head(features) / self.max_speed)
             velocity = F.interpolate(speed, size=(h, w), mode="bilinear", align_corners=False)
+            if prior is not None:
+                velocity = velocity + prior
             displacement = displacement + velocity
             source = unpatchify(self.source_head(features), p, 2)
             frame = warp(last, displacement) + source
@@ -138,4 +191,6 @@ class AdvectionForecaster(nn.Module):
             motions.append(displacement)
             inp = patchify(frame, p, 2)
         out = torch.stack(frames, dim=1)
+        if self.probability_matching and not self.training:
+            out = match_ranks(out, last)
         return (out, torch.stack(motions, dim=1)) if return_motion else out
