@@ -163,6 +163,7 @@ def evaluate_run(
         result["metrics"]["baselines"] = {k: m.compute() for k, m in baseline_metrics.items()}
         result["baseline_forecasts"] = {k: v.numpy() for k, v in baseline_samples.items()}
         result["minutes_per_step"] = getattr(nowcasting, "minutes_per_step", None)
+        result["cmap"] = "viridis"
     x, y, out = samples
     attention = None
     if "return_attention" in inspect.signature(model.forward).parameters:
