@@ -54,11 +54,12 @@ def tiny_config(folder, tmp_path) -> dict:
 def test_tiny_nowcaster_trains_and_is_scored_beside_the_baselines(radar_folder, tmp_path):
     run = convlstm.train(tiny_config(radar_folder, tmp_path), run_dir=tmp_path / "run")
     metrics = run.metrics
-    assert metrics["units"] == "mm/h"
+    assert metrics["units"] == "mm/h" and metrics["minutes_per_step"] == 5.0
     baselines = metrics["baselines"]
     assert sorted(baselines) == ["optical_flow", "persistence"]
     for name, scores in baselines.items():
-        assert scores.keys() == {k for k in metrics if k not in ("units", "baselines")}, name
+        assert scores.keys() == {k for k in metrics
+                                 if k not in ("units", "minutes_per_step", "baselines")}, name
     # scored on the same windows, in mm/h: persistence's error is the last input's
     test = RadarFiles([str(radar_folder)], split="test", input_frames=3, output_frames=2,
                       stride=3)  # fmt: skip
@@ -71,7 +72,7 @@ def test_tiny_nowcaster_trains_and_is_scored_beside_the_baselines(radar_folder, 
     flow, still = baselines["optical_flow"], baselines["persistence"]
     assert flow["csi@1.0_per_lead"][1] > still["csi@1.0_per_lead"][1]
     assert "fss@1.0_10px_per_lead" in metrics  # 10, 20 and 40 km on the 1 km grid
-    lines = side_by_side(metrics, 1.0, minutes_per_step=5)
+    lines = side_by_side(metrics, 1.0)
     assert lines[0].split()[:4] == ["lead", "csi", "model", "csi"] and len(lines) == 3
     assert lines[2].split()[0] == "+10"
     report = (run.run_dir / "report.html").read_text()

@@ -160,6 +160,7 @@ def evaluate_run(
     result: dict[str, Any] = {"metrics": metrics.compute(), "split": split}
     if nowcasting is not None:
         result["metrics"]["units"] = getattr(nowcasting, "units", None)
+        result["metrics"]["minutes_per_step"] = getattr(nowcasting, "minutes_per_step", None)
         result["metrics"]["baselines"] = {k: m.compute() for k, m in baseline_metrics.items()}
         result["baseline_forecasts"] = {k: v.numpy() for k, v in baseline_samples.items()}
         result["minutes_per_step"] = getattr(nowcasting, "minutes_per_step", None)
@@ -197,7 +198,8 @@ def side_by_side(
     minutes_per_step: float | None = None,
 ) -> list[str]:
     """Lines of a plain-text table: per lead time, ``scores`` at ``threshold`` and the MAE
-    per pixel of the model and of every baseline in ``metrics["baselines"]``.
+    per pixel of the model and of every baseline in ``metrics["baselines"]``; leads in
+    minutes with ``minutes_per_step`` (default: ``metrics["minutes_per_step"]``).
 
     Example::
 
@@ -205,6 +207,7 @@ def side_by_side(
         +5 min        0.71         0.53          0.76
     """
     forecasters = {"model": metrics, **metrics.get("baselines", {})}
+    minutes_per_step = minutes_per_step or metrics.get("minutes_per_step")
     columns = [(f"{s}@{float(threshold)}_per_lead", s) for s in scores]
     columns.append(("mae_per_pixel_per_lead", "mae"))
     present = [(key, label) for key, label in columns if key in metrics]
