@@ -12,6 +12,7 @@ from .moving_digits import MovingDigits, MovingDigitsFile, load_digit_images, re
 from .normalization import Normalized, NormStats, compute_norm_stats
 from .preprocessing import Preprocessing
 from .radar import RadarEchoes
+from .radar_files import RadarFiles
 from .registry import create_dataset, get_dataset_class, list_datasets, register_dataset
 from .sampling import (
     BalancedSampler,
@@ -47,6 +48,7 @@ __all__ = [
     "Normalized",
     "Preprocessing",
     "RadarEchoes",
+    "RadarFiles",
     "SimilarMotions",
     "TimeChannelClips",
     "VideoFolder",
