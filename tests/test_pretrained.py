@@ -59,8 +59,9 @@ def test_forecast_of_a_radar_folder_as_netcdf_and_gif(persistence_folder, tmp_pa
         knmi_file(tmp_path / "radar", START + timedelta(minutes=5 * t), wet_field(t) / 12)
     written = nowcast_folder(load_nowcaster(persistence_folder), tmp_path / "radar",
                              tmp_path / "out")  # fmt: skip
-    assert written["animation"].is_file()
-    with xr.open_dataset(written["netcdf"]) as ds:
+    assert written.animation.is_file() and written.inputs[0].name.endswith(".h5")
+    assert len(written.summary()) == 2 and written.summary()[0].startswith("+5 min (")
+    with xr.open_dataset(written.netcdf) as ds:
         rain = ds["rain_rate"]
         assert rain.attrs["units"] == "mm/h" and rain.shape == (2, 24, 20)
         times = [np.datetime64(START + timedelta(minutes=m)) for m in (25, 30)]
@@ -74,3 +75,31 @@ def test_pretrained_names():
     assert isinstance(names, list)
     with pytest.raises(KeyError, match="no pretrained model 'nope'"):
         pretrained("nope")
+
+
+def test_predict_command_forecasts_a_radar_folder_with_a_nowcaster(persistence_folder, tmp_path,
+                                                                   capsys):  # fmt: skip
+    """``convlstm predict NOWCASTER FOLDER``: the walk of a user with radar files."""
+    pytest.importorskip("pysteps", reason="reading radar files needs convlstm[radar]")
+    pytest.importorskip("xarray")
+    from convlstm.cli import main
+
+    from .data.test_radar_files import START, knmi_file, wet_field
+
+    for t in range(5):
+        knmi_file(tmp_path / "radar", START + timedelta(minutes=5 * t), wet_field(t) / 12)
+    code = main(["predict", str(persistence_folder), str(tmp_path / "radar"),
+                 "--output", str(tmp_path / "out")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and (tmp_path / "out" / "forecast.nc").is_file()
+    assert "+10 min" in out and "forecast from" in out and "forecast.gif" in out
+
+
+def test_nowcaster_of_tells_nowcasters_from_other_runs(persistence_folder, tmp_path):
+    from convlstm.pretrained import nowcaster_of
+
+    assert nowcaster_of(persistence_folder) is not None
+    other = tmp_path / "classifier"
+    other.mkdir()
+    (other / "config.yaml").write_text("data: {name: similar_motions}\n")
+    assert nowcaster_of(other) is None and nowcaster_of(tmp_path / "missing") is None

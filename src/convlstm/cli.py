@@ -126,9 +126,13 @@ def _data_section(path: str | None) -> dict | None:
 
 
 def cmd_predict(args, extra: list[str]) -> int:
+    from .pretrained import nowcaster_of
     from .training.predict import describe, predict_file, write_predictions
     from .training.run import Run
 
+    nowcaster = nowcaster_of(args.run_dir)
+    if nowcaster is not None:
+        return _nowcast(args, nowcaster)
     run = Run.open(args.run_dir)
     windows, predictions, clips = predict_file(
         run, args.input, stride=args.stride, variable=args.variable, time_dim=args.time_dim,
@@ -148,6 +152,25 @@ def cmd_predict(args, extra: list[str]) -> int:
     for line in describe(windows, predictions, run.spec, logits=args.logits):
         print(line)
     print("written: " + ", ".join(written.values()))
+    return 0
+
+
+def _nowcast(args, nowcaster) -> int:
+    """``predict`` with a nowcaster: radar files in, forecast.nc and forecast.gif out."""
+    from .pretrained import nowcast_folder
+
+    shipped = not Path(args.run_dir).is_dir()
+    output = Path(args.output or ("forecast" if shipped else Path(args.run_dir) / "predictions"))
+    result = nowcast_folder(nowcaster, args.input, output)
+    if args.json:
+        print(json.dumps({"netcdf": str(result.netcdf), "animation": str(result.animation),
+                          "inputs": [str(f) for f in result.inputs],
+                          "summary": result.summary()}, indent=2))  # fmt: skip
+        return 0
+    print(f"{nowcaster!r}\nforecast from {', '.join(f.name for f in result.inputs)}:")
+    for line in result.summary():
+        print("  " + line)
+    print(f"written: {result.netcdf}, {result.animation}")
     return 0
 
 
@@ -272,13 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict", cmd_predict, "Predict on a file with a run folder alone: .npy/.npz, "
             "a video or NetCDF/Zarr, preprocessed as in training.",
             "examples:\n  convlstm predict runs/<run> clip.mp4\n"
-            "  convlstm predict runs/<run> long.npy --stride 4 --output preds/\n\n"
+            "  convlstm predict runs/<run> long.npy --stride 4 --output preds/\n"
+            "  convlstm predict radar-nowcaster radar/2024/06/ --output forecast/\n\n"
             "A clip longer than the model's is cut into windows of its length (default: the "
             "last one only).")  # fmt: skip
-    p.add_argument("run_dir", help="a finished run folder (or a copy of one)")
-    p.add_argument("input", help="the file to predict on")
+    p.add_argument("run_dir", help="a finished run folder (or a copy of one), or a shipped "
+                   "nowcaster's name (radar-nowcaster)")  # fmt: skip
+    p.add_argument("input", help="the file to predict on; for a nowcaster, a folder of radar "
+                   "composites, a glob pattern or a NetCDF/Zarr file")  # fmt: skip
     p.add_argument("--output", help="folder for predictions.npy, predictions.csv (classifiers) "
-                   "or forecast.gif (default RUN_DIR/predictions)")  # fmt: skip
+                   "or forecast.gif, and forecast.nc for nowcasters (default RUN_DIR/predictions; "
+                   "./forecast for a shipped nowcaster)")  # fmt: skip
     p.add_argument("--stride", type=int, metavar="N",
                    help="predict on every window N frames apart (default: the last window)")
     p.add_argument("--variable", help="NetCDF variable (default: the run's, or the only one)")

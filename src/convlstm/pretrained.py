@@ -206,13 +206,14 @@ def nowcast_folder(
     output: str | Path,
     format: str = "auto",
     **reader_options: Any,
-) -> dict[str, Path]:
+) -> Nowcast:
     """Forecast from the last frames of a radar event (a folder of composites, a pattern or
     a NetCDF/Zarr file) and write ``forecast.nc`` (rain rate in mm/h with time, y and x
     coordinates in km) and ``forecast.gif`` (inputs, then the forecast) into ``output``.
 
     ``reader_options`` go to :func:`convlstm.data.radar_files.read_radar_event` (its
-    grid and time step default to the nowcaster's card). Returns the paths written.
+    grid and time step default to the nowcaster's card). Returns what was forecast and
+    the paths written (:class:`Nowcast`).
     """
     from .data._utils import optional_import
     from .data.radar_files import read_radar_event
@@ -256,12 +257,65 @@ def nowcast_folder(
                                                                       : stop]),
                "projection": event.grid.projection or ""},
     )  # fmt: skip
-    written = {"netcdf": output / "forecast.nc", "animation": output / "forecast.gif"}
-    dataset.to_netcdf(written["netcdf"])
-    write_forecast_animation(written["animation"], np.nan_to_num(rain)[:, None], None,
+    inputs = [Path(f) for f in event.files[stop - nowcaster.input_frames : stop]]
+    result = Nowcast(forecast, times, inputs, card.minutes_per_step, output / "forecast.nc",
+                     output / "forecast.gif")  # fmt: skip
+    dataset.to_netcdf(result.netcdf)
+    write_forecast_animation(result.animation, np.nan_to_num(rain)[:, None], None,
                              forecast[:, None], cmap="viridis")  # fmt: skip
-    return written
+    return result
 
 
-__all__ = ["Nowcaster", "NowcasterCard", "load_nowcaster", "nowcast_folder", "pretrained"]
+@dataclass
+class Nowcast:
+    """What :func:`nowcast_folder` forecast and wrote.
+
+    Attributes:
+        rain: ``(output_frames, H, W)`` forecast rain rate in mm/h.
+        times: valid time of each forecast frame (``None`` where the inputs had none).
+        inputs: the files the forecast started from, oldest first.
+        minutes_per_step: minutes between forecast frames.
+        netcdf, animation: the files written.
+    """
+
+    rain: np.ndarray
+    times: list[datetime | None]
+    inputs: list[Path]
+    minutes_per_step: float
+    netcdf: Path
+    animation: Path
+
+    def summary(self) -> list[str]:
+        """One line per lead time: valid time, wet area and largest rate."""
+        lines = []
+        for k, (frame, time) in enumerate(zip(self.rain, self.times)):
+            when = f" ({time:%Y-%m-%d %H:%M})" if time is not None else ""
+            wet = 100 * float((frame >= 1.0).mean())
+            lead = (k + 1) * self.minutes_per_step
+            lines.append(f"+{lead:g} min{when}: {wet:.1f} % of the area at 1 mm/h or more, "
+                         f"up to {float(frame.max()):.1f} mm/h")  # fmt: skip
+        return lines
+
+
+def nowcaster_of(target: str | Path) -> Nowcaster | None:
+    """The nowcaster that ``target`` names (a shipped model's name, a folder with a
+    ``card.json``, or a run folder trained on ``radar_files``), or ``None`` if it names
+    something else (such as a classifier's run folder)."""
+    if str(target) in _shipped_names():
+        return pretrained(str(target))
+    folder = Path(target)
+    if (folder / CARD_FILE).is_file():
+        return load_nowcaster(folder)
+    config = folder / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        data = (yaml.safe_load(config.read_text()) or {}).get("data", {})
+        if isinstance(data, dict) and data.get("name") == "radar_files":
+            return load_nowcaster(folder)
+    return None
+
+
+__all__ = ["Nowcast", "Nowcaster", "NowcasterCard", "load_nowcaster", "nowcast_folder",
+           "nowcaster_of", "pretrained"]
 
