@@ -15,8 +15,8 @@ from convlstm.reports import (
     plot_learning_curves,
     plot_roc,
 )
-from convlstm.reports._common import evenly_spaced, upsample_bilinear
 from convlstm.reports.curves import learning_curve_panels
+from convlstm.reports.plotting import evenly_spaced, upsample_bilinear
 
 from .conftest import assert_sane_size, png_size
 

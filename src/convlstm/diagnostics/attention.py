@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..reports._common import new_figure, save_figure
 from ..reports.frames import plot_attention_overlays
+from ..reports.plotting import new_figure, save_figure
 from ._common import eval_mode, first_batch, model_device
 
 

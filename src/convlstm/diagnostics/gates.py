@@ -20,7 +20,7 @@ import torch
 
 from ..nn.cell import ConvLSTMCellNd, StepPlan
 from ..nn.functional import lstm_gate_values
-from ..reports._common import new_figure, save_figure
+from ..reports.plotting import new_figure, save_figure
 from ._common import StepRecorder, eval_mode, iter_batches, model_device
 
 SATURATION = (0.05, 0.95)

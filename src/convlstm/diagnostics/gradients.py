@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..reports._common import new_figure, save_figure
+from ..reports.plotting import new_figure, save_figure
 from ._common import (
     StepRecorder,
     default_loss,

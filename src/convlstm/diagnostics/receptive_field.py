@@ -30,7 +30,7 @@ from torch import nn
 from ..nn.attention import SpatialAttention, TemporalAttention
 from ..nn.layer import ConvLSTMNd
 from ..nn.sam import SelfAttentionMemory
-from ..reports._common import new_figure, save_figure
+from ..reports.plotting import new_figure, save_figure
 from ._common import StepRecorder, eval_mode, first_batch, model_device
 
 #: Warn when the receptive field is below ``SMALL`` or above ``LARGE`` times the object.

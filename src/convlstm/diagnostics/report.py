@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..reports.html import _CSS, _format_value, image_tag
+from ..reports.html import figure_section, html_page, table, write_html
 from ._common import check_max_batches, class_names_of, first_batch, to_jsonable
 from .attention import attention_maps, plot_attention
 from .gates import gate_statistics, plot_gate_statistics
@@ -151,21 +151,6 @@ def summarize(result: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------- writing
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="num">{_format_value(v)}</td>' for v in row) + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _section(title: str, images: Sequence[Path], html: str = "") -> str:
-    figures = "".join(image_tag(p) for p in images)
-    return (f'<section><h2>{escape(title)}</h2>{html}<div class="figures">{figures}</div>'
-            "</section>")  # fmt: skip
-
-
 def _similarity_html(sim: dict[str, Any]) -> str:
     rows = []
     for name, layer in sim["layers"].items():
@@ -175,7 +160,7 @@ def _similarity_html(sim: dict[str, Any]) -> str:
                      pair["cosine"], pair["separation"]])  # fmt: skip
     headers = ["layer", "dim", "between/within", "same, shuffled labels", "between", "within",
                "most confusable", "cosine", "separation"]  # fmt: skip
-    return _table(headers, rows)
+    return table(headers, rows)
 
 
 def _rf_html(rf: dict[str, Any]) -> str:
@@ -188,9 +173,9 @@ def _rf_html(rf: dict[str, Any]) -> str:
                  for k, v in rf["empirical"].items()]  # fmt: skip
     notes = "".join(f"<li>{escape(n)}</li>" for n in rf.get("notes", []))
     return (
-        _table(headers, rows)
+        table(headers, rows)
         + "<h3>Empirical (input gradient of the centre unit, last step)</h3>"
-        + _table(["probe", "support", "95% mass", "support per frame t"], empirical)
+        + table(["probe", "support", "95% mass", "support per frame t"], empirical)
         + (f"<ul>{notes}</ul>" if notes else "")
     )
 
@@ -200,12 +185,12 @@ def _gates_html(gates: dict[str, Any]) -> str:
     for name, stats in gates["layers"].items():
         rows.append([name] + [f"{stats[g]['mean']:.2f} / {stats[g]['saturated']:.0%}"
                               for g in ("input", "forget", "output")])  # fmt: skip
-    return _table(["cell", "input mean / sat.", "forget mean / sat.", "output mean / sat."], rows)
+    return table(["cell", "input mean / sat.", "forget mean / sat.", "output mean / sat."], rows)
 
 
 def _grad_html(grads: dict[str, Any]) -> str:
     rows = [[k, v] for k, v in grads["first_to_last"].items()]
-    return f"<p>loss {grads['loss']:.4g} over {grads['batches']} batches</p>" + _table(
+    return f"<p>loss {grads['loss']:.4g} over {grads['batches']} batches</p>" + table(
         ["series", "||grad|| at t=0 / at last t"], rows
     )
 
@@ -227,22 +212,22 @@ def write_diagnostics(result: dict[str, Any], out_dir: str | Path) -> tuple[Path
     sim = result.get("similarity", {})
     if "layers" in sim:
         png = plot_class_similarity(sim, out_dir / "similarity.png")
-        parts.append(_section("Class feature similarity", [png], _similarity_html(sim)))
+        parts.append(figure_section("Class feature similarity", [png], _similarity_html(sim)))
     grads = result.get("gradients", {})
     if "hidden" in grads:
         png = plot_gradient_flow(grads, out_dir / "gradients.png")
-        parts.append(_section("Gradient flow through time", [png], _grad_html(grads)))
+        parts.append(figure_section("Gradient flow through time", [png], _grad_html(grads)))
     rf = result.get("receptive_field", {})
     if "stages" in rf:
         png = plot_receptive_field(rf, out_dir / "receptive_field.png")
-        parts.append(_section("Receptive field", [png], _rf_html(rf)))
+        parts.append(figure_section("Receptive field", [png], _rf_html(rf)))
     gates = result.get("gates", {})
     if gates.get("layers"):
         png = plot_gate_statistics(gates, out_dir / "gates.png")
-        parts.append(_section("Gate statistics", [png], _gates_html(gates)))
+        parts.append(figure_section("Gate statistics", [png], _gates_html(gates)))
     att = result.get("attention", {})
     if att.get("available"):
-        parts.append(_section("Attention maps", plot_attention(att, out_dir)))
+        parts.append(figure_section("Attention maps", plot_attention(att, out_dir)))
     else:
         reason = escape(att.get("reason", "not run"))
         parts.append(f"<section><h2>Attention maps</h2><p>none: {reason}</p></section>")
@@ -257,18 +242,8 @@ def write_diagnostics(result: dict[str, Any], out_dir: str | Path) -> tuple[Path
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     meta = (f"{model.get('parameters', '?')} parameters · input {result.get('input_shape')} · "
             f"written {stamp}")  # fmt: skip
-    page = (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        f'<h1>{escape(title)}</h1><p class="meta">{escape(meta)}</p>\n'
-        + "\n".join(parts)
-        + "\n</main>\n</body>\n</html>\n"
-    )
-    html_path = out_dir / HTML_FILE
-    tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, html_path)
+    page = html_page(title, meta, parts)
+    html_path = write_html(out_dir / HTML_FILE, page)
     return json_path, html_path
 
 

@@ -26,16 +26,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..reports._common import grid, new_figure, save_figure
+from ..models import CNNLSTMClassifier, FrameClassifier
+from ..reports.plotting import grid, new_figure, save_figure
 from ._common import StepRecorder, eval_mode, finite, iter_batches, model_device
 
 EMBEDDING = "embedding"
 
 
-def _frame_cnn_types() -> tuple[type, ...]:
-    from ..models._blocks import FrameCNN
-
-    return (FrameCNN,)
+def _frame_cnns(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The per-frame CNNs (``cnn``) of the frame-by-frame models, with their module names."""
+    return [
+        (f"{name}.cnn" if name else "cnn", module.cnn)
+        for name, module in model.named_modules()
+        if isinstance(module, (CNNLSTMClassifier, FrameClassifier))
+    ]
 
 
 def _pool(x: torch.Tensor, time_axis: bool) -> torch.Tensor:
@@ -55,10 +59,10 @@ class _FeatureHooks:
         self.batch = 0
 
     def __enter__(self) -> _FeatureHooks:
+        for name, cnn in _frame_cnns(self.model):
+            self.handles.append(cnn.register_forward_hook(self._frames(name)))
         for name, module in self.model.named_modules():
-            if isinstance(module, _frame_cnn_types()):
-                self.handles.append(module.register_forward_hook(self._frames(name)))
-            elif isinstance(module, nn.RNNBase):
+            if isinstance(module, nn.RNNBase):
                 self.handles.append(module.register_forward_hook(self._rnn(name, module)))
         head = getattr(self.model, "head", None)
         if isinstance(head, nn.Module):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ._common import as_array, frame_image, to_rgb, value_range
+from .plotting import as_array, frame_image, to_rgb, value_range
 
 _GAP, _HEADER = 6, 16
 _BACKGROUND, _BLANK, _TEXT = (24, 24, 24), (56, 56, 56), (235, 235, 235)

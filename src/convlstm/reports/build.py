@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from ._common import as_array
 from .animation import write_forecast_animation
 from .classification import plot_clip_predictions, plot_confusion_matrix
 from .curves import plot_lead_time_curves, plot_learning_curves, plot_roc, plot_skill_by_lead
 from .frames import plot_attention_overlays, plot_forecast_strip
 from .html import write_report
+from .plotting import as_array
 
 _CURVE_KEYS = ("roc_fpr", "roc_tpr", "roc_thresholds")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import as_array, evenly_spaced, frame_image, new_figure, save_figure, value_range
+from .plotting import as_array, evenly_spaced, frame_image, new_figure, save_figure, value_range
 
 
 def predicted_classes(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

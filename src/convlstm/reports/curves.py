@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import as_array, grid, new_figure, save_figure
+from .plotting import as_array, grid, new_figure, save_figure
 
 _SPLITS = ("train", "val", "test")
 

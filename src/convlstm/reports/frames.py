@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import (
+from .plotting import (
     as_array,
     evenly_spaced,
     frame_image,

@@ -43,7 +43,7 @@ def _format_number(value: Any) -> str:
     return "nan" if math.isnan(value) else f"{float(value):.4g}"
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
     """A table cell: numbers to 4 significant digits, short lists inline, matrices as tables."""
     if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
         value = value.tolist()
@@ -73,7 +73,7 @@ def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
 def metrics_table(metrics: Mapping[str, Any]) -> str:
     """An HTML table of ``metrics`` (nested dicts flattened to ``a.b`` keys)."""
     rows = "".join(
-        f'<tr><th>{escape(key)}</th><td class="num">{_format_value(value)}</td></tr>'
+        f'<tr><th>{escape(key)}</th><td class="num">{format_value(value)}</td></tr>'
         for key, value in _flatten(metrics)
     )
     return f"<table>{rows}</table>"
@@ -89,6 +89,47 @@ def grid_table(rows: Sequence[Sequence[Any]]) -> str:
         for row in rows[1:]
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table under ``headers``; cells as :func:`format_value` shows them."""
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{format_value(v)}</td>' for v in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def figure_section(heading: str, images: Sequence[str | Path], html: str = "") -> str:
+    """A ``<section>``: the heading, ``html`` (already escaped) and the images embedded."""
+    figures = "".join(image_tag(p) for p in images)
+    return (
+        f'<section><h2>{escape(heading)}</h2>{html}<div class="figures">{figures}</div>'
+        "</section>"
+    )
+
+
+def html_page(title: str, meta: str, sections: Sequence[str]) -> str:
+    """A complete page in the reports' style: ``title``, a line of ``meta`` (plain text) and
+    ``sections`` (HTML), with the CSS inline so that the file stands alone."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f'<h1>{escape(title)}</h1>\n<p class="meta">{escape(meta)}</p>\n'
+        + "\n".join(sections)
+        + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+def write_html(path: str | Path, page: str) -> Path:
+    """Write ``page`` to ``path`` atomically (a reader never sees half a file)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def image_tag(path: str | Path) -> str:
@@ -129,30 +170,13 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    parts = [
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="meta">{escape(run_dir.name)} · written {stamp}</p>',
-    ]
+    parts = []
     if metrics:
         parts.append(f"<section><h2>Metrics</h2>{metrics_table(metrics)}</section>")
     for heading, rows in tables:
         parts.append(f"<section><h2>{escape(heading)}</h2>{grid_table(rows)}</section>")
-    for heading, images in sections:
-        figures = "".join(image_tag(p) for p in images)
-        parts.append(
-            f'<section><h2>{escape(heading)}</h2><div class="figures">{figures}</div></section>'
-        )
+    parts += [figure_section(heading, images) for heading, images in sections]
     if notes:
         parts.append(f'<section><h2>Notes</h2><div class="notes">{escape(notes)}</div></section>')
-    page = (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        + "\n".join(parts)
-        + "\n</main>\n</body>\n</html>\n"
-    )
-    path = run_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    page = html_page(title, f"{run_dir.name} · written {stamp}", parts)
+    return write_html(run_dir / "report.html", page)

@@ -236,7 +236,7 @@ def side_by_side(
 def write_run_report(run, result: dict[str, Any]) -> Path:
     """Plots and ``report.html`` for a run from an ``evaluate_run`` result."""
     from ..reports import build_classification_report, build_forecast_report
-    from .run import read_history
+    from .run_folder import read_history
 
     history = read_history(run.run_dir)
     if run.config.task == "classification":

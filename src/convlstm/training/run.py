@@ -14,7 +14,6 @@ A run lives in one folder::
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from .config import (
     load_config,
     resolve_config,
 )
+from .evaluation import class_names, evaluate_run, write_run_report
 from .run_folder import (
     CONFIG_FILE,
     LOCK_FILE,
@@ -48,6 +48,7 @@ from .run_folder import (
     inside,
     is_follower_rank,
     load_model,
+    read_history,
     read_spec,
     save_model,
     trim_history,
@@ -92,28 +93,6 @@ def load(run_dir: str | Path) -> nn.Module:
     mode. It takes inputs as evaluation feeds them (after the run's preprocessing);
     ``Run.open(run_dir).predict`` takes frames in the units of the training files."""
     return load_model(run_dir)
-
-
-def read_history(run_dir: Path) -> list[dict[str, float]]:
-    """Per-epoch rows of the CSV log (train and validation values merged)."""
-    path = run_dir / "logs" / "metrics.csv"
-    if not path.is_file():
-        return []
-    rows: dict[int, dict[str, float]] = {}
-    with path.open() as handle:
-        for row in csv.DictReader(handle):
-            if not row.get("epoch"):
-                continue
-            epoch = int(float(row["epoch"]))
-            merged = rows.setdefault(epoch, {"epoch": epoch})
-            for key, value in row.items():
-                if value in ("", None) or key == "epoch":
-                    continue
-                name = key.removesuffix("_epoch")
-                if key.endswith("_step"):
-                    continue
-                merged[name] = float(value)
-    return [rows[k] for k in sorted(rows)]
 
 
 @dataclass
@@ -168,8 +147,6 @@ class Run:
 
     def evaluate(self, split: str = "test", data: dict[str, Any] | None = None, **kw) -> dict:
         """Evaluate on ``split`` (optionally another data config) and return the metrics."""
-        from .evaluation import evaluate_run
-
         return evaluate_run(self, split=split, data=data, **kw)["metrics"]
 
     @torch.no_grad()
@@ -393,8 +370,6 @@ def _prepare(config: RunConfig, run_dir: Path) -> _Prepared:
 def _check_classes(config: RunConfig, num_classes: int, datamodule) -> None:
     """The model's outputs must match the data's classes (found before training, not
     when the report is written)."""
-    from .evaluation import class_names
-
     names = class_names(datamodule.datasets["train"])
     expected = 2 if num_classes == 1 else num_classes
     if names is not None and len(names) != expected:
@@ -408,8 +383,6 @@ def _check_classes(config: RunConfig, num_classes: int, datamodule) -> None:
 
 def model_spec(config: RunConfig, model: nn.Module, datamodule) -> ModelSpec:
     """``model.json`` for a model trained on ``datamodule``'s data."""
-    from .evaluation import class_names
-
     x, y = datamodule.datasets["train"][0][:2]
     num_classes = int(getattr(model, "num_classes", 1))
     forecasting = config.task == "forecasting"
@@ -444,15 +417,11 @@ def _fit(
         task.load_state_dict(state)
     save_model(task.model, run_dir, model_spec(config, task.model, datamodule))
     run = Run(run_dir, config)
-    from .evaluation import evaluate_run
-
     result = evaluate_run(run, split="test", model=task.model.eval(), datamodule=datamodule)
     run.metrics = result["metrics"]
     metrics_json = json.dumps(jsonable(run.metrics), indent=2)
     atomic_write_bytes(run_dir / "metrics.json", metrics_json.encode())
     if report:
-        from .evaluation import write_run_report
-
         write_run_report(run, result)
     return run
 

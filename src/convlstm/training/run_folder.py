@@ -342,6 +342,28 @@ class HistoryCSVLogger(CSVLogger):
         return self._experiment
 
 
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """Per-epoch rows of the CSV log (train and validation values merged)."""
+    path = run_dir / "logs" / "metrics.csv"
+    if not path.is_file():
+        return []
+    rows: dict[int, dict[str, float]] = {}
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            merged = rows.setdefault(epoch, {"epoch": epoch})
+            for key, value in row.items():
+                if value in ("", None) or key == "epoch":
+                    continue
+                name = key.removesuffix("_epoch")
+                if key.endswith("_step"):
+                    continue
+                merged[name] = float(value)
+    return [rows[k] for k in sorted(rows)]
+
+
 def trim_history(csv_path: Path, checkpoint: Path) -> None:
     """Drop the CSV rows logged after ``checkpoint`` was written (a resumed run logs those
     epochs and steps again), keeping every row from before it."""

@@ -1,4 +1,6 @@
-"""Shared helpers: array checks, figures without pyplot (Agg only) and frame-to-image conversion."""
+"""Public plotting helpers shared by the reports and the diagnostics: array checks, figures
+without pyplot (Agg only, so plotting never touches the global backend) and frame-to-image
+conversion."""
 
 from __future__ import annotations
 
