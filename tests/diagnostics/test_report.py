@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from convlstm.diagnostics import run_diagnostics, write_diagnostics
+from convlstm.diagnostics import attention_maps, gate_statistics, run_diagnostics, write_diagnostics
 from convlstm.models import create_model
 
 from .conftest import clips
@@ -48,3 +49,18 @@ def test_forecaster_skips_class_similarity(tmp_path):
     assert result["gates"]["layers"]  # encoder and forecaster cells
     _, html_path = write_diagnostics(result, tmp_path)
     assert "Skipped" in html_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda m, data: gate_statistics(m, data, bins=1), "bins"),
+        (lambda m, data: gate_statistics(m, data, bins=True), "bins"),
+        (lambda m, data: attention_maps(m, data, num_samples=0), "num_samples"),
+        (lambda m, data: run_diagnostics(m, data, max_batches=True), "max_batches"),
+    ],
+    ids=["bins=1", "bins=True", "num_samples=0", "max_batches=True"],
+)
+def test_arguments_are_checked_by_the_shared_checks(clip_model, loader, call, name):
+    with pytest.raises(ValueError, match=rf"{name} must be an int >= \d"):
+        call(clip_model, loader)

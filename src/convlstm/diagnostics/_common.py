@@ -21,17 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int
 from ..nn.cell import ConvLSTMCellNd, StepRecord
 from ..nn.layer import ConvLSTMNd
 
 
 def check_max_batches(max_batches: int | None) -> int | None:
     """``None`` (every batch) or a positive int, else a ValueError naming the argument."""
-    if max_batches is None:
-        return None
-    if not isinstance(max_batches, int) or isinstance(max_batches, bool) or max_batches < 1:
-        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
-    return max_batches
+    return None if max_batches is None else check_int("max_batches", max_batches)
 
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

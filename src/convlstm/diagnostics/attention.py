@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import check_int
 from ..reports.frames import plot_attention_overlays
 from ..reports.plotting import new_figure, save_figure
 from ._common import eval_mode, first_batch, model_device
@@ -61,8 +62,7 @@ def attention_maps(model: nn.Module, loader: Any, *, num_samples: int = 4) -> di
         "labels", "maps": {key: {"kind", "maps", "entropy"}}, "_frames"}`` where
         ``_frames`` holds the clips for plotting (not written to the JSON).
     """
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    check_int("num_samples", num_samples)
     forward = getattr(model, "forward", None)
     if forward is None or "return_attention" not in inspect.signature(forward).parameters:
         return {"available": False, "reason": "the model's forward takes no return_attention"}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import check_int
 from ..nn.cell import ConvLSTMCellNd, StepPlan
 from ..nn.functional import lstm_gate_values
 from ..reports.plotting import new_figure, save_figure
@@ -116,8 +117,7 @@ def gate_statistics(model: torch.nn.Module, loader: Any, *, max_batches: int | N
         the cell state over channels and positions, averaged over samples. Empty
         ``layers`` (and a ``note``) when the model has no ConvLSTM cell.
     """
-    if not isinstance(bins, int) or bins < 2:
-        raise ValueError(f"bins must be an int >= 2, got {bins!r}")
+    check_int("bins", bins, minimum=2)
     device = model_device(model)
     recorder = StepRecorder(model)
     result: dict[str, Any] = {
