@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-browser lint bench clean
+.PHONY: demo test test-slow test-browser test-gpu bench-gpu lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,26 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(MAKE) -C benchmarks bench
 
+# The GPU check, on a machine with one CUDA device (the two targets: under 5 minutes).
+# It has a virtual environment of its own with PyPI's build of the pinned torch, a CUDA
+# one: the machine's local wheel (find-links, pip config) is CPU-only, so both are left out.
+GPU_VENV := .venv-gpu
+GPU_PY := $(GPU_VENV)/bin/python
+GPU_STAMP := $(GPU_VENV)/.installed
+
+$(GPU_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(GPU_VENV)
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(GPU_PY) -m pip install --quiet $(TORCH_PIN)
+	$(GPU_PY) -m pip install --quiet -c constraints.txt -e . pytest
+	$(GPU_PY) -c "import torch; assert torch.version.cuda, f'torch {torch.__version__}: no CUDA'"
+	touch $(GPU_STAMP)
+
+# tests/gpu fails here, instead of skipping, when no CUDA device is visible.
+test-gpu: $(GPU_STAMP)
+	CONVLSTM_REQUIRE_DEVICE=1 $(GPU_PY) -m pytest -q -m cuda tests/gpu
+
+bench-gpu: $(GPU_STAMP)
+	$(GPU_PY) tests/gpu/bench.py
+
 clean:
-	rm -rf $(VENV) benchmarks/.venv-bench
+	rm -rf $(VENV) $(GPU_VENV) benchmarks/.venv-bench
