@@ -153,12 +153,12 @@ def apply_convlstm_toggles(args: argparse.Namespace) -> dict[str, Any]:
     """Ablation switches, set through the layer's module globals (diagnostics only)."""
     import dataclasses
 
-    from convlstm.nn import cell, get_fusion, set_fusion, simd_gates, step_conv
+    from convlstm.nn import _utils, cell, get_fusion, recurrent, set_fusion, simd_gates
 
     set_fusion(args.fusion)
     simd_gates.set_enabled(not args.generated_gates)
     if args.no_channels_last:
-        step_conv._CHANNELS_LAST.clear()  # the fused step then convolves NCHW tensors
+        _utils._CHANNELS_LAST.clear()  # the fused step then convolves NCHW tensors
     if args.unfused:
         plan = cell.ConvLSTMCellNd.plan
 
@@ -168,7 +168,7 @@ def apply_convlstm_toggles(args: argparse.Namespace) -> dict[str, Any]:
         # The path stride > 1 takes: input projections (one batched call over all B*T
         # frames, or one call per step), then a recurrent-only convolution and an add.
         cell.ConvLSTMCellNd.plan = unfused_plan
-        cell.BATCHED_PROJECTION_BYTES = 1 << 62 if args.unfused == "batched" else 0
+        recurrent.BATCHED_PROJECTION_BYTES = 1 << 62 if args.unfused == "batched" else 0
     return {
         "fusion": get_fusion(),
         "channels_last": not args.no_channels_last,

@@ -12,7 +12,8 @@ from .cell import (
 )
 from .functional import get_fusion, lstm_pointwise, set_fusion
 from .fused_sequence import empty_cache
-from .layer import ConvLSTM1d, ConvLSTM2d, ConvLSTM3d, ConvLSTMNd
+from .layer import ConvLSTM1d, ConvLSTM2d, ConvLSTM3d, ConvLSTMNd, ConvRNNBase
+from .recurrent import ConvRNNCellBase
 from .sam import SelfAttentionMemory
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "ConvLSTMCell3d",
     "ConvLSTMCellNd",
     "ConvLSTMNd",
+    "ConvRNNBase",
+    "ConvRNNCellBase",
     "SelfAttentionMemory",
     "SpatialAttention",
     "StepHook",

@@ -10,6 +10,8 @@ import torch
 IntOrTuple = int | Sequence[int]
 Padding = str | int | Sequence[int]
 
+_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
 
 def as_tuple(value: IntOrTuple, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
     """Expand an int to an ``ndim``-tuple, or check a given tuple has ``ndim`` entries."""
@@ -110,3 +112,20 @@ def empty_steps(step: torch.Tensor, steps: int) -> torch.Tensor:
         strides[i] = strides[i + 1] * last[i + 1]
     strides = (strides[0], strides[1], strides[-1], *strides[2:-1])
     return torch.empty_strided(shape, strides, dtype=step.dtype, device=step.device)
+
+
+def memory_format(ndim: int, device: torch.device) -> torch.memory_format:
+    """Channels-last on a CPU for 2-D and 3-D (oneDNN's convolutions measured ~2x faster
+    than NCHW here), else contiguous."""
+    if device.type != "cpu":
+        return torch.contiguous_format
+    return _CHANNELS_LAST.get(ndim, torch.contiguous_format)
+
+
+def conv_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a step's convolution runs in: autocast's when it is on, else ``x``'s."""
+    try:
+        enabled = torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device without autocast (meta; MPS on older torch)
+        return x.dtype
+    return torch.get_autocast_dtype(x.device.type) if enabled else x.dtype

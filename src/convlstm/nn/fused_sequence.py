@@ -46,7 +46,6 @@ import torch.nn.functional as F
 
 from . import simd_gates
 from ._utils import empty_steps
-from .functional import fusion_failed, hand_written_kind, use_fused
 from .fused_gates import (
     GateKind,
     _backward_rows,
@@ -599,45 +598,26 @@ class FusedSequence(torch.autograd.Function):
         return d_x, d_h0, d_c0, d_weight, d_bias, None, None, None, None, None
 
 
-def run_fused_sequence(
-    cell: ConvLSTMCellNd,
-    x: torch.Tensor,
-    state: tuple[torch.Tensor, ...] | None,
-    plan: StepPlan,
-    reverse: bool,
-    checkpoint: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """``(output, h_n, c_n)`` of ``cell`` over ``x`` ``(B, T, C, *S_in)`` by
-    ``FusedSequence`` (checkpointed through time in segments of ``checkpoint_segment``
-    steps when ``checkpoint``), or its forward alone when no gradient is recorded; ``None``
-    when it does not apply: the cell has peepholes, layer norm, attention, gates other
-    than tanh with a ``GateKind``, a strided or dilated input path, or fusion is off
-    (``set_fusion``, and "auto" below ``AUTO_FUSION_MIN_ELEMENTS`` state elements)."""
-    kind = hand_written_kind(cell.activation, cell.recurrent_activation)
-    if (
-        kind is None
-        or not plan.fused
-        or cell.attention is not None
-        or cell.peephole_weight is not None
-        or cell.layer_norm
-        or x.shape[1] == 0
-    ):
-        return None
-    state_elements = x.shape[0] * cell.hidden_channels * math.prod(plan.output_size)
-    if not use_fused(state_elements, x.device):
-        return None
-    h_0, c_0 = (None, None) if state is None else state
-    weight = cell.step_weight(plan)
-    args = (x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, kind, reverse)
-    tensors = [x, *cell.parameters(), *(state or ())]
-    try:
+class LSTMSequence:
+    """The LSTM cell's fast path (``ConvLSTMCellNd.fast_path``): ``FusedSequence``
+    (checkpointed through time in segments of ``checkpoint_segment`` steps when
+    ``checkpoint``), or its forward alone when no gradient is recorded."""
+
+    name = "FusedSequence"
+
+    def __init__(self, cell: ConvLSTMCellNd, plan: StepPlan, kind: GateKind) -> None:
+        self.cell, self.plan, self.kind = cell, plan, kind
+
+    def __call__(self, x, state, reverse: bool, checkpoint: bool):
+        cell, plan = self.cell, self.plan
+        h_0, c_0 = (None, None) if state is None else state
+        weight = cell.step_weight(plan)
+        args = (x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, self.kind)
+        tensors = [x, *cell.parameters(), *(state or ())]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            segment = None
-            if checkpoint:
-                segment = checkpoint_segment(x.shape[1], _conv_dtype(x))
-            return FusedSequence.apply(*args, segment)
-        run = _forward(*args, train=False)
-        return run.output, run.h_n, run.c_n
-    except Exception as error:  # compiler missing or broken on this machine
-        fusion_failed(error)
-        return None
+            segment = checkpoint_segment(x.shape[1], _conv_dtype(x)) if checkpoint else None
+            output, h_n, c_n = FusedSequence.apply(*args, reverse, segment)
+        else:
+            run = _forward(*args, reverse, train=False)
+            output, h_n, c_n = run.output, run.h_n, run.c_n
+        return output, (h_n, c_n)

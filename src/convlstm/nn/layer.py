@@ -1,7 +1,10 @@
-"""Multi-layer, optionally bidirectional ConvLSTM with the ``torch.nn.LSTM`` conventions."""
+"""Multi-layer, optionally bidirectional convolutional RNNs with the ``torch.nn.LSTM``
+conventions: ``ConvRNNBase`` runs any cell (``ConvRNNCellBase``); ``ConvLSTMNd`` and
+``ConvLSTM1d/2d/3d`` run the ConvLSTM cell."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,10 +16,12 @@ from torch.utils.checkpoint import set_checkpoint_early_stop
 
 from ._utils import IntOrTuple, Padding, empty_steps, steps_last
 from .activations import Activation
-from .cell import ConvLSTMCellNd, StepRecord
-from .fused_sequence import run_fused_sequence
+from .cell import ConvLSTMCellNd
+from .functional import fusion_failed, use_fused
+from .recurrent import ConvRNNCellBase, StepPlan, StepRecord
 
-#: ``(h_n, c_n)`` (``(h_n, c_n, m_n)`` with ``attention="sam"``): stacked tensors, or lists.
+#: ``(h_n, c_n)`` (``(h_n, c_n, m_n)`` with ``attention="sam"``; ``(h_n,)`` for the GRU):
+#: stacked tensors, or lists.
 State = tuple[torch.Tensor, ...] | tuple[list[torch.Tensor], ...]
 
 
@@ -32,19 +37,43 @@ def _per_layer(value: Any, num_layers: int, name: str) -> list[Any]:
     return [value] * num_layers
 
 
-class ConvLSTMNd(nn.Module):
-    """Stacked ConvLSTM over sequences of ``ndim``-dimensional frames.
+def run_fused_sequence(
+    cell: ConvRNNCellBase,
+    x: torch.Tensor,
+    state: tuple[torch.Tensor, ...] | None,
+    plan: StepPlan,
+    reverse: bool,
+    checkpoint: bool = False,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None:
+    """``(output, new_state)`` of ``cell`` over ``x`` by the fast path it declares
+    (``cell.fast_path``), or ``None`` when it declares none or fusion is off for this
+    size (``set_fusion``, and "auto" below ``AUTO_FUSION_MIN_ELEMENTS`` state elements)."""
+    path = cell.fast_path(plan)
+    state_elements = x.shape[0] * cell.hidden_channels * math.prod(plan.output_size)
+    if path is None or x.shape[1] == 0 or not use_fused(state_elements, x.device):
+        return None
+    try:
+        return path(x, state, reverse, checkpoint)
+    except Exception as error:  # compiler missing or broken on this machine
+        fusion_failed(error)
+        return None
+
+
+class ConvRNNBase(nn.Module):
+    """Stacked convolutional RNN of any cell over sequences of ``ndim``-dimensional frames.
 
     Shapes (``batch_first=True``; otherwise ``T`` and ``B`` swap)::
 
         input   x     (B, T, C_in, *spatial)
-        state   h, c  (num_layers * D, B, F, *spatial')    D = 2 if bidirectional else 1
+        state   each  (num_layers * D, B, F, *spatial')    D = 2 if bidirectional else 1
         output        (B, T, D * F, *spatial')             the last layer's hidden states
 
-    ``spatial'`` is the last layer's output size (smaller than ``spatial`` with valid
-    padding or strides). When layers differ in ``F`` or spatial size, ``h_n``/``c_n``
-    (and an input ``state``) are lists with one ``(B, F_l, *spatial_l)`` tensor per
-    layer and direction instead, in the order layer 0 forward, layer 0 backward, ...
+    The state is a tuple with one entry per name of the cell's ``state_names``
+    (``(h, c)`` for the LSTM, ``(h,)`` for the GRU). ``spatial'`` is the last layer's
+    output size (smaller than ``spatial`` with valid padding or strides). When layers
+    differ in ``F`` or spatial size, each entry of the state (also of an input
+    ``state``) is a list with one ``(B, F_l, *spatial_l)`` tensor per layer and
+    direction instead, in the order layer 0 forward, layer 0 backward, ...
 
     Args:
         in_channels: channels of each input frame.
@@ -52,38 +81,26 @@ class ConvLSTMNd(nn.Module):
         kernel_size: int, ``ndim``-tuple, or a per-layer list of them.
         num_layers: stacked layers; taken from list arguments when those are longer.
         ndim: spatial dimensions (1, 2 or 3).
+        cell: the cell class (a ``ConvRNNCellBase``), built once per layer and direction.
         stride, padding, dilation: the input path of each layer (see
-            ``ConvLSTMCellNd``); a ``list`` gives one value per layer.
+            ``ConvRNNCellBase``); a ``list`` gives one value per layer.
         bias: learn gate biases. Default ``True``.
         batch_first: input and output are ``(B, T, ...)``. Default ``True``.
         bidirectional: add a backward-in-time direction per layer. Default ``False``.
         dropout: dropout on the outputs of every layer but the last (training only).
         recurrent_dropout: Keras-style dropout on the hidden state entering the
             recurrent convolution, one mask per sequence reused at every step.
-        peephole: ``False``, ``"channel"`` or ``"pixel"`` (Shi et al.'s terms).
-        spatial_size: input frame size; needed for ``peephole="pixel"``.
-        layer_norm: layer norm on the gate pre-activations and the cell state.
-        activation, recurrent_activation: as in Keras (``"tanh"``, ``"sigmoid"``,
-            ``"hard_sigmoid"``, ...).
-        unit_forget_bias: forget-gate bias initialised to 1.
+        spatial_size: input frame size, for cells whose parameters depend on it.
         return_all_layers: ``output`` is a list of every layer's output sequence.
-        checkpoint: gradient checkpointing through time (training only). For the usual
-            cell (see below) the sequence runs in segments of about ``sqrt(T/5)``
-            steps (``sqrt(T/3)`` under bfloat16 autocast): the forward keeps the
-            output and one cell state per segment, and the backward recomputes one
-            segment's gates at a time (one more forward in all), so memory beyond the
-            output grows as ``sqrt(T)``. Other cells (masks, recurrent dropout,
-            attention, peepholes, layer norm) recompute every step from its state.
-        attention: ``None`` or ``"sam"`` (SA-ConvLSTM's self-attention memory in every
-            cell; the state gains a memory: ``(h, c, m)``).
-        attention_options: ``SelfAttentionMemory`` keyword arguments (``key_channels``,
-            ``key_stride``).
+        checkpoint: gradient checkpointing through time (training only): a cell's fast
+            path checkpoints in its own way; otherwise every step is recomputed from
+            its state in the backward.
+        **cell_options: further keyword arguments of ``cell``.
 
-    Gates use one fused convolution with ``4F`` output channels in order ``i, f, g, o``.
-    For the usual cell (see ``convlstm.nn.fused_sequence``) a direction's whole sequence
-    is one autograd function that saves its output, as ``torch.tanh`` does: modify the
-    output in place only after ``backward()``, else autograd raises. To see every step
-    (its inputs, state and gates' inputs), register a step hook on a cell
+    A cell's fast path (``ConvRNNCellBase.fast_path``) runs a direction's whole
+    sequence at once; the layer takes it when no ``lengths``, recurrent dropout, step
+    hook or attention map asks for every step. To see every step (its inputs, state
+    and gates' inputs), register a step hook on a cell
     (``layer.cell(l).register_step_hook``); that cell then runs step by step.
     """
 
@@ -95,6 +112,7 @@ class ConvLSTMNd(nn.Module):
         num_layers: int = 1,
         *,
         ndim: int,
+        cell: type[ConvRNNCellBase],
         stride: IntOrTuple | list[IntOrTuple] = 1,
         padding: Padding | list[Padding] = "same",
         dilation: IntOrTuple | list[IntOrTuple] = 1,
@@ -103,18 +121,14 @@ class ConvLSTMNd(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
-        peephole: bool | str = False,
         spatial_size: IntOrTuple | None = None,
-        layer_norm: bool = False,
-        activation: Activation = "tanh",
-        recurrent_activation: Activation = "sigmoid",
-        unit_forget_bias: bool = True,
         return_all_layers: bool = False,
         checkpoint: bool = False,
-        attention: str | None = None,
-        attention_options: dict | None = None,
+        **cell_options: Any,
     ) -> None:
         super().__init__()
+        if not (isinstance(cell, type) and issubclass(cell, ConvRNNCellBase)):
+            raise TypeError(f"cell must be a subclass of ConvRNNCellBase, got {cell!r}")
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
         per_layer = {
@@ -145,37 +159,16 @@ class ConvLSTMNd(nn.Module):
         self.return_all_layers = return_all_layers
         self.checkpoint = checkpoint
 
-        kernels = _per_layer(kernel_size, num_layers, "kernel_size")
-        strides = _per_layer(stride, num_layers, "stride")
-        paddings = _per_layer(padding, num_layers, "padding")
-        dilations = _per_layer(dilation, num_layers, "dilation")
+        per_layer = {k: _per_layer(v, num_layers, k) for k, v in per_layer.items()}
         self.cells = nn.ModuleList()
         layer_in, layer_size = in_channels, spatial_size
         for layer in range(num_layers):
+            options = {k: v[layer] for k, v in per_layer.items()}
+            options.update(ndim=ndim, bias=bias, spatial_size=layer_size, **cell_options)
             for _ in range(self.num_directions):
-                self.cells.append(
-                    ConvLSTMCellNd(
-                        layer_in,
-                        self.hidden_channels[layer],
-                        kernels[layer],
-                        ndim=ndim,
-                        stride=strides[layer],
-                        padding=paddings[layer],
-                        dilation=dilations[layer],
-                        bias=bias,
-                        peephole=peephole,
-                        spatial_size=layer_size,
-                        layer_norm=layer_norm,
-                        activation=activation,
-                        recurrent_activation=recurrent_activation,
-                        unit_forget_bias=unit_forget_bias,
-                        attention=attention,
-                        attention_options=attention_options,
-                    )
-                )
-            cell = self.cells[-1]
+                self.cells.append(cell(layer_in, **options))
             if layer_size is not None:
-                layer_size = cell.plan(cell.spatial_size).output_size
+                layer_size = self.cells[-1].plan(self.cells[-1].spatial_size).output_size
             layer_in = self.hidden_channels[layer] * self.num_directions
         self.state_size = self.cells[0].state_size
 
@@ -186,7 +179,7 @@ class ConvLSTMNd(nn.Module):
             f"recurrent_dropout={self.recurrent_dropout}, checkpoint={self.checkpoint}"
         )
 
-    def cell(self, layer: int, direction: int = 0) -> ConvLSTMCellNd:
+    def cell(self, layer: int, direction: int = 0) -> ConvRNNCellBase:
         """The cell of ``layer`` (0-based) and ``direction`` (0 forward, 1 backward)."""
         return self.cells[layer * self.num_directions + direction]
 
@@ -211,11 +204,11 @@ class ConvLSTMNd(nn.Module):
 
         Args:
             x: ``(B, T, C_in, *spatial)`` (``(T, B, ...)`` unless ``batch_first``).
-            state: ``(h_0, c_0)`` as returned in ``(h_n, c_n)``, or ``None`` for zeros.
-                Passing the returned state to the next chunk of a long sequence gives the
-                same result as one pass over the whole sequence.
+            state: the initial state as returned (``(h_0, c_0)`` for the LSTM), or
+                ``None`` for zeros. Passing the returned state to the next chunk of a long
+                sequence gives the same result as one pass over the whole sequence.
             lengths: ``(B,)`` valid steps per sequence (1..T). Later steps leave the state
-                unchanged and output zeros; ``h_n``/``c_n`` are taken at each sequence's
+                unchanged and output zeros; the final state is taken at each sequence's
                 last valid step, and the backward direction starts there.
             reverse: process time backwards (last step first). Outputs stay aligned with
                 the input: ``output[:, t]`` is the state after steps ``T-1 ... t``.
@@ -225,8 +218,9 @@ class ConvLSTMNd(nn.Module):
                 the ``N`` positions of the layer's hidden state.
 
         Returns:
-            ``(output, (h_n, c_n))`` as described in the class docstring, and the
-            attention dict as a third element when ``return_attention`` is set.
+            ``(output, state)`` (``(output, (h_n, c_n))`` for the LSTM) as described in
+            the class docstring, and the attention dict as a third element when
+            ``return_attention`` is set.
         """
         first = self.cell(0)
         first.check_input(x, step=False)
@@ -274,7 +268,7 @@ class ConvLSTMNd(nn.Module):
 
     def _run_direction(
         self,
-        cell: ConvLSTMCellNd,
+        cell: ConvRNNCellBase,
         x: torch.Tensor,
         state: tuple[torch.Tensor, ...] | None,
         mask: torch.Tensor | None,
@@ -286,12 +280,12 @@ class ConvLSTMNd(nn.Module):
         use_checkpoint = self.checkpoint and self.training and torch.is_grad_enabled()
         need_weights = need_weights and cell.attention is not None
         dropping = self.recurrent_dropout > 0 and self.training
-        # The fused sequence keeps no per-step state for a step hook to see.
+        # A fast path keeps no per-step state for a step hook to see.
         hooked = cell.has_step_hooks
         if mask is None and not (need_weights or dropping or hooked):
-            fused = run_fused_sequence(cell, x, state, plan, backwards, use_checkpoint)
-            if fused is not None:
-                return fused[0], fused[1:], {}
+            fast = run_fused_sequence(cell, x, state, plan, backwards, use_checkpoint)
+            if fast is not None:
+                return fast[0], tuple(fast[1]), {}
         if state is None:
             state = cell.init_state(x[:, 0], plan)
         recurrent_mask = None
@@ -308,7 +302,9 @@ class ConvLSTMNd(nn.Module):
         into: torch.Tensor | None = None
         maps: list[dict[str, torch.Tensor] | None] = [None] * steps
         for t in order:
-            args = (inputs[t], state, plan, weight, recurrent_mask, need_weights)
+            args = (inputs[t], state, plan, weight, recurrent_mask)
+            if need_weights:  # only cells with attention take (and need) the flag
+                args = (*args, True)
             if use_checkpoint:
                 # Early stop of the recomputation trips over the compiled gate kernel.
                 with set_checkpoint_early_stop(False):
@@ -369,7 +365,7 @@ class ConvLSTMNd(nn.Module):
         count = self.num_layers * self.num_directions
         if state is None:
             return [None] * count
-        names = ("h_0", "c_0", "m_0")[: self.state_size]
+        names = tuple(f"{name}_0" for name in self.cells[0].state_names)
         if not isinstance(state, (tuple, list)) or len(state) != self.state_size:
             raise TypeError(
                 f"state must be a tuple ({', '.join(names)}) as returned by forward, got "
@@ -428,6 +424,107 @@ def _stack_steps(outputs: list[torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack([o.permute(to_last) for o in outputs], dim=1)
         return stacked.permute(0, 1, first.dim(), *range(2, first.dim()))
     return torch.stack(outputs, dim=1)
+
+
+class ConvLSTMNd(ConvRNNBase):
+    """Stacked ConvLSTM over sequences of ``ndim``-dimensional frames.
+
+    Shapes (``batch_first=True``; otherwise ``T`` and ``B`` swap)::
+
+        input   x     (B, T, C_in, *spatial)
+        state   h, c  (num_layers * D, B, F, *spatial')    D = 2 if bidirectional else 1
+        output        (B, T, D * F, *spatial')             the last layer's hidden states
+
+    ``spatial'`` is the last layer's output size (smaller than ``spatial`` with valid
+    padding or strides). When layers differ in ``F`` or spatial size, ``h_n``/``c_n``
+    (and an input ``state``) are lists with one ``(B, F_l, *spatial_l)`` tensor per
+    layer and direction instead, in the order layer 0 forward, layer 0 backward, ...
+
+    Args:
+        in_channels: channels of each input frame.
+        hidden_channels: ``F`` per layer (an int, or a list with one entry per layer).
+        kernel_size: int, ``ndim``-tuple, or a per-layer list of them.
+        num_layers: stacked layers; taken from list arguments when those are longer.
+        ndim: spatial dimensions (1, 2 or 3).
+        stride, padding, dilation: the input path of each layer (see
+            ``ConvLSTMCellNd``); a ``list`` gives one value per layer.
+        bias: learn gate biases. Default ``True``.
+        batch_first: input and output are ``(B, T, ...)``. Default ``True``.
+        bidirectional: add a backward-in-time direction per layer. Default ``False``.
+        dropout: dropout on the outputs of every layer but the last (training only).
+        recurrent_dropout: Keras-style dropout on the hidden state entering the
+            recurrent convolution, one mask per sequence reused at every step.
+        peephole: ``False``, ``"channel"`` or ``"pixel"`` (Shi et al.'s terms).
+        spatial_size: input frame size; needed for ``peephole="pixel"``.
+        layer_norm: layer norm on the gate pre-activations and the cell state.
+        activation, recurrent_activation: as in Keras (``"tanh"``, ``"sigmoid"``,
+            ``"hard_sigmoid"``, ...).
+        unit_forget_bias: forget-gate bias initialised to 1.
+        return_all_layers: ``output`` is a list of every layer's output sequence.
+        checkpoint: gradient checkpointing through time (training only). For the usual
+            cell (see below) the sequence runs in segments of about ``sqrt(T/5)``
+            steps (``sqrt(T/3)`` under bfloat16 autocast): the forward keeps the
+            output and one cell state per segment, and the backward recomputes one
+            segment's gates at a time (one more forward in all), so memory beyond the
+            output grows as ``sqrt(T)``. Other cells (masks, recurrent dropout,
+            attention, peepholes, layer norm) recompute every step from its state.
+        attention: ``None`` or ``"sam"`` (SA-ConvLSTM's self-attention memory in every
+            cell; the state gains a memory: ``(h, c, m)``).
+        attention_options: ``SelfAttentionMemory`` keyword arguments (``key_channels``,
+            ``key_stride``).
+        cell: the cell class, ``ConvLSTMCellNd`` or a subclass; it receives every
+            argument above that ``ConvLSTMCellNd`` takes.
+
+    Gates use one fused convolution with ``4F`` output channels in order ``i, f, g, o``.
+    For the usual cell (see ``convlstm.nn.fused_sequence``) a direction's whole sequence
+    is one autograd function that saves its output, as ``torch.tanh`` does: modify the
+    output in place only after ``backward()``, else autograd raises. To see every step
+    (its inputs, state and gates' inputs), register a step hook on a cell
+    (``layer.cell(l).register_step_hook``); that cell then runs step by step.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int | list[int],
+        kernel_size: IntOrTuple | list[IntOrTuple],
+        num_layers: int = 1,
+        *,
+        ndim: int,
+        stride: IntOrTuple | list[IntOrTuple] = 1,
+        padding: Padding | list[Padding] = "same",
+        dilation: IntOrTuple | list[IntOrTuple] = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        peephole: bool | str = False,
+        spatial_size: IntOrTuple | None = None,
+        layer_norm: bool = False,
+        activation: Activation = "tanh",
+        recurrent_activation: Activation = "sigmoid",
+        unit_forget_bias: bool = True,
+        return_all_layers: bool = False,
+        checkpoint: bool = False,
+        attention: str | None = None,
+        attention_options: dict | None = None,
+        cell: type[ConvLSTMCellNd] = ConvLSTMCellNd,
+    ) -> None:
+        super().__init__(
+            in_channels, hidden_channels, kernel_size, num_layers, ndim=ndim, cell=cell,
+            stride=stride, padding=padding, dilation=dilation, bias=bias,
+            batch_first=batch_first, bidirectional=bidirectional, dropout=dropout,
+            recurrent_dropout=recurrent_dropout, spatial_size=spatial_size,
+            return_all_layers=return_all_layers, checkpoint=checkpoint, peephole=peephole,
+            layer_norm=layer_norm, activation=activation,
+            recurrent_activation=recurrent_activation, unit_forget_bias=unit_forget_bias,
+            attention=attention, attention_options=attention_options,
+        )  # fmt: skip
+
+    def cell(self, layer: int, direction: int = 0) -> ConvLSTMCellNd:
+        """The cell of ``layer`` (0-based) and ``direction`` (0 forward, 1 backward)."""
+        return self.cells[layer * self.num_directions + direction]
 
 
 class ConvLSTM1d(ConvLSTMNd):

@@ -16,28 +16,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ._utils import conv_dtype as _conv_dtype
+from ._utils import memory_format
 from .functional import _in_tracing_context, get_fusion
 from .fused_gates import first_derivatives_only
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
-
-
-def memory_format(ndim: int, device: torch.device) -> torch.memory_format:
-    """Channels-last on a CPU for 2-D and 3-D (oneDNN's convolutions measured ~2x faster
-    than NCHW here), else contiguous."""
-    if device.type != "cpu":
-        return torch.contiguous_format
-    return _CHANNELS_LAST.get(ndim, torch.contiguous_format)
-
-
-def _conv_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype the step convolution runs in: autocast's when it is on, else ``x``'s."""
-    try:
-        enabled = torch.is_autocast_enabled(x.device.type)
-    except RuntimeError:  # a device without autocast (meta; MPS on older torch)
-        return x.dtype
-    return torch.get_autocast_dtype(x.device.type) if enabled else x.dtype
 
 
 def stack_input(
