@@ -36,7 +36,7 @@ MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1),
               "MALLOC_TOP_PAD_": str(64 << 20)}  # fmt: skip
 OURS = "convlstm"
 PEERS = ("keras-torch", "keras-tf", "conv-lstm")
-IMPLS = (OURS, *PEERS, "limit")
+IMPLS = (OURS, "convgru", *PEERS, "limit")
 MEMORY_STEPS = (30, 120)
 
 # Timing per case: warm-up iterations (torch.compile / tf.function tracing happen in

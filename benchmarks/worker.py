@@ -177,14 +177,16 @@ def apply_convlstm_toggles(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def build_convlstm(wl: Workload, mode: str, args: argparse.Namespace) -> Built:
+def build_convlstm(
+    wl: Workload, mode: str, args: argparse.Namespace, gru: bool = False
+) -> Built:
     import torch
 
     import convlstm
 
     info = apply_convlstm_toggles(args)
     torch.manual_seed(0)
-    layer = convlstm.ConvLSTM2d(
+    layer = (convlstm.ConvGRU2d if gru else convlstm.ConvLSTM2d)(
         wl.channels,
         wl.filters,
         wl.kernel,
@@ -211,7 +213,13 @@ def build_convlstm(wl: Workload, mode: str, args: argparse.Namespace) -> Built:
             return {"max_abs_err_vs_fp32": float((ref - low).abs().max())}
 
     step = torch_step(forward, list(layer.parameters()), x, mode, bf16=args.bf16)
-    return Built(step, wl.flops(mode) / 1e9, info, finish)
+    return Built(step, wl.flops(mode, gates=3 if gru else 4) / 1e9, info, finish)
+
+
+def build_convgru(wl: Workload, mode: str, args: argparse.Namespace) -> Built:
+    """This package's ConvGRU2d (Ballas et al. 2016) on the same workload, its gates of
+    the workload's recurrent activation; FLOPs counted for its 3 gate groups."""
+    return build_convlstm(wl, mode, args, gru=True)
 
 
 def build_conv_lstm(wl: Workload, mode: str, args: argparse.Namespace) -> Built:
@@ -333,6 +341,7 @@ def build_keras(backend: str) -> Callable[[Workload, str, argparse.Namespace], B
 
 IMPLS: dict[str, Callable[[Workload, str, argparse.Namespace], Built]] = {
     "convlstm": build_convlstm,
+    "convgru": build_convgru,
     "keras-torch": build_keras("torch"),
     "keras-tf": build_keras("tensorflow"),
     "conv-lstm": build_conv_lstm,

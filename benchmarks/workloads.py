@@ -30,17 +30,17 @@ class Workload:
         shrink = 0 if (padding or self.padding) == "same" else self.kernel - 1
         return self.height - shrink, self.width - shrink
 
-    def forward_flops(self, padding: str | None = None) -> int:
-        """2 * MACs of the input and the recurrent convolution, summed over the steps."""
+    def forward_flops(self, padding: str | None = None, gates: int = 4) -> int:
+        """2 * MACs of the input and the recurrent convolution, summed over the steps, for
+        ``gates`` gate groups (4 for the LSTM, 3 for the GRU)."""
         h, w = self.out_size(padding)
-        macs_per_step = (
-            self.batch * h * w * 4 * self.filters * (self.channels + self.filters) * self.kernel**2
-        )
+        channels = self.channels + self.filters
+        macs_per_step = self.batch * h * w * gates * self.filters * channels * self.kernel**2
         return 2 * macs_per_step * self.steps
 
-    def flops(self, mode: str, padding: str | None = None) -> int:
+    def flops(self, mode: str, padding: str | None = None, gates: int = 4) -> int:
         """Forward FLOPs for inference; 3x (forward, input grad, weight grad) for training."""
-        return self.forward_flops(padding) * (3 if mode == "train" else 1)
+        return self.forward_flops(padding, gates) * (3 if mode == "train" else 1)
 
     def describe(self) -> str:
         bias = "bias" if self.bias else "no bias"

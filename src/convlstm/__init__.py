@@ -1,6 +1,10 @@
 """convlstm: correct, fast and complete ConvLSTM networks for PyTorch."""
 
 from .nn import (
+    ConvGRU1d,
+    ConvGRU2d,
+    ConvGRU3d,
+    ConvGRUCellNd,
     ConvLSTM1d,
     ConvLSTM2d,
     ConvLSTM3d,
@@ -25,6 +29,10 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ConvGRU1d",
+    "ConvGRU2d",
+    "ConvGRU3d",
+    "ConvGRUCellNd",
     "ConvLSTM1d",
     "ConvLSTM2d",
     "ConvLSTM3d",

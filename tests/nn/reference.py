@@ -84,3 +84,40 @@ def reference_cell_sequence(cell, x: torch.Tensor, state=None, recurrent_mask=No
         h = o * act(c_out)
         outputs[t] = h
     return torch.stack(outputs, 1), (h, c)
+
+
+def reference_gru_sequence(cell, x: torch.Tensor, h=None, recurrent_mask=None, reverse=False):
+    """Run a ConvGRU ``cell`` over ``x`` (B, T, C, *S) gate by gate (Ballas et al. 2016):
+    outputs (B, T, F, *S') and the last h."""
+    conv = CONV[cell.ndim]
+    k, s, d = cell.kernel_size, cell.stride, cell.dilation
+    if cell.padding == "same":
+        in_pads = [tf_same_pads(n, kk, ss, dd) for n, kk, ss, dd in zip(x.shape[3:], k, s, d)]
+    elif cell.padding == "valid":
+        in_pads = [(0, 0)] * cell.ndim
+    else:
+        in_pads = [(p, p) for p in cell.padding]
+    rec_pads = [((kk - 1) // 2, kk - 1 - (kk - 1) // 2) for kk in k]
+    W_r, W_z, W_n = cell.weight_ih.chunk(3, 0)
+    U_r, U_z, U_n = cell.weight_hh.chunk(3, 0)
+    b_r, b_z, b_n = cell.bias.chunk(3, 0) if cell.bias is not None else [None] * 3
+    sig, act = cell.recurrent_activation, cell.activation
+    outputs = [None] * x.shape[1]
+    for t in range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1]):
+        x_t = pad_nd(x[:, t], in_pads)
+
+        def from_x(kernel, b, x_t=x_t):
+            return conv(x_t, kernel, b, stride=s, dilation=d)
+
+        def from_h(kernel, v):
+            return conv(pad_nd(v, rec_pads), kernel)
+
+        if h is None:
+            h = x.new_zeros(x.shape[0], cell.hidden_channels, *from_x(W_r, None).shape[2:])
+        h_in = h if recurrent_mask is None else h * recurrent_mask
+        r = sig(from_x(W_r, b_r) + from_h(U_r, h_in))
+        z = sig(from_x(W_z, b_z) + from_h(U_z, h_in))
+        n = act(from_x(W_n, b_n) + from_h(U_n, r * h_in))
+        h = (1 - z) * h + z * n
+        outputs[t] = h
+    return torch.stack(outputs, 1), h

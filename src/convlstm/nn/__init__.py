@@ -12,11 +12,17 @@ from .cell import (
 )
 from .functional import get_fusion, lstm_pointwise, set_fusion
 from .fused_sequence import empty_cache
+from .gru import ConvGRU1d, ConvGRU2d, ConvGRU3d, ConvGRUCellNd, ConvGRUNd
 from .layer import ConvLSTM1d, ConvLSTM2d, ConvLSTM3d, ConvLSTMNd, ConvRNNBase
 from .recurrent import ConvRNNCellBase
 from .sam import SelfAttentionMemory
 
 __all__ = [
+    "ConvGRU1d",
+    "ConvGRU2d",
+    "ConvGRU3d",
+    "ConvGRUCellNd",
+    "ConvGRUNd",
     "ConvLSTM1d",
     "ConvLSTM2d",
     "ConvLSTM3d",
