@@ -150,29 +150,22 @@ def torch_step(
 
 
 def apply_convlstm_toggles(args: argparse.Namespace) -> dict[str, Any]:
-    """Ablation switches, set through the layer's module globals (diagnostics only)."""
-    import dataclasses
+    """Ablation switches, set through the backend settings (``convlstm.nn.backend``)."""
+    from convlstm.nn import backend
 
-    from convlstm.nn import _utils, cell, get_fusion, recurrent, set_fusion, simd_gates
-
-    set_fusion(args.fusion)
-    simd_gates.set_enabled(not args.generated_gates)
-    if args.no_channels_last:
-        _utils._CHANNELS_LAST.clear()  # the fused step then convolves NCHW tensors
+    backend.fusion = args.fusion
+    backend.simd = not args.generated_gates
+    # NCHW: the stacked step then convolves NCHW tensors.
+    backend.channels_last = not args.no_channels_last
     if args.unfused:
-        plan = cell.ConvLSTMCellNd.plan
-
-        def unfused_plan(self: Any, spatial: tuple[int, ...]) -> Any:
-            return dataclasses.replace(plan(self, spatial), fused=False)
-
         # The path stride > 1 takes: input projections (one batched call over all B*T
         # frames, or one call per step), then a recurrent-only convolution and an add.
-        cell.ConvLSTMCellNd.plan = unfused_plan
-        recurrent.BATCHED_PROJECTION_BYTES = 1 << 62 if args.unfused == "batched" else 0
+        backend.stack_inputs = False
+        backend.batched_projection_bytes = 1 << 62 if args.unfused == "batched" else 0
     return {
-        "fusion": get_fusion(),
-        "channels_last": not args.no_channels_last,
-        "input_projection": f"{args.unfused} (unfused)" if args.unfused else "fused concat",
+        "fusion": backend.fusion,
+        "channels_last": backend.channels_last,
+        "input_projection": f"{args.unfused} (unfused)" if args.unfused else "stacked",
         "gate_loops": "generated" if args.generated_gates else "hand-written where they apply",
     }
 
@@ -386,7 +379,7 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     }
     if "torch" in sys.modules:
         result["torch_threads"] = sys.modules["torch"].get_num_threads()
-    pool = getattr(sys.modules.get("convlstm.nn.fused_sequence"), "mapped_pool", None)
+    pool = getattr(sys.modules.get("convlstm.nn.fast.pool"), "mapped_pool", None)
     if pool is not None:  # what convlstm's training keeps outside malloc's heap
         result["mapped_mib"] = pool.held() / 2**20
     if built.finish is not None:

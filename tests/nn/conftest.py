@@ -22,9 +22,9 @@ GATES = ["sigmoid", "hard_sigmoid", "hard_sigmoid_keras2"]
 def gate_kind(name: str):
     """The fused kernels' gate kind for the recurrent activation ``name``."""
     from convlstm.nn.activations import ACTIVATIONS
-    from convlstm.nn.functional import hand_written_kind
+    from convlstm.nn.fast.gates import gate_kind as kind_of
 
-    kind = hand_written_kind(torch.tanh, ACTIVATIONS[name])
+    kind = kind_of(torch.tanh, ACTIVATIONS[name])
     assert kind is not None, f"{name} is not a gate kind of the hand-written kernels"
     return kind
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from convlstm.nn import simd_gates
+from convlstm.nn import backend
 from convlstm.nn.activations import ACTIVATIONS
+from convlstm.nn.fast.gates import FusedGates, fused_gates
 from convlstm.nn.functional import lstm_gate_values
-from convlstm.nn.fused_gates import FusedGates, fused_gates
 
 from .conftest import GATES, gate_kind, kink_values
 
@@ -87,11 +87,8 @@ def test_gate_slopes_at_the_kinks_follow_autograd(dtype, gate):
         loss = (h.to(c.dtype) * weights[0]).sum() + (c * weights[1]).sum()
         return (h, c, *torch.autograd.grad(loss, (gates, c_prev)))
 
-    simd_gates.set_enabled(False)  # the generated loops (test_simd_gates: the others)
-    try:
+    with backend.override(simd=False):  # the generated loops (test_simd_gates: the others)
         fused = run(lambda: fused_gates(gates, c_prev, gate_kind(gate)))
-    finally:
-        simd_gates.set_enabled(True)
 
     def reference_step():
         h, c = _reference(gates, c_prev, gate)

@@ -4,8 +4,11 @@ step-by-step path with plain ops (``set_fusion("never")``)."""
 import pytest
 import torch
 
-from convlstm.nn import fused_gates, fused_sequence, get_fusion, set_fusion
-from convlstm.nn.fused_sequence import FusedSequence
+from convlstm.nn import backend, get_fusion, set_fusion
+from convlstm.nn.fast import _torch, sequence
+from convlstm.nn.fast import pool as pools
+from convlstm.nn.fast.gates import _Rows
+from convlstm.nn.fast.sequence import FusedSequence
 from convlstm.nn.layer import ConvLSTMNd
 
 from .conftest import GATES, perturb
@@ -213,13 +216,13 @@ def test_the_output_gradient_in_either_layout(fusion, monkeypatch, channels_inne
     if channels_innermost:
         weight = weight.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     transposed = []
-    original = fused_gates._Rows.step_rows
+    original = _Rows.step_rows
 
     def spy(self, t, buffer):
         transposed.append(t.stride(1) != 1)
         return original(self, t, buffer)
 
-    monkeypatch.setattr(fused_gates._Rows, "step_rows", spy)
+    monkeypatch.setattr(_Rows, "step_rows", spy)
 
     def grads():
         out, _ = layer(x)
@@ -242,8 +245,8 @@ def test_bfloat16_weight_gradient_in_two_parts_equals_the_joint_one(fusion, monk
     layer = ConvLSTMNd(1, 16, 3, ndim=2, bias=bias)
     x = torch.randn(2, 4, 1, 8, 9)
     weight = layer.cell(0).step_weight(layer.cell(0).plan((8, 9))).to(torch.bfloat16)
-    assert fused_sequence._split_weight_grad(weight, channels=1)
-    assert not fused_sequence._split_weight_grad(weight.float(), channels=1)
+    assert sequence._split_weight_grad(weight, channels=1)
+    assert not sequence._split_weight_grad(weight.float(), channels=1)
 
     def grads():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -252,16 +255,16 @@ def test_bfloat16_weight_gradient_in_two_parts_equals_the_joint_one(fusion, monk
         return torch.autograd.grad(out.float().square().sum(), list(layer.parameters()))
 
     hidden_fills = []
-    original = fused_sequence._Stacked.hidden
+    original = sequence._Stacked.hidden
 
     def spy(self, h):
         hidden_fills.append(h.shape)
         return original(self, h)
 
-    monkeypatch.setattr(fused_sequence._Stacked, "hidden", spy)
+    monkeypatch.setattr(sequence._Stacked, "hidden", spy)
     split = fusion("always", grads)
     assert len(hidden_fills) == 3  # every step but the first (its hidden part is zero)
-    monkeypatch.setattr(fused_sequence, "SPLIT_INPUT_COLUMNS", 0)
+    monkeypatch.setattr(backend, "split_input_columns", 0)
     joint = fusion("always", grads)
     assert len(hidden_fills) == 3
     for a, b in zip(split, joint):
@@ -300,13 +303,13 @@ def test_inference_runs_the_same_forward(fusion, monkeypatch, options, with_stat
     if with_state:
         state = tuple(torch.randn(count, 2, 3, 6, 7, dtype=torch.float64) for _ in range(2))
     calls = []
-    forward = fused_sequence._forward
+    forward = sequence._forward
 
     def spy(*args, train):
         calls.append(train)
         return forward(*args, train=train)
 
-    monkeypatch.setattr(fused_sequence, "_forward", spy)
+    monkeypatch.setattr(sequence, "_forward", spy)
     with torch.inference_mode():
         out, (h_n, c_n) = fusion("always", layer, x, state)
         ref_out, (ref_h, ref_c) = fusion("never", layer, x, state)
@@ -319,8 +322,8 @@ def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion, mo
     """The gates, cells and output a training step keeps come from ``mapped_pool``;
     a second step of the same size reuses the freed mappings, a kept output is never
     handed out again, and ``empty_cache`` unmaps what is free."""
-    monkeypatch.setattr(fused_sequence, "MAPPED_MIN_BYTES", 0)  # this test's are small
-    pool = fused_sequence.mapped_pool
+    monkeypatch.setattr(backend, "mapped_min_bytes", 0)  # this test's are small
+    pool = pools.mapped_pool
     pool.empty_cache()
     layer = ConvLSTMNd(2, 4, 3, ndim=2)
     x = torch.randn(2, 5, 2, 8, 8)
@@ -362,19 +365,19 @@ def test_float32_training_adds_the_convolution_into_the_block(fusion, ndim, with
         shape = (1, 2, 4, *_spatial(ndim))  # (layers, B, F, *S)
         state = (torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True))
     calls = []
-    original = fused_sequence._add_conv_
+    original = sequence._add_conv_
 
     def spy(out, *args):
         calls.append(out.dtype)
         return original(out, *args)
 
-    fused_sequence._add_conv_ = spy
+    sequence._add_conv_ = spy
     try:
         fused, fused_grads, _ = fusion("always", _outputs_and_grads, layer, x, state)
     finally:
-        fused_sequence._add_conv_ = original
+        sequence._add_conv_ = original
     plain, plain_grads, _ = fusion("never", _outputs_and_grads, layer, x, state)
-    assert calls == [torch.float32] * 4 and fused_sequence._onednn_add["usable"]
+    assert calls == [torch.float32] * 4 and "mkldnn_binary" not in _torch._broken
     for a, b in zip((*fused, *fused_grads), (*plain, *plain_grads)):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
 
@@ -382,8 +385,8 @@ def test_float32_training_adds_the_convolution_into_the_block(fusion, ndim, with
 def test_the_pool_keeps_free_mappings_a_step_asks_for_again(monkeypatch):
     """Layers of different sizes, called several times a step (a forecaster's decoder):
     from the second step on, every request is served by a free mapping."""
-    monkeypatch.setattr(fused_sequence, "MAPPED_MIN_BYTES", 0)
-    pool = fused_sequence.MappedPool()
+    monkeypatch.setattr(backend, "mapped_min_bytes", 0)
+    pool = pools.MappedPool()
     sizes = [4096, 8192, 4096, 12288, 8192, 4096]
 
     def step():
@@ -424,7 +427,7 @@ def test_checkpointed_sequence_equals_the_kept_one(
 ):
     """``checkpoint=True`` keeps the output and one cell per segment, recomputes each
     segment's gates in the backward, and gives the same values and gradients."""
-    monkeypatch.setattr(fused_sequence, "checkpoint_segment", lambda steps, dtype: segment)
+    monkeypatch.setattr(sequence, "checkpoint_segment", lambda steps, dtype: segment)
     layer = _layer(**options)
     x = torch.randn(2, steps, 2, 6, 7, dtype=torch.float64, requires_grad=True)
     state = None
@@ -457,11 +460,11 @@ def test_checkpointed_sequence_equals_the_kept_one(
 def test_checkpointed_bfloat16_equals_the_kept_one_and_keeps_less(fusion, monkeypatch):
     """Under bfloat16 autocast the backward recomputes in bfloat16 (not in the
     backward's own float32); the pool holds the output and the segment cells only."""
-    monkeypatch.setattr(fused_sequence, "MAPPED_MIN_BYTES", 0)
-    pool = fused_sequence.mapped_pool
+    monkeypatch.setattr(backend, "mapped_min_bytes", 0)
+    pool = pools.mapped_pool
     layer = ConvLSTMNd(1, 16, 3, ndim=2, padding="valid", recurrent_activation="hard_sigmoid")
     x = torch.randn(2, 9, 1, 10, 12)
-    assert fused_sequence.checkpoint_segment(9, torch.bfloat16) == 2  # round(sqrt(9/3))
+    assert sequence.checkpoint_segment(9, torch.bfloat16) == 2  # round(sqrt(9/3))
 
     def grads(checkpoint):
         layer.checkpoint = checkpoint
@@ -490,9 +493,9 @@ def test_checkpointed_bfloat16_equals_the_kept_one_and_keeps_less(fusion, monkey
 def test_without_anonymous_mappings_the_pool_serves_from_the_heap(fusion, monkeypatch):
     """Where the OS has no anonymous mappings (Windows), training still takes the fast
     path, with the kept blocks from the heap."""
-    monkeypatch.setattr(fused_sequence, "MAPPED_MIN_BYTES", 0)
-    monkeypatch.setattr(fused_sequence, "ANONYMOUS_MAPPINGS", False)
-    pool = fused_sequence.mapped_pool
+    monkeypatch.setattr(backend, "mapped_min_bytes", 0)
+    monkeypatch.setattr(pools, "ANONYMOUS_MAPPINGS", False)
+    pool = pools.mapped_pool
     pool.empty_cache()
     layer = ConvLSTMNd(2, 4, 3, ndim=2)
     x = torch.randn(2, 5, 2, 8, 8, requires_grad=True)

@@ -1,21 +1,23 @@
-"""The hand-written gate loops against the generated ones (``fused_gates``), and their
+"""The hand-written gate loops against the generated ones (``fast.gates``), and their
 use by ``FusedSequence`` and ``FusedGates``."""
 
 import pytest
 import torch
 
-from convlstm.nn import ConvLSTMCell2d, get_fusion, set_fusion, simd_gates
-from convlstm.nn.fused_gates import _compiled, _step_backward, _step_forward, fused_gates
+from convlstm.nn import ConvLSTMCell2d, backend, get_fusion, set_fusion
+from convlstm.nn.fast import simd
+from convlstm.nn.fast._torch import cpu_has_avx512_bf16
+from convlstm.nn.fast.gates import _compiled, _step_backward, _step_forward, fused_gates
 from convlstm.nn.layer import ConvLSTMNd
 
 from .conftest import GATES, gate_kind, kink_values
 
 pytestmark = [
     pytest.mark.skipif(
-        not simd_gates.is_enabled(), reason="the loops are switched off (CONVLSTM_SIMD_GATES=0)"
+        not backend.simd, reason="the loops are switched off (CONVLSTM_SIMD_GATES=0)"
     ),
     pytest.mark.skipif(
-        not simd_gates._cpu_supported() or simd_gates._kernel("forward") is None,
+        not cpu_has_avx512_bf16() or simd._kernel("forward") is None,
         reason="needs a CPU with AVX-512 BF16 and a C++ compiler",
     ),
 ]
@@ -24,9 +26,9 @@ pytestmark = [
 @pytest.fixture(autouse=True)
 def _restore_switch():
     """Tests switch the loops off to compare; the rest of the run gets them as it had."""
-    previous = simd_gates.is_enabled()
+    previous = backend.simd
     yield
-    simd_gates.set_enabled(previous)
+    backend.simd = previous
 
 BF16 = torch.bfloat16
 ULP = 2.0**-7  # of bfloat16, relative
@@ -64,12 +66,12 @@ def test_forward_equals_the_generated_loop(dtype, gate, width):
     z, c_prev = _step_inputs(width=width, dtype=dtype)
     h = _sequence_step(3, (5, 7), width, dtype=dtype)
     c = torch.empty_like(c_prev)
-    assert simd_gates.forward(z, c_prev, hard, h, c)
+    assert simd.forward(z, c_prev, hard, h, c)
     h_ref, c_ref = _compiled("forward", _step_forward)(z, c_prev, hard)
     torch.testing.assert_close(c, c_ref, atol=2e-6, rtol=2e-6)
     _close(h.reshape(h_ref.shape), h_ref)
     in_place = c_prev.clone()
-    assert simd_gates.forward(z, in_place, hard, h, in_place)
+    assert simd.forward(z, in_place, hard, h, in_place)
     torch.testing.assert_close(in_place, c, atol=0, rtol=0)
 
 
@@ -95,7 +97,7 @@ def test_backward_equals_the_generated_loop(dtype, gate, more, kinks):
     if more:
         dh_more = _sequence_step(3, (5, 7), 32, dtype=dtype)
         dh_more.copy_(torch.randn(dh_more.shape))
-    dz, dc_prev = simd_gates.backward(dh, dc_out, z, c, c_prev, hard, dh_more)
+    dz, dc_prev = simd.backward(dh, dc_out, z, c, c_prev, hard, dh_more)
     dz_ref, dc_ref = _compiled("backward", _step_backward)(
         dh, dc_out, z, c, c_prev, hard, dtype, dh_more
     )
@@ -113,7 +115,7 @@ def test_saturation_and_nan():
     z[2, 2] = float("nan")
     h = torch.empty(1, 4, 16, dtype=BF16)
     c = torch.empty_like(c_prev)
-    assert simd_gates.forward(z, c_prev, False, h, c)
+    assert simd.forward(z, c_prev, False, h, c)
     torch.testing.assert_close(c[0], c_prev[0] + 1)  # i = f = g = 1
     expected_h = torch.tanh(c[0]).to(BF16).float()
     torch.testing.assert_close(h[0, 0].float(), expected_h, atol=0.01, rtol=0)
@@ -127,22 +129,22 @@ def test_not_applicable_cases_are_declined():
     z, c_prev = _step_inputs(width=16)
     h = _sequence_step(3, (5, 7), 16)
     c = torch.empty_like(c_prev)
-    assert not simd_gates.forward(z.float(), c_prev, True, h, c)  # h of another dtype
-    assert not simd_gates.forward(z.double(), c_prev, True, h.double(), c)  # float64
-    assert not simd_gates.forward(z[..., :8], c_prev[:, :8], True, h[..., :8], c[:, :8])
-    assert not simd_gates.forward(z, c_prev, True, h.transpose(1, 2), c)  # not rows
+    assert not simd.forward(z.float(), c_prev, True, h, c)  # h of another dtype
+    assert not simd.forward(z.double(), c_prev, True, h.double(), c)  # float64
+    assert not simd.forward(z[..., :8], c_prev[:, :8], True, h[..., :8], c[:, :8])
+    assert not simd.forward(z, c_prev, True, h.transpose(1, 2), c)  # not rows
     dh = torch.zeros(c.shape, dtype=BF16)
-    assert simd_gates.backward(dh.float(), c, z, c, c_prev, True, None) is None
-    assert simd_gates.backward(dh, c, z, c, c_prev, True, h.float()) is None
-    simd_gates.set_enabled(False)
-    assert not simd_gates.forward(z, c_prev, True, h, c)
+    assert simd.backward(dh.float(), c, z, c, c_prev, True, None) is None
+    assert simd.backward(dh, c, z, c, c_prev, True, h.float()) is None
+    backend.simd = False
+    assert not simd.forward(z, c_prev, True, h, c)
 
 
 @pytest.fixture
 def calls(monkeypatch):
     """Counts of the steps the hand-written loops ran (not declined)."""
     counts = {"forward": 0, "backward": 0}
-    forward, backward = simd_gates.forward, simd_gates.backward
+    forward, backward = simd.forward, simd.backward
 
     def count_forward(*args):
         done = forward(*args)
@@ -154,8 +156,8 @@ def calls(monkeypatch):
         counts["backward"] += result is not None
         return result
 
-    monkeypatch.setattr(simd_gates, "forward", count_forward)
-    monkeypatch.setattr(simd_gates, "backward", count_backward)
+    monkeypatch.setattr(simd, "forward", count_forward)
+    monkeypatch.setattr(simd, "backward", count_backward)
     return counts
 
 
@@ -189,7 +191,7 @@ def test_fused_sequence_uses_them_and_equals_the_generated_loops(
     out, h_n, c_n, grads = run()
     expected = {"forward": 5, "backward": 4 if autocast else 5}
     assert calls == expected
-    simd_gates.set_enabled(False)
+    backend.simd = False
     ref_out, ref_h, ref_c, ref_grads = run()
     assert calls == expected
     assert h_n[0].data_ptr() != out[:, -1].data_ptr()  # h_n is no view of the output
@@ -212,7 +214,7 @@ def test_inference_updates_a_cell_of_its_own(calls, always_fused):
     with torch.no_grad(), torch.autocast("cpu", dtype=BF16):
         out, (_, c_n) = layer(x, (h_0, c_0))
         assert calls["forward"] == 4
-        simd_gates.set_enabled(False)
+        backend.simd = False
         ref_out, (_, ref_c) = layer(x, (h_0, c_0))
     assert calls["forward"] == 4
     torch.testing.assert_close(c_0, before, atol=0, rtol=0)
@@ -237,7 +239,7 @@ def test_fused_gates_use_them(calls, always_fused, dtype, gate):
 
     h, c, grads = run()
     assert calls == {"forward": 1, "backward": 1}
-    simd_gates.set_enabled(False)
+    backend.simd = False
     ref_h, ref_c, ref_grads = run()
     assert calls == {"forward": 1, "backward": 1}
     assert h.dtype == dtype and c.dtype == torch.float32
@@ -340,7 +342,7 @@ def test_input_weight_grad_equals_the_exact_one(dtype, channels, kernel, bias, l
     inputs = inputs.to(dtype).contiguous(memory_format=layout)
     dz = torch.randn(batch, outputs, height, width).to(dtype)
     dz = dz.contiguous(memory_format=torch.channels_last)
-    dw, db = simd_gates.input_weight_grad(dz, inputs, kernel, bias)
+    dw, db = simd.input_weight_grad(dz, inputs, kernel, bias)
     shape = (outputs, channels, *kernel)
     exact = torch.nn.grad.conv2d_weight(inputs.double(), shape, dz.double())
     assert dw.dtype == torch.float32 and dw.shape == shape
@@ -354,10 +356,10 @@ def test_input_weight_grad_equals_the_exact_one(dtype, channels, kernel, bias, l
 def test_input_weight_grad_declines():
     dz = torch.randn(2, 32, 4, 4).contiguous(memory_format=torch.channels_last)
     inputs = torch.randn(2, 1, 6, 6)
-    assert simd_gates.input_weight_grad(dz, inputs, (3, 3), False) is not None
-    assert simd_gates.input_weight_grad(dz[:, :24], inputs, (3, 3), False) is None  # O % 16
-    assert simd_gates.input_weight_grad(dz.contiguous(), inputs, (3, 3), False) is None
+    assert simd.input_weight_grad(dz, inputs, (3, 3), False) is not None
+    assert simd.input_weight_grad(dz[:, :24], inputs, (3, 3), False) is None  # O % 16
+    assert simd.input_weight_grad(dz.contiguous(), inputs, (3, 3), False) is None
     many = torch.randn(2, 8, 6, 6)  # 72 taps
-    assert simd_gates.input_weight_grad(dz, many, (3, 3), False) is None
-    assert simd_gates.input_weight_grad(dz, inputs[..., :5], (3, 3), False) is None
-    assert simd_gates.input_weight_grad(dz.double(), inputs.double(), (3, 3), False) is None
+    assert simd.input_weight_grad(dz, many, (3, 3), False) is None
+    assert simd.input_weight_grad(dz, inputs[..., :5], (3, 3), False) is None
+    assert simd.input_weight_grad(dz.double(), inputs.double(), (3, 3), False) is None

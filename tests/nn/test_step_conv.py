@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convlstm.nn.step_conv import StepConv, memory_format, stack_input, step_conv
+from convlstm.nn._utils import memory_format, stack_input
+from convlstm.nn.fast.step_conv import StepConv, step_conv
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 

@@ -1,4 +1,5 @@
-"""Layers: ConvLSTM cells and stacked layers for 1-D, 2-D and 3-D frames, and attention."""
+"""Layers: ConvLSTM and ConvGRU cells and stacked layers for 1-D, 2-D and 3-D frames,
+attention, and the backend settings of their fast paths (``backend``)."""
 
 from .activations import get_activation, hard_sigmoid
 from .attention import SpatialAttention, TemporalAttention
@@ -10,14 +11,16 @@ from .cell import (
     StepHook,
     StepRecord,
 )
-from .functional import get_fusion, lstm_pointwise, set_fusion
-from .fused_sequence import empty_cache
+from .fast import empty_cache, lstm_pointwise
+from .fast import gates as fused_gates  # noqa: F401  (its former name, still imported)
 from .gru import ConvGRU1d, ConvGRU2d, ConvGRU3d, ConvGRUCellNd, ConvGRUNd
 from .layer import ConvLSTM1d, ConvLSTM2d, ConvLSTM3d, ConvLSTMNd, ConvRNNBase
 from .recurrent import ConvRNNCellBase
 from .sam import SelfAttentionMemory
+from .settings import Backend, backend, get_fusion, set_fusion
 
 __all__ = [
+    "Backend",
     "ConvGRU1d",
     "ConvGRU2d",
     "ConvGRU3d",
@@ -38,6 +41,7 @@ __all__ = [
     "StepHook",
     "StepRecord",
     "TemporalAttention",
+    "backend",
     "empty_cache",
     "get_activation",
     "get_fusion",

@@ -6,11 +6,15 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
+
+from .settings import backend
 
 IntOrTuple = int | Sequence[int]
 Padding = str | int | Sequence[int]
 
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def as_tuple(value: IntOrTuple, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
@@ -115,9 +119,9 @@ def empty_steps(step: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def memory_format(ndim: int, device: torch.device) -> torch.memory_format:
-    """Channels-last on a CPU for 2-D and 3-D (oneDNN's convolutions measured ~2x faster
-    than NCHW here), else contiguous."""
-    if device.type != "cpu":
+    """Channels-last on a CPU for 2-D and 3-D (oneDNN's convolutions run faster on it than
+    on NCHW) unless ``backend.channels_last`` is off, else contiguous."""
+    if device.type != "cpu" or not backend.channels_last:
         return torch.contiguous_format
     return _CHANNELS_LAST.get(ndim, torch.contiguous_format)
 
@@ -129,3 +133,29 @@ def conv_dtype(x: torch.Tensor) -> torch.dtype:
     except RuntimeError:  # a device without autocast (meta; MPS on older torch)
         return x.dtype
     return torch.get_autocast_dtype(x.device.type) if enabled else x.dtype
+
+
+def stack_input(
+    x: torch.Tensor, h: torch.Tensor, hidden_pad: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """``[x, pad(h)]`` along channels, written into one zeroed buffer in the layout of
+    ``memory_format`` (``torch.cat`` of channels-last tensors falls back to a slow strided
+    copy). ``hidden_pad`` is in ``F.pad`` order (last dimension first)."""
+    ndim = x.dim() - 2
+    channels = x.shape[1]
+    shape = (x.shape[0], channels + h.shape[1], *x.shape[2:])
+    layout = memory_format(ndim, x.device)
+    buffer = torch.empty(shape, dtype=dtype, device=x.device, memory_format=layout).zero_()
+    buffer[:, :channels] = x
+    buffer[(slice(None), slice(channels, None), *interior(x.shape[2:], hidden_pad))] = h
+    return buffer
+
+
+def interior(padded_size: Sequence[int], pad: Sequence[int]) -> tuple[slice, ...]:
+    """Slices of the unpadded tensor inside a padded spatial size (``pad`` in ``F.pad``
+    order)."""
+    pads = tuple(pad)[::-1]  # (after, before) per dimension, first dimension first
+    return tuple(
+        slice(before, size - after)
+        for size, after, before in zip(padded_size, pads[::2], pads[1::2])
+    )

@@ -7,11 +7,11 @@ from torch import nn
 
 from ._utils import IntOrTuple, Padding, conv_output_size, input_padding
 from .activations import Activation, get_activation
-from .functional import hand_written_kind, lstm_pointwise
-from .fused_sequence import LSTMSequence
+from .fast import lstm_pointwise, step_conv
+from .fast.gates import gate_kind
+from .fast.sequence import LSTMSequence
 from .recurrent import ConvRNNCellBase, FastPath, State, StepHook, StepPlan, StepRecord
 from .sam import SelfAttentionMemory
-from .step_conv import step_conv
 
 __all__ = [
     "ConvLSTMCell1d",
@@ -33,7 +33,7 @@ class ConvLSTMCellNd(ConvRNNCellBase):
 
     One step maps an input ``x_t`` of shape ``(B, C_in, *spatial)`` and a state
     ``(h, c)`` of shapes ``(B, F, *spatial')`` to the new ``(h, c)``. The gate
-    pre-activations come from one fused convolution with ``4F`` output channels in
+    pre-activations come from one convolution with ``4F`` output channels in
     gate order ``i, f, g, o`` (input, forget, candidate, output; Keras's order)::
 
         z = W_x * x_t + W_h * h_{t-1} + b        (* is convolution)
@@ -207,7 +207,7 @@ class ConvLSTMCellNd(ConvRNNCellBase):
         ``x`` is an entry of ``prepare_inputs``; the rest as in ``step``."""
         if recurrent_mask is not None:
             h = h * recurrent_mask
-        if plan.fused:
+        if plan.stacked:
             return step_conv(x, h, weight, self.bias, plan.hidden_pad)
         return self.recurrent_conv(h, weight, plan) + x
 
@@ -240,7 +240,7 @@ class ConvLSTMCellNd(ConvRNNCellBase):
 
         Args:
             x: an entry of ``prepare_inputs``: the padded input ``(B, C_in, *padded)`` on
-                the fused path, or the input projection ``(B, 4F, *spatial')`` otherwise.
+                a stacked plan, or the input projection ``(B, 4F, *spatial')`` otherwise.
             state: ``(h, c)`` (``(h, c, m)`` with attention), each ``(B, F, *spatial')``.
             plan, weight: from ``plan`` and ``step_weight``.
             recurrent_mask: ``(B, F, *spatial')`` recurrent-dropout mask applied to ``h``.
@@ -258,12 +258,12 @@ class ConvLSTMCellNd(ConvRNNCellBase):
         return h, c, m
 
     def fast_path(self, plan: StepPlan) -> FastPath | None:
-        """``FusedSequence`` (``convlstm.nn.fused_sequence``) for the usual cell: ``tanh``
+        """``FusedSequence`` (``convlstm.nn.fast.sequence``) for the usual cell: ``tanh``
         with gates of a ``GateKind`` (the sigmoid, Keras 3's or Keras 2's hard sigmoid),
-        no peepholes, layer norm or attention, a fused plan, and this class's step."""
-        kind = hand_written_kind(self.activation, self.recurrent_activation)
+        no peepholes, layer norm or attention, a stacked plan, and this class's step."""
+        kind = gate_kind(self.activation, self.recurrent_activation)
         plain = self.peephole_weight is None and not self.layer_norm and self.attention is None
-        if kind is None or not plain or not plan.fused or not self._steps_like(ConvLSTMCellNd):
+        if kind is None or not plain or not plan.stacked or not self._steps_like(ConvLSTMCellNd):
             return None
         return LSTMSequence(self, plan, kind)
 

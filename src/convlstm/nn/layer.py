@@ -4,7 +4,6 @@ conventions: ``ConvRNNBase`` runs any cell (``ConvRNNCellBase``); ``ConvLSTMNd``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +16,8 @@ from torch.utils.checkpoint import set_checkpoint_early_stop
 from ._utils import IntOrTuple, Padding, empty_steps, steps_last
 from .activations import Activation
 from .cell import ConvLSTMCellNd
-from .functional import fusion_failed, use_fused
-from .recurrent import ConvRNNCellBase, StepPlan, StepRecord
+from .fast import run_fast_path as run_fused_sequence  # the name tests/conftest.py spies on
+from .recurrent import ConvRNNCellBase, StepRecord
 
 #: ``(h_n, c_n)`` (``(h_n, c_n, m_n)`` with ``attention="sam"``; ``(h_n,)`` for the GRU):
 #: stacked tensors, or lists.
@@ -35,28 +34,6 @@ def _per_layer(value: Any, num_layers: int, name: str) -> list[Any]:
             )
         return list(value)
     return [value] * num_layers
-
-
-def run_fused_sequence(
-    cell: ConvRNNCellBase,
-    x: torch.Tensor,
-    state: tuple[torch.Tensor, ...] | None,
-    plan: StepPlan,
-    reverse: bool,
-    checkpoint: bool = False,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None:
-    """``(output, new_state)`` of ``cell`` over ``x`` by the fast path it declares
-    (``cell.fast_path``), or ``None`` when it declares none or fusion is off for this
-    size (``set_fusion``, and "auto" below ``AUTO_FUSION_MIN_ELEMENTS`` state elements)."""
-    path = cell.fast_path(plan)
-    state_elements = x.shape[0] * cell.hidden_channels * math.prod(plan.output_size)
-    if path is None or x.shape[1] == 0 or not use_fused(state_elements, x.device):
-        return None
-    try:
-        return path(x, state, reverse, checkpoint)
-    except Exception as error:  # compiler missing or broken on this machine
-        fusion_failed(error)
-        return None
 
 
 class ConvRNNBase(nn.Module):
@@ -475,8 +452,8 @@ class ConvLSTMNd(ConvRNNBase):
         cell: the cell class, ``ConvLSTMCellNd`` or a subclass; it receives every
             argument above that ``ConvLSTMCellNd`` takes.
 
-    Gates use one fused convolution with ``4F`` output channels in order ``i, f, g, o``.
-    For the usual cell (see ``convlstm.nn.fused_sequence``) a direction's whole sequence
+    Gates use one convolution with ``4F`` output channels in order ``i, f, g, o``.
+    For the usual cell (see ``convlstm.nn.fast.sequence``) a direction's whole sequence
     is one autograd function that saves its output, as ``torch.tanh`` does: modify the
     output in place only after ``backward()``, else autograd raises. To see every step
     (its inputs, state and gates' inputs), register a step hook on a cell

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ._utils import (
+    CONV,
     IntOrTuple,
     Padding,
     as_tuple,
@@ -30,11 +31,8 @@ from ._utils import (
     memory_format,
     normalize_padding,
 )
+from .settings import backend
 
-CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-#: Without a fused plan, input projections for all steps at once up to this size, else
-#: per step.
-BATCHED_PROJECTION_BYTES = 64 << 20
 #: A cell's state: ``(h, c)`` for the LSTM, ``(h,)`` for the GRU, each ``(B, F, *spatial')``.
 State = tuple[torch.Tensor, ...]
 
@@ -43,7 +41,7 @@ State = tuple[torch.Tensor, ...]
 class StepPlan:
     """How a cell convolves inputs of one spatial size (computed once per sequence).
 
-    ``fused`` means the input and the padded hidden state are concatenated along
+    ``stacked`` means the input and the padded hidden state are concatenated along
     channels and convolved by one call with the concatenated kernel: possible when the
     cell asks for it (``stacks_input``) and the input path has stride 1 and dilation 1,
     like the recurrent path.
@@ -53,7 +51,7 @@ class StepPlan:
     output_size: tuple[int, ...]
     input_pad: tuple[int, ...]  # flat F.pad list for the input path
     hidden_pad: tuple[int, ...]  # flat F.pad list for the recurrent path ("same", stride 1)
-    fused: bool
+    stacked: bool
 
 
 @dataclass(frozen=True)
@@ -228,16 +226,17 @@ class ConvRNNCellBase(nn.Module):
                 f"the output would have size {out}"
             )
         hidden = tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in self.kernel_size)
-        fused = (
+        stacked = (
             self.stacks_input
+            and backend.stack_inputs
             and all(s == 1 for s in self.stride)
             and all(d == 1 for d in self.dilation)
         )
-        return StepPlan(spatial, out, tuple(flat_pad(pads)), tuple(flat_pad(hidden)), fused)
+        return StepPlan(spatial, out, tuple(flat_pad(pads)), tuple(flat_pad(hidden)), stacked)
 
     def step_weight(self, plan: StepPlan) -> torch.Tensor:
-        """The kernel one step convolves with: ``[W_x, W_h]`` concatenated when fused."""
-        if plan.fused:
+        """The kernel one step convolves with: ``[W_x, W_h]`` concatenated when stacked."""
+        if plan.stacked:
             return torch.cat([self.weight_ih, self.weight_hh], dim=1)
         return self.weight_hh
 
@@ -260,14 +259,14 @@ class ConvRNNCellBase(nn.Module):
     def prepare_inputs(self, x: torch.Tensor, plan: StepPlan) -> Sequence[torch.Tensor]:
         """Per-step inputs for ``step`` from a sequence ``x`` ``(B, T, C_in, *spatial)``.
 
-        Fused plan: the sequence padded once and laid out channels-last (one copy), then
+        Stacked plan: the sequence padded once and laid out channels-last (one copy), then
         ``unbind`` (slicing ``[:, t]`` in the loop would make the backward pass quadratic
         in ``T``). Otherwise the input projections, batched over ``B * T`` frames when
         that tensor is small, else computed per step (a huge batched tensor misses the
-        cache on a CPU and measured slower than per-step convolutions).
+        cache on a CPU and runs slower than per-step convolutions).
         """
         batch, steps = x.shape[0], x.shape[1]
-        if plan.fused:
+        if plan.stacked:
             if any(plan.input_pad):
                 x = F.pad(x.flatten(0, 1), list(plan.input_pad)).unflatten(0, (batch, steps))
             layout = memory_format(self.ndim, x.device)
@@ -279,7 +278,7 @@ class ConvRNNCellBase(nn.Module):
             return x.unbind(1)
         rows = self.weight_ih.shape[0]
         projected_bytes = batch * steps * rows * math.prod(plan.output_size) * x.element_size()
-        if x.device.type != "cpu" or projected_bytes <= BATCHED_PROJECTION_BYTES:
+        if x.device.type != "cpu" or projected_bytes <= backend.batched_projection_bytes:
             projected = self.input_projection(x.flatten(0, 1), plan)
             return projected.unflatten(0, (batch, steps)).unbind(1)
         return _PerStepProjection(self, x.unbind(1), plan)

@@ -18,18 +18,16 @@ Keras 3's, ``0.2`` for Keras 2's) on its linear part, else 0, its ends included 
 as autograd differentiates the reference functions (``activations``). The forward
 saves only the pre-activations ``z`` (``c`` and ``c_prev`` are kept anyway as
 neighbouring steps' states) and the backward recomputes the activations from them,
-exactly as the forward computed them: writing the four
-activations out in the forward cost more than recomputing them (measured on a CPU,
-W1 of the benchmarks: forward 2.7-3.0 against 1.35 ms per step, backward the same
-1.8 ms), and float16/bfloat16 pre-activations are half the size of float32
-activations. Each direction is one ``torch.compile``-generated loop.
+exactly as the forward computed them: writing the four activations out in the forward
+costs more than recomputing them (``docs/performance.md``), and float16/bfloat16
+pre-activations are half the size of float32 activations. Each direction is one
+``torch.compile``-generated loop.
 
 The loops run over "rows": a channels-last ``(B, 4F, *S)`` gate tensor is viewed (no
 copy) as ``(B·N, 4, F)`` and a contiguous one as ``(B, 4, F·N)``, so the inner loop is
 always unit-stride and vectorises; generated from the generic ``(B, 4F, *S)`` form it
-does not (measured 2x slower forward on a CPU, W1 of the benchmarks). On CPUs with
-AVX-512 BF16, float32 and bfloat16 gates with rows of a multiple of 16 run hand-written
-loops instead (``simd_gates``).
+does not. On CPUs with AVX-512 BF16, float32 and bfloat16 gates with rows of a multiple
+of 16 run hand-written loops instead (``fast.simd``).
 """
 
 from __future__ import annotations
@@ -39,20 +37,41 @@ import functools
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
-from ..runtime import announce_if_slow
-from . import simd_gates
+from ...runtime import announce_if_slow
+from ..activations import hard_sigmoid, hard_sigmoid_keras2
+from ..settings import backend
+from . import simd
+from ._torch import compile_kernel
 
-_kernels: dict[str, Callable] = {}
+_kernels: dict[str, Callable] = {}  # compiled once per process, by name
 
 
 class GateKind(enum.IntEnum):
     """The recurrent activation ``σ`` of the gates, as the kernels (also the C++ loops of
-    ``simd_gates``) take it. ``False``/``True`` stand for the first two."""
+    ``fast.simd``) take it. ``False``/``True`` stand for the first two."""
 
     SIGMOID = 0
     HARD_SIGMOID = 1  # Keras 3: relu6(x + 3) / 6
     HARD_SIGMOID_KERAS2 = 2  # Keras 2: clip(0.2 x + 0.5, 0, 1)
+
+
+# The recurrent activations the kernels know, and their gate kinds.
+_GATE_KINDS = {
+    torch.sigmoid: GateKind.SIGMOID,
+    F.hardsigmoid: GateKind.HARD_SIGMOID,
+    hard_sigmoid: GateKind.HARD_SIGMOID,
+    hard_sigmoid_keras2: GateKind.HARD_SIGMOID_KERAS2,
+}
+
+
+def gate_kind(activation: Callable, recurrent_activation: Callable) -> GateKind | None:
+    """For the gates these kernels know (``tanh`` with the sigmoid, Keras 3's or Keras 2's
+    hard sigmoid), their ``GateKind``; ``None`` for any other pair."""
+    if activation is not torch.tanh:
+        return None
+    return _GATE_KINDS.get(recurrent_activation)
 
 
 HIGHER_ORDER_ERROR = (
@@ -83,33 +102,20 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-#: Graphs each kernel may compile (one per dtype and gate kind; shapes are dynamic).
-RECOMPILE_LIMIT = 32
-
-
 def _compiled(name: str, fn: Callable) -> Callable:
-    """``fn`` compiled once per process, run with a recompile limit of its own (the
-    global default of 8 counts dtypes and gate kinds of every layer in the process)."""
+    """``fn`` compiled once per process (``_torch.compile_kernel``)."""
     if name not in _kernels:
-        # Imported here, not at module level: importing Dynamo creates Inductor's cache
-        # directory, which must not be needed by `import convlstm` or with fusion off.
-        import torch._dynamo.config as dynamo_config
-
-        limit = (
-            "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
-        )
-        compiled = torch.compile(fn, dynamic=True)
+        compiled = compile_kernel(fn, backend.recompile_limit)
         first = [True]
 
         def run(*args):
-            with dynamo_config.patch(**{limit: RECOMPILE_LIMIT}):
-                if not first[0]:
-                    return compiled(*args)
-                # The first call compiles C++ for this machine: tens of seconds on a few
-                # cores with a cold cache, which a user should not mistake for a hang.
-                first[0] = False
-                with announce_if_slow(f"compiling the fused kernel {name!r}"):
-                    return compiled(*args)
+            if not first[0]:
+                return compiled(*args)
+            # The first call compiles C++ for this machine: tens of seconds on a few
+            # cores with a cold cache, which a user should not mistake for a hang.
+            first[0] = False
+            with announce_if_slow(f"compiling the fused kernel {name!r}"):
+                return compiled(*args)
 
         _kernels[name] = run
     return _kernels[name]
@@ -117,7 +123,7 @@ def _compiled(name: str, fn: Callable) -> Callable:
 
 def _tanh(x: torch.Tensor) -> torch.Tensor:
     # 2σ(2x) - 1 equals tanh(x) within 2e-7 absolute in float32, and the generated
-    # loop runs it 2x faster than the vectorised tanh.
+    # loop runs it faster than the vectorised tanh.
     return 2 * torch.sigmoid(2 * x) - 1
 
 
@@ -173,8 +179,8 @@ def _step_backward(
     dh_more: torch.Tensor | None = None,
 ):
     # The activations go to the loop unstacked, and the gradients are cast before they
-    # are stacked: otherwise the generated code wrote either to memory and read it back
-    # in a second pass (measured 6x slower for bfloat16 gates).
+    # are stacked: otherwise the generated code writes either to memory and reads it back
+    # in a second pass.
     (z_i, z_f, z_o), (i, f, g, o) = _activations(z, kind)
     dh = dh.to(i.dtype)
     if dh_more is not None:  # a second gradient reaching h (the sequence's output)
@@ -242,8 +248,8 @@ class _Rows:
         """``strided_rows`` of one step ``(B, F, *S)`` of a sequence. A channels-first
         step for channels-last rows (the usual gradient of a loss, whatever the output's
         layout) is first transposed into ``buffer`` (a one-element list, filled on first
-        use) by a generated loop: read strided inside the gate loop it cost the backward
-        of a W2 step 4 ms, and PyTorch's own copy takes 3.5 ms where the loop takes 0.9."""
+        use) by a generated loop, faster than reading it strided inside the gate loop and
+        than PyTorch's own copy."""
         if not self.last or t.stride(1) == 1:
             return self.strided_rows(t)
         if not buffer:
@@ -269,14 +275,14 @@ class _Rows:
 def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, kind: int):
     """``(h, c)`` rows of one step: the hand-written loop where it applies, else the
     generated one."""
-    result = simd_gates.step_forward(z, c_prev, kind)
+    result = simd.step_forward(z, c_prev, kind)
     return result if result is not None else _compiled("forward", _step_forward)(z, c_prev, kind)
 
 
 def _backward_rows(dh, dc_out, z, c, c_prev, kind: int, dtype: torch.dtype, dh_more=None):
     """``(dz, dc_prev)`` rows of one step (``_step_backward``'s arguments): the
     hand-written loop where it applies, else the generated one."""
-    result = simd_gates.backward(dh, dc_out, z, c, c_prev, kind, dh_more)
+    result = simd.backward(dh, dc_out, z, c, c_prev, kind, dh_more)
     if result is not None:
         return result
     return _compiled("backward", _step_backward)(dh, dc_out, z, c, c_prev, kind, dtype, dh_more)

@@ -1,95 +1,74 @@
 """The gate step's loops, hand-written for CPUs with AVX-512 BF16 (float32 and bfloat16).
 
 ``FusedSequence`` and ``FusedGates`` run a step's gate arithmetic as one
-``torch.compile``-generated loop (``fused_gates``). For bfloat16 gates that loop is
+``torch.compile``-generated loop (``fast.gates``). For bfloat16 gates that loop is
 bound by arithmetic, not memory: it rounds every float32 result to bfloat16 in nine
 vector instructions (PyTorch's vectorised conversion) where the CPU has one
-(``vcvtneps2bf16``), and it divides where a reciprocal estimate and a Newton step do
-(one core of an AMD Zen 4, W1 of the benchmarks: 4.4 ms per backward step, against 2.0
-for a loop that only moves the same bytes). And a generated loop writes its results to
-tensors of its own, which the sequence then copies into its output and its kept cells.
-``gates_avx512.cpp`` is the loop written with those instructions, a degree-6
-exponential (relative error about 1e-7), and its ``h`` and cell written straight to
-where the caller keeps them; PyTorch's Inductor compiles it on first use, as it
-compiles its own loops.
-Measured on the benchmarks' W1 (2 cores, in one process, against the generated loops):
-a bfloat16 training step 0.83-0.88 of the time, inference 0.82; float32 0.94-0.96 and
-0.88. Results equal the generated loops' within float32 rounding (tests).
+(``vcvtneps2bf16``), and it divides where a reciprocal estimate and a Newton step do.
+And a generated loop writes its results to tensors of its own, which the sequence then
+copies into its output and its kept cells. ``gates_avx512.cpp`` is the loop written
+with those instructions, a degree-6 exponential (relative error about 1e-7), and its
+``h`` and cell written straight to where the caller keeps them; PyTorch's Inductor
+compiles it on first use, as it compiles its own loops. Results equal the generated
+loops' within float32 rounding (tests); ``docs/performance.md`` has the timings.
 
 ``input_weight_grad`` is the weight gradient of a convolution of a few input channels
-(the input part of a step's weight, ``fused_sequence._weight_grad``): an FMA per pixel,
-tap and 16 outputs into accumulators in registers, 1.4-2.9x faster than the matrix
-product with the unfolded input it replaces (one or three channels, 3x3, 64 or 256
-outputs, float32 and bfloat16).
+(the input part of a step's weight, ``fast.sequence``): an FMA per pixel, tap and 16
+outputs into accumulators in registers, instead of a matrix product with the unfolded
+input.
 
 ``forward`` and ``backward`` return ``False``/``None`` (and write nothing) where the
-loops do not apply: gates of another dtype, a CPU without AVX-512 BF16, a row length
-that is not a multiple of 16, a tensor whose rows are not laid out as described, or a
-failed build (warned once per loop); the caller then runs the generated loop.
+loops do not apply: ``backend.simd`` off, gates of another dtype, a CPU without AVX-512
+BF16, a row length that is not a multiple of 16, a tensor whose rows are not laid out
+as described, or a failed build (warned once per loop); the caller then runs the
+generated loop.
 """
 
 from __future__ import annotations
 
-import functools
-import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from ..runtime import announce_if_slow
+from ...runtime import announce_if_slow
+from ..settings import backend
+from ._torch import cpu_has_avx512_bf16, load_cpp
 
 _SOURCE = Path(__file__).with_name("gates_avx512.cpp")
-_ARGTYPES = {
-    "forward": [
-        "const void*", "const float*", "void*", "float*", *["int64_t"] * 7,
-    ],
-    "backward": [
-        "const void*", "const float*", "const void*", "const float*", "const float*",
-        "const void*", "void*", "float*", *["int64_t"] * 8,
-    ],
-    "weight_grad": ["const void*", "const float*", "float*", *["int64_t"] * 14],
-}  # fmt: skip
-_DEFINES = {"backward": "CONVLSTM_BACKWARD", "weight_grad": "CONVLSTM_WEIGHT_GRAD"}
+#: The C++ file's three entry points, in the order it defines them; the macro selecting
+#: each one.
+_ENTRY_POINTS = {"forward": None, "backward": "CONVLSTM_BACKWARD",
+                 "weight_grad": "CONVLSTM_WEIGHT_GRAD"}  # fmt: skip
 #: Taps (input channels x kernel positions), and the bias, that ``input_weight_grad``
 #: takes at most (``kMaxColumns`` in the C++).
 MAX_COLUMNS = 65
 #: The dtypes of the gates (and of h and the gradients) the loops run for.
 GATE_DTYPES = (torch.bfloat16, torch.float32)
-_kernels: dict[str, Callable | None] = {}
-_enabled = {"on": os.environ.get("CONVLSTM_SIMD_GATES", "1") != "0"}
+_kernels: dict[str, Callable | None] = {}  # built once per process, by name
 
 
-def is_enabled() -> bool:
-    """Whether the hand-written loops are switched on (they still need a supported CPU)."""
-    return _enabled["on"]
-
-
-def set_enabled(on: bool) -> None:
-    """Use the hand-written loops where they apply (default; the environment variable
-    ``CONVLSTM_SIMD_GATES=0`` starts with them off)."""
-    _enabled["on"] = bool(on)
-
-
-@functools.cache
-def _cpu_supported() -> bool:
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check()) and os.name == "posix"
+def _argtypes(source: str) -> dict[str, list[str]]:
+    """The parameter types of each ``extern "C" void kernel(...)`` in ``source``, read
+    from the C++ itself (``const float* c_prev`` -> ``const float*``)."""
+    signatures = re.findall(r'extern "C" void kernel\(([^)]*)\)', source)
+    types = [[re.sub(r"\s*\b\w+$", "", p.strip()) for p in s.split(",")] for s in signatures]
+    return dict(zip(_ENTRY_POINTS, types))
 
 
 def _kernel(name: str) -> Callable | None:
     if name not in _kernels:
         _kernels[name] = None
-        if _cpu_supported():
+        if cpu_has_avx512_bf16():
             try:
-                from torch._inductor.codecache import CppPythonBindingsCodeCache
-
-                define = f"#define {_DEFINES[name]} 1\n" if name in _DEFINES else ""
-                source = define + _SOURCE.read_text()
+                define = _ENTRY_POINTS[name]
+                source = _SOURCE.read_text()
                 with announce_if_slow(f"building the CPU loop {name!r}"):
-                    _kernels[name] = CppPythonBindingsCodeCache.load_pybinding(
-                        _ARGTYPES[name], source
+                    _kernels[name] = load_cpp(
+                        _argtypes(source)[name],
+                        (f"#define {define} 1\n" if define else "") + source,
                     )
             except Exception as error:  # no compiler, or another PyTorch's internals
                 warnings.warn(
@@ -118,7 +97,7 @@ def _lanes(width: int) -> bool:
 
 
 def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
-    return _enabled["on"] and _cpu_supported() and dtypes[0] in GATE_DTYPES and all(
+    return backend.simd and cpu_has_avx512_bf16() and dtypes[0] in GATE_DTYPES and all(
         t.device.type == "cpu" and t.dtype == d for t, d in zip(tensors, dtypes)
     )
 
@@ -127,7 +106,7 @@ def forward(
     z: torch.Tensor, c_prev: torch.Tensor, kind: int, h: torch.Tensor, c: torch.Tensor
 ) -> bool:
     """One step forward: gates ``z`` ``(R, 4, K)`` (bfloat16 or float32) of ``kind``
-    (``fused_gates.GateKind``) and ``c_prev`` ``(R, K)`` float32 give ``c`` ``(R, K)``
+    (``fast.gates.GateKind``) and ``c_prev`` ``(R, K)`` float32 give ``c`` ``(R, K)``
     float32 (may be ``c_prev`` itself) and ``h``, a ``(B, ...)`` tensor of ``z``'s dtype
     holding ``R`` rows of ``K`` (a 2-D ``(R, K)`` one, or ``_Rows.strided_rows`` of a
     sequence's step). ``False``: not applicable, nothing written."""
@@ -157,7 +136,7 @@ def backward(
     kind: int,
     dh_more: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """One step backward (``fused_gates._step_backward``): ``z`` ``(R, 4, K)``
+    """One step backward (``fast.gates._step_backward``): ``z`` ``(R, 4, K)``
     (bfloat16 or float32), ``dh`` ``(R, K)`` and ``dh_more`` (``None``, or a ``(B,
     ...)`` tensor of ``R`` rows of ``K``) of ``z``'s dtype, ``dc_out``, ``c`` and
     ``c_prev`` ``(R, K)`` float32. Returns ``(dz, dc_prev)`` (``(R, 4, K)`` of ``z``'s

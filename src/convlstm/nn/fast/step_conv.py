@@ -3,50 +3,19 @@
 One convolution over the input and the padded hidden state stacked along channels is
 the fastest forward here, but PyTorch's backward of it computes the input gradient for
 all ``C_in + F`` channels at once, and with the odd channel counts this stacking gives
-(``1 + 16``, ``1 + 64`` in the benchmarks) oneDNN takes a path about 1.8x slower than for
-the ``F`` hidden channels alone. ``StepConv`` therefore differentiates the pieces
+(``1 + 16``, ``1 + 64`` in the benchmarks) oneDNN takes a much slower path than for the
+``F`` hidden channels alone. ``StepConv`` therefore differentiates the pieces
 separately: the hidden state's gradient through ``W_h`` (``F`` channels), the input's
 only when the input needs one, and the weight gradient from the saved stacked buffer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
 
-from ._utils import conv_dtype as _conv_dtype
-from ._utils import memory_format
-from .functional import _in_tracing_context, get_fusion
-from .fused_gates import first_derivatives_only
-
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-
-
-def stack_input(
-    x: torch.Tensor, h: torch.Tensor, hidden_pad: tuple[int, ...], dtype: torch.dtype
-) -> torch.Tensor:
-    """``[x, pad(h)]`` along channels, written into one zeroed buffer in the layout of
-    ``memory_format`` (``torch.cat`` of channels-last tensors falls back to a slow strided
-    copy). ``hidden_pad`` is in ``F.pad`` order (last dimension first)."""
-    ndim = x.dim() - 2
-    channels = x.shape[1]
-    shape = (x.shape[0], channels + h.shape[1], *x.shape[2:])
-    layout = memory_format(ndim, x.device)
-    buffer = torch.empty(shape, dtype=dtype, device=x.device, memory_format=layout).zero_()
-    buffer[:, :channels] = x
-    buffer[(slice(None), slice(channels, None), *_interior(x.shape[2:], hidden_pad))] = h
-    return buffer
-
-
-def _interior(padded_size: Sequence[int], hidden_pad: tuple[int, ...]) -> tuple[slice, ...]:
-    """Slices of the unpadded hidden state inside a padded spatial size."""
-    pads = hidden_pad[::-1]  # (after, before) per dimension, first dimension first
-    return tuple(
-        slice(before, size - after)
-        for size, after, before in zip(padded_size, pads[::2], pads[1::2])
-    )
+from .._utils import CONV, conv_dtype, interior, memory_format, stack_input
+from ..settings import backend
+from .gates import first_derivatives_only
 
 
 class StepConv(torch.autograd.Function):
@@ -56,13 +25,13 @@ class StepConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h, weight, bias, hidden_pad):
-        dtype = _conv_dtype(x)
+        dtype = conv_dtype(x)
         buffer = stack_input(x, h, hidden_pad, dtype)
         conv_weight = weight.to(dtype)
         conv_bias = None if bias is None else bias.to(dtype)
         ctx.save_for_backward(buffer, conv_weight)
         ctx.meta = (x.shape[1], hidden_pad, bias is not None, x.dtype, h.dtype, weight.dtype)
-        return _CONV[x.dim() - 2](buffer, conv_weight, conv_bias)
+        return CONV[x.dim() - 2](buffer, conv_weight, conv_bias)
 
     @staticmethod
     @first_derivatives_only
@@ -88,8 +57,8 @@ class StepConv(torch.autograd.Function):
         dx = dh = dw = db = None
         if need_h:
             padded = input_grad(buffer[:, channels:], weight[:, channels:])
-            interior = _interior(padded.shape[2:], hidden_pad)
-            dh = padded[(slice(None), slice(None), *interior)].to(h_dtype)
+            inside = interior(padded.shape[2:], hidden_pad)
+            dh = padded[(slice(None), slice(None), *inside)].to(h_dtype)
         if need_x:
             dx = input_grad(buffer[:, :channels], weight[:, :channels]).to(x_dtype)
         if need_w or need_b:
@@ -113,7 +82,6 @@ def step_conv(
     gradient is needed, inside tracing (export, ``torch.compile``) and with
     ``set_fusion("never")`` (then higher-order gradients work: ``StepConv`` has
     first-order derivatives only)."""
-    plain = get_fusion() == "never" or _in_tracing_context()
-    if torch.is_grad_enabled() and not plain:
+    if torch.is_grad_enabled() and not backend.eager():
         return StepConv.apply(x, h, weight, bias, tuple(hidden_pad))
-    return _CONV[x.dim() - 2](stack_input(x, h, hidden_pad, _conv_dtype(x)), weight, bias)
+    return CONV[x.dim() - 2](stack_input(x, h, hidden_pad, conv_dtype(x)), weight, bias)

@@ -1,6 +1,6 @@
-// The ConvLSTM gate step on CPUs with AVX-512 BF16 (see simd_gates.py).
+// The ConvLSTM gate step on CPUs with AVX-512 BF16 (see simd.py).
 //
-// Rows as in fused_gates.py: the gates z and their gradient are (rows, 4, K) in order
+// Rows as in gates.py: the gates z and their gradient are (rows, 4, K) in order
 // i, f, g, o, of T (bfloat16 or float32); the cells and their gradients (rows, K) float32;
 // the gradient reaching h from the next step (rows, K) of T. h, and the gradient reaching
 // it from the output, are rows of T in groups of `rows_per_batch` consecutive rows, one
@@ -14,11 +14,12 @@
 //             dz_f = dc c_prev s'(z_f);  dz_g = dc i (1 - g^2);  dz_o = dh tanh(c) s'(z_o);
 //             dc_prev = dc f
 //
-// s is one of the gate kinds of fused_gates.GateKind: the sigmoid, Keras 3's hard sigmoid
+// s is one of the gate kinds of gates.GateKind: the sigmoid, Keras 3's hard sigmoid
 // relu6(x + 3) / 6 (s' = 1/6 for -3 < x < 3, else 0) or Keras 2's clip(0.2 x + 0.5, 0, 1)
 // (s' = 0.2 where 0 <= 0.2 x + 0.5 <= 1, else 0): at the kinks as autograd differentiates
 // the reference functions. Compiled by PyTorch's Inductor (its compiler flags add
-// -mavx512bf16 where the CPU has it); CONVLSTM_BACKWARD selects the entry point.
+// -mavx512bf16 where the CPU has it); CONVLSTM_BACKWARD or CONVLSTM_WEIGHT_GRAD selects
+// the entry point, and simd.py reads each `kernel`'s parameter types from here.
 #include <immintrin.h>
 #include <cstdint>
 #include <omp.h>
@@ -238,9 +239,9 @@ extern "C" void kernel(const void* dh, const float* dc_out, const void* z, const
 // dw[o, n] = sum over samples b and output pixels (h, w) of dz[b, h, w, o] * x_n[b, h, w],
 // where x_n is tap n = (c, i, j) of the padded float32 input, x[b, c, h + i, w + j], or 1
 // for the bias: per output row (b, h) and 16 outputs, an FMA per pixel and tap into an
-// accumulator in a register, the row's gradient staying in L1 across the passes. A
-// matrix product with the unfolded input (9 columns for one channel and a 3x3 kernel)
-// took 2-3 times longer (W1 of the benchmarks).
+// accumulator in a register, the row's gradient staying in L1 across the passes (a
+// matrix product with the unfolded input, 9 columns for one channel and a 3x3 kernel,
+// leaves the vector units mostly idle).
 constexpr int kGroup = 8;  // taps per pass: 8 accumulators, their input and the gradient
 
 template <typename T, int N>

@@ -9,12 +9,12 @@ tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
 
 * forward: one ``[x_t, pad(h)]`` buffer, its zero padding written once, is refilled
   and convolved at every step (the first step of a zero state convolves ``x_t``
-  alone), and the gate loop writes ``h`` into the output (``simd_gates``'s on CPUs
-  with AVX-512 BF16, else ``fused_gates``'s). In training the
-  convolution adds each step's gates into that step's slot of one block (oneDNN's
-  sum post-op), kept for the backward; the block, one for the cells and the output
-  are memory of ``MappedPool``, outside malloc's heap;
-* backward: per step, the gate loop (``fused_gates``) recomputes the activations
+  alone), and the gate loop writes ``h`` into the output (``fast.simd``'s on CPUs
+  with AVX-512 BF16, else ``fast.gates``'s). In training the convolution adds each
+  step's gates into that step's slot of one block (oneDNN's sum post-op), kept for
+  the backward; the block, one for the cells and the output are memory of
+  ``fast.pool``, outside malloc's heap;
+* backward: per step, the gate loop (``fast.gates``) recomputes the activations
   from the kept gates and adds the output's gradient in its own loop, the hidden
   state's gradient comes unpadded from a convolution with the flipped kernel, the
   input's (when needed) likewise, and the weight gradient refills the buffer from the
@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import mmap
-import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,22 +41,17 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from . import simd_gates
-from ._utils import empty_steps
-from .fused_gates import (
-    GateKind,
-    _backward_rows,
-    _compiled,
-    _Rows,
-    _step_forward,
-    first_derivatives_only,
-)
-from .step_conv import _conv_dtype, _interior, memory_format
+from .._utils import CONV, conv_dtype, empty_steps, interior, memory_format
+from ..settings import backend
+from . import simd
+from ._torch import convolution_add_
+from .gates import GateKind, _backward_rows, _compiled, _Rows, _step_forward, first_derivatives_only
+from .pool import _empty, _step_block
 
 if TYPE_CHECKING:
-    from .cell import ConvLSTMCellNd, StepPlan
+    from ..cell import ConvLSTMCellNd
+    from ..recurrent import StepPlan
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DENSE = torch.contiguous_format
 
 
@@ -83,160 +75,38 @@ def _transposed(dz: torch.Tensor, flipped: torch.Tensor, pad: list[tuple[int, in
     kernel = flipped.shape[2:]
     edges = [(k - 1 - before, k - 1 - after) for k, (before, after) in zip(kernel, pad)]
     if all(lo == hi >= 0 for lo, hi in edges):
-        return _CONV[dz.dim() - 2](dz, flipped, padding=[lo for lo, _ in edges])
+        return CONV[dz.dim() - 2](dz, flipped, padding=[lo for lo, _ in edges])
     flat = [e for lo, hi in reversed(edges) for e in (lo, hi)]
-    return _CONV[dz.dim() - 2](F.pad(dz, flat), flipped)
-
-
-_onednn_add = {"usable": True}
+    return CONV[dz.dim() - 2](F.pad(dz, flat), flipped)
 
 
 def _add_conv_(out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, bias) -> None:
     """``out += conv(inputs, weight) + bias`` in place (stride 1, no padding). On a CPU,
     oneDNN adds the convolution into ``out`` as it writes its result (as fast as the
-    convolution alone, measured), so a step's gates land in memory the caller chose;
-    elsewhere a convolution and an add."""
+    convolution alone), so a step's gates land in memory the caller chose; elsewhere a
+    convolution and an add."""
     ndim = inputs.dim() - 2
-    if (
-        _onednn_add["usable"]
-        and out.device.type == "cpu"
+    if not (
+        out.device.type == "cpu"
         and out.dtype in (torch.float32, torch.bfloat16)
         and ndim in (2, 3)
         and out.is_contiguous(memory_format=memory_format(ndim, out.device))
-        and torch.backends.mkldnn.is_available()
+        and convolution_add_(out, inputs, weight, bias)
     ):
-        ones, zeros = [1] * ndim, [0] * ndim
-        try:
-            torch.ops.mkldnn._convolution_pointwise_.binary(
-                out, inputs, weight, bias, zeros, ones, ones, 1, "add", None, None, [], None
-            )
-            return
-        except (RuntimeError, AttributeError):  # not in this build of PyTorch
-            _onednn_add["usable"] = False
-    out.add_(_CONV[ndim](inputs, weight, bias))
-
-
-class MappedPool:
-    """Memory for the large tensors a training step keeps until its backward (every
-    step's gates and cell, and the output), mapped from the OS apart from malloc's heap
-    and reused once no tensor uses it.
-
-    Taken from the heap, these blocks leave holes that the heap's small, long-lived
-    allocations split, and with glibc the resident memory grew from one training step
-    to the next. Unmapped after every step instead, they are page-faulted afresh each
-    time (measured: +0.28 s per step of the benchmarks' W2). So, like PyTorch's CUDA
-    caching allocator, the pool keeps free mappings for requests of the same size, and
-    unmaps free ones only when they outgrow the largest working set seen (or on
-    ``empty_cache``). Tensors under ``MAPPED_MIN_BYTES`` stay in the heap.
-    """
-
-    def __init__(self) -> None:
-        self._maps: list[mmap.mmap] = []
-        self._unused = [object()]  # referenced as a free mapping is, by nothing else
-        self._lock = threading.Lock()
-        self._peak = 0  # the most bytes in use at once
-
-    def _free(self) -> list[mmap.mmap]:
-        # Each tensor made from a mapping holds one reference to it until its storage is
-        # freed; a free mapping has as many as an object held only by a list.
-        counts = [sys.getrefcount(m) for m in [*self._unused, *self._maps]]
-        return [m for m, n in zip(self._maps, counts[1:]) if n <= counts[0]]
-
-    def empty(self, shape, strides, dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised CPU tensor of ``shape`` and ``strides`` (from the heap where
-        the OS has no anonymous mappings, e.g. Windows)."""
-        if not ANONYMOUS_MAPPINGS:
-            return torch.empty_strided(shape, strides, dtype=dtype)
-        count = _storage_size(shape, strides)
-        nbytes = count * dtype.itemsize
-        with self._lock:
-            free = self._free()
-            memory = next((m for m in free if len(m) == nbytes), None)
-            if memory is None:
-                memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-                if hasattr(mmap, "MADV_HUGEPAGE"):
-                    memory.madvise(mmap.MADV_HUGEPAGE)  # fewer, larger page faults
-                self._maps.append(memory)
-                free_bytes = sum(len(m) for m in free)
-                self._peak = max(self._peak, sum(len(m) for m in self._maps) - free_bytes)
-                # Free mappings may be asked for later in the same step, so they go only
-                # when they outgrow the largest working set (oldest first).
-                while free and free_bytes > self._peak:
-                    free_bytes -= len(free[0])
-                    self._release([free.pop(0)])
-        storage = torch.frombuffer(memory, dtype=dtype, count=count).untyped_storage()
-        return torch.empty(0, dtype=dtype).set_(storage, 0, shape, strides)  # not a view
-
-    def _release(self, free: list[mmap.mmap]) -> None:
-        for memory in free:
-            self._maps.remove(memory)
-            memory.close()
-
-    def empty_cache(self) -> int:
-        """Unmap every free mapping; returns the bytes released."""
-        with self._lock:
-            free = self._free()
-            released = sum(len(m) for m in free)
-            self._release(free)
-        return released
-
-    def held(self) -> int:
-        """Bytes mapped, in use or free."""
-        with self._lock:
-            return sum(len(m) for m in self._maps)
-
-
-#: POSIX systems map anonymous memory; elsewhere the pool hands out heap tensors.
-ANONYMOUS_MAPPINGS = hasattr(mmap, "MAP_ANONYMOUS") and hasattr(mmap, "MAP_PRIVATE")
-
-mapped_pool = MappedPool()
-
-
-def empty_cache() -> int:
-    """Unmap the memory that training layers keep for reuse and no tensor uses now (see
-    ``MappedPool``); returns the bytes released. Like ``torch.cuda.empty_cache``."""
-    return mapped_pool.empty_cache()
-
-
-#: Smaller kept tensors come from the heap: a mapping each would cost more than the holes
-#: they leave.
-MAPPED_MIN_BYTES = 1 << 20
-
-
-def _empty(shape, strides, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Uninitialised memory for a kept training tensor: from ``mapped_pool`` on a CPU."""
-    count = _storage_size(shape, strides)
-    if device.type != "cpu" or count * dtype.itemsize < MAPPED_MIN_BYTES:
-        return torch.empty_strided(shape, strides, dtype=dtype, device=device)
-    return mapped_pool.empty(shape, strides, dtype)
-
-
-def _storage_size(shape, strides) -> int:
-    """Elements a tensor of ``shape`` and ``strides`` spans (0 when it is empty)."""
-    return 1 + sum((n - 1) * s for n, s in zip(shape, strides)) if all(shape) else 0
-
-
-def _step_block(shape, dtype, device, layout, steps: int) -> torch.Tensor:
-    """``_empty`` of ``(steps, *shape)``, each step dense in ``layout``."""
-    strides = torch.empty(shape, dtype=dtype, device="meta", memory_format=layout).stride()
-    return _empty((steps, *shape), (math.prod(shape), *strides), dtype, device)
-
-
-#: Weight gradients of inputs with at most this many channels x kernel taps are computed
-#: by the hand-written loop where it applies (``simd_gates.input_weight_grad``), else as
-#: one matrix product with the unfolded input: oneDNN's weight gradient for a 1-channel
-#: input took as long as for the 65-channel stacked one (38 ms, W2 step).
-SMALL_UNFOLD = 64
+        out.add_(CONV[ndim](inputs, weight, bias))
 
 
 def _weight_grad(
     dz: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, has_bias: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Weight and bias gradients of the stride-1 convolution ``z = weight * inputs + b``
-    from ``dz``: ``inputs`` ``(B, C, *S_padded)``, ``dz`` ``(B, O, *S)``."""
+    from ``dz``: ``inputs`` ``(B, C, *S_padded)``, ``dz`` ``(B, O, *S)``. Inputs of at most
+    ``backend.small_unfold`` channels x kernel taps take the hand-written loop where it
+    applies (``simd.input_weight_grad``), else a matrix product with the unfolded input:
+    oneDNN's weight gradient of a 1-channel input costs as much as of a 65-channel one."""
     kernel = weight.shape[2:]
     channels, taps = inputs.shape[1], math.prod(kernel)
-    if channels * taps > SMALL_UNFOLD:
+    if channels * taps > backend.small_unfold:
         ndim = dz.dim() - 2
         ones, zeros = [1] * ndim, [0] * ndim
         _, dw, db = torch.ops.aten.convolution_backward(
@@ -244,7 +114,7 @@ def _weight_grad(
             ones, zeros, ones, False, zeros, 1, [False, True, has_bias],
         )  # fmt: skip
         return dw, db
-    fast = simd_gates.input_weight_grad(dz, inputs, kernel, has_bias)
+    fast = simd.input_weight_grad(dz, inputs, kernel, has_bias)
     if fast is not None:
         return fast
     batch, size = dz.shape[0], dz.shape[2:]
@@ -256,10 +126,9 @@ def _weight_grad(
     columns = torch.stack(shifted, dim=-1).movedim(1, -2).reshape(batch, -1, channels * taps)
     if has_bias:
         columns = torch.cat([columns, columns.new_ones(*columns.shape[:2], 1)], dim=2)
-    # Per sample (C·taps, prod(S)) @ (prod(S), O), summed in float32 and transposed. One
-    # product over all B·prod(S) rows ran on one thread (W1's bfloat16 step: 1.25 ms on
-    # one thread and on two; per sample 1.0), and MKL took 3.6x longer for dz^T @
-    # columns (W2's first step: 22.6 against 6.3 ms).
+    # Per sample (C·taps, prod(S)) @ (prod(S), O), summed in float32 and transposed: one
+    # product over all B·prod(S) rows runs on one thread, and MKL is much slower for
+    # dz^T @ columns.
     rows = dz.movedim(1, -1).reshape(batch, -1, dz.shape[1])
     products = torch.bmm(columns.to(dz.dtype).transpose(1, 2), rows)
     grad = products.sum(0, dtype=torch.promote_types(dz.dtype, torch.float32)).t()
@@ -267,25 +136,21 @@ def _weight_grad(
     return dw, (grad[:, -1] if has_bias else None)
 
 
-#: In float16/bfloat16 on a CPU, the weight gradient of a stacked input whose channel
-#: count is not a multiple of 16 while its hidden part's is, and whose input part unfolds
-#: to at most this many columns, is computed in two parts: the hidden part by oneDNN from
-#: a dense buffer of its own and the input part as a matrix product (``_weight_grad``).
-#: oneDNN's bfloat16 weight gradient took 7.4-9.2 ms for the 17 channels of W1's step
-#: and 4.8-6.0 for 16 (6.5-7.1 with the input part): whole bfloat16 training steps of W1
-#: and W2 were 2-2.5 % faster. In float32, 17 channels are not slower and it is off.
-SPLIT_INPUT_COLUMNS = 16
-
-
 def _split_weight_grad(weight: torch.Tensor, channels: int) -> bool:
-    """Whether ``FusedSequence``'s backward splits the weight gradient (see above)."""
+    """Whether ``FusedSequence``'s backward computes the weight gradient in two parts: in
+    float16/bfloat16 on a CPU, for a stacked input whose channel count is not a multiple
+    of 16 while its hidden part's is, and whose input part unfolds to at most
+    ``backend.split_input_columns`` columns, the hidden part by oneDNN from a dense
+    buffer of its own and the input part as a matrix product (``_weight_grad``): oneDNN's
+    reduced-precision weight gradient is slower for 17 channels than for 16. In float32
+    17 channels are not slower, and it is off."""
     hidden = weight.shape[1] - channels
     return (
         weight.device.type == "cpu"
         and weight.dtype in (torch.float16, torch.bfloat16)
         and weight.shape[1] % 16 != 0
         and hidden % 16 == 0
-        and channels * math.prod(weight.shape[2:]) <= SPLIT_INPUT_COLUMNS
+        and channels * math.prod(weight.shape[2:]) <= backend.split_input_columns
     )
 
 
@@ -302,10 +167,10 @@ class _Stacked:
             dtype=dtype, device=x.device, memory_format=self.layout,
         ).zero_()  # fmt: skip
         everything = (slice(None),)
-        self.x_part = (*everything, slice(0, self.channels), *_interior(padded, input_pad))
-        self.h_part = (*everything, slice(self.channels, None), *_interior(padded, hidden_pad))
+        self.x_part = (*everything, slice(0, self.channels), *interior(padded, input_pad))
+        self.h_part = (*everything, slice(self.channels, None), *interior(padded, hidden_pad))
         # each part alone in a dense buffer of its own: its interior, and the buffer
-        self.alone_part = [(*everything, *everything, *_interior(padded, pad))
+        self.alone_part = [(*everything, *everything, *interior(padded, pad))
                            for pad in (input_pad, hidden_pad)]  # fmt: skip
         self.alone: list[torch.Tensor | None] = [None, None]
 
@@ -356,11 +221,11 @@ def _forward(
 ) -> _Run:  # fmt: skip
     """The sequence's forward (see ``FusedSequence``); ``train`` keeps what the
     backward needs, every step's gates and cell; ``keep_every=k`` keeps only the cell
-    after every ``k`` steps (in processing order) and the output in ``mapped_pool``,
+    after every ``k`` steps (in processing order) and the output in the mapped pool,
     for a backward that recomputes the rest. ``dtype``: the convolutions' (default
     autocast's or ``x``'s)."""
     steps, channels = x.shape[1], x.shape[2]
-    dtype = dtype or _conv_dtype(x)
+    dtype = dtype or conv_dtype(x)
     stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
     layout = stacked.layout
     conv_weight = weight.to(dtype)  # saved for the backward; the forward's in its layout:
@@ -368,7 +233,7 @@ def _forward(
         w.contiguous(memory_format=layout) for w in (conv_weight[:, :channels], conv_weight)
     ]
     conv_bias = None if bias is None else bias.to(dtype)
-    conv = _CONV[x.dim() - 3]
+    conv = CONV[x.dim() - 3]
     # Training keeps every step's gates and cell for the backward (which recomputes the
     # activations): the convolution adds a step's gates into its slot of one block; the
     # cells go to another.
@@ -420,7 +285,7 @@ def _forward(
             c_next = torch.empty_like(c_prev) if c_prev is c_first else c_prev
         # The next step reads h back from the output: each step's h goes straight there.
         h = output[:, t]
-        if not simd_gates.forward(gates, c_prev, kind, view.strided_rows(h), c_next):
+        if not simd.forward(gates, c_prev, kind, view.strided_rows(h), c_next):
             h_rows, c_new = kernel(gates, c_prev, kind)
             h.copy_(view.unrows(h_rows))
             if train:
@@ -615,7 +480,7 @@ class LSTMSequence:
         args = (x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, self.kind)
         tensors = [x, *cell.parameters(), *(state or ())]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            segment = checkpoint_segment(x.shape[1], _conv_dtype(x)) if checkpoint else None
+            segment = checkpoint_segment(x.shape[1], conv_dtype(x)) if checkpoint else None
             output, h_n, c_n = FusedSequence.apply(*args, reverse, segment)
         else:
             run = _forward(*args, reverse, train=False)

@@ -1,0 +1,87 @@
+"""Every private PyTorch API the fast paths use, in one place, each behind a guard.
+
+Each function looks its API up (a missing name, or a signature this PyTorch rejects,
+counts as absent) and says so, so that a PyTorch without it runs the public-API path
+instead of failing:
+
+* ``convolution_add_``: oneDNN's convolution with an in-place sum post-op
+  (``torch.ops.mkldnn._convolution_pointwise_.binary``);
+* ``load_cpp``: Inductor's C++ build and Python binding (``torch._inductor.codecache.
+  CppPythonBindingsCodeCache``), which also gives the CPU's vector flags;
+* ``cpu_has_avx512_bf16``: ``torch.cpu._is_avx512_bf16_supported``;
+* ``compile_kernel``: ``torch.compile`` under a recompile limit of the kernel's own
+  (``torch._dynamo.config``: ``recompile_limit``, ``cache_size_limit`` before 2.6).
+  Dynamo is imported at the first compilation: importing it creates Inductor's cache
+  directory, which ``import convlstm`` must not need.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import torch
+
+
+@functools.cache
+def _mkldnn_binary_pointwise() -> Callable | None:
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise_.binary
+    except (AttributeError, RuntimeError):  # not in this build of PyTorch
+        return None
+
+
+_broken: set[str] = set()  # APIs that are present but rejected our call
+
+
+def convolution_add_(
+    out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> bool:
+    """``out += conv(inputs, weight) + bias`` in place (stride 1, no padding, 2-D or 3-D,
+    ``out`` dense in the channels-last layout) by oneDNN, which adds the convolution into
+    ``out`` as it writes its result; ``False`` (nothing written) where unavailable."""
+    binary = _mkldnn_binary_pointwise()
+    if binary is None or "mkldnn_binary" in _broken:
+        return False
+    ndim = inputs.dim() - 2
+    ones, zeros = [1] * ndim, [0] * ndim
+    try:
+        binary(out, inputs, weight, bias, zeros, ones, ones, 1, "add", None, None, [], None)
+    except (RuntimeError, TypeError):  # another signature in this PyTorch
+        _broken.add("mkldnn_binary")
+        return False
+    return True
+
+
+def load_cpp(argtypes: list[str], source: str) -> Callable:
+    """Build ``source`` (its ``extern "C" void kernel(...)`` taking ``argtypes``) with
+    Inductor's compiler flags for this CPU, and return it as a Python function of
+    tensors and ints. Raises where Inductor or a compiler is missing."""
+    from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+    return CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
+
+
+@functools.cache
+def cpu_has_avx512_bf16() -> bool:
+    """Whether the CPU has AVX-512 BF16 (and the loops' POSIX build applies)."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check()) and os.name == "posix"
+
+
+def compile_kernel(fn: Callable, recompile_limit: int) -> Callable:
+    """``torch.compile(fn, dynamic=True)``, each call run under ``recompile_limit`` (the
+    global default counts the dtypes and gate kinds of every layer in the process)."""
+    import torch._dynamo.config as dynamo_config
+
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    compiled = torch.compile(fn, dynamic=True)
+
+    def run(*args):
+        with dynamo_config.patch(**{name: recompile_limit}):
+            return compiled(*args)
+
+    return run
