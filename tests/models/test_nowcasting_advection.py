@@ -109,3 +109,47 @@ def test_optical_flow_prior_makes_the_untrained_model_an_extrapolation():
     moved = [nowcast_scores(forecast[:, k], truth[:, k], 1.0)["csi"] for k in range(5)]
     kept = [nowcast_scores(still[:, 0], truth[:, k], 1.0)["csi"] for k in range(5)]
     assert min(moved) > 0.85 and moved[-1] > kept[-1] + 0.2, (moved, kept)
+
+
+def test_gaussian_blur_keeps_mass_and_matches_a_dense_reference():
+    from convlstm.models.advection_forecaster import gaussian_blur
+
+    x = torch.zeros(1, 1, 41, 41, dtype=torch.float64)
+    x[0, 0, 20, 20] = 1.0
+    out = gaussian_blur(x, 2.0)
+    assert float(out.sum()) == pytest.approx(1.0, abs=1e-9)  # nothing reaches the edge
+    rows, cols = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
+    dense = torch.exp(-((rows - 20) ** 2 + (cols - 20) ** 2) / 8).double()
+    dense[(rows - 20).abs() > 6] = 0  # truncated at 3 sigma, per axis
+    dense[(cols - 20).abs() > 6] = 0
+    torch.testing.assert_close(out[0, 0], dense / dense.sum())
+    assert gaussian_blur(x, 0.0) is x
+
+
+def test_smoothing_head_learns_to_blur_unpredictable_detail():
+    """Targets are the input's blurred version (detail that cannot be forecast): the scale
+    head must move its weight off the unblurred frame, and the loss must fall."""
+    from convlstm.models.advection_forecaster import gaussian_blur
+
+    torch.manual_seed(0)
+    model = AdvectionForecaster(hidden_channels=[8], input_frames=2, output_frames=2,
+                                patch_size=4, smoothing_scales=[0, 2, 4])  # fmt: skip
+    with pytest.raises(ValueError, match="starting with 0"):
+        AdvectionForecaster(smoothing_scales=[1, 2])
+    optimizer = torch.optim.Adam(model.parameters(), 2e-2)
+    losses = []
+    for _ in range(40):
+        x = torch.rand(4, 2, 1, 32, 32)
+        target = gaussian_blur(x[:, -1], 3.0).unsqueeze(1).expand(-1, 2, -1, -1, -1)
+        loss = torch.nn.functional.mse_loss(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+    seen = []
+    model.scale_head.register_forward_hook(lambda m, i, out: seen.append(out.softmax(1)))
+    with torch.no_grad():
+        model(torch.rand(4, 2, 1, 32, 32))
+    unblurred = float(torch.cat(seen)[:, 0].mean())
+    assert unblurred < 0.6, f"{unblurred:.2f} still on the unblurred frame (0.93 at first)"

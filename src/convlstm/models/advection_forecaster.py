@@ -67,6 +67,22 @@ def warp(frames: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
                          align_corners=False)  # fmt: skip
 
 
+def gaussian_blur(frames: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``frames`` ``(N, C, H, W)`` convolved with a Gaussian of ``sigma`` pixels (separable,
+    truncated at 3 sigma); outside the frame counts as 0 (dry). ``sigma = 0`` returns
+    ``frames``."""
+    if sigma <= 0:
+        return frames
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=frames.dtype, device=frames.device)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).view(1, 1, 1, -1)
+    c = frames.shape[1]
+    rows = F.conv2d(frames, kernel.expand(c, 1, 1, -1), padding=(0, radius), groups=c)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0),
+                    groups=c)  # fmt: skip
+
+
 @register_model("advection-forecaster")
 class AdvectionForecaster(nn.Module):
     """ConvLSTM encoder-forecaster with advection built in (for nowcasting).
@@ -96,6 +112,16 @@ class AdvectionForecaster(nn.Module):
     observation gives its area and intensities, undoing the fading of forecasts trained
     on a mean error.
 
+    With ``smoothing_scales`` (Gaussian widths in pixels, e.g. ``[0, 1, 2, 4, 8]``) the
+    moved frame is a per-pixel mixture of itself blurred at each scale, with weights
+    ``w_k`` from a third head (a softmax over the scales, started at 93 % unblurred)::
+
+        y_k = sum_s w_{k,s} * blur_s(warp(x_last, D_k)) + s_k
+
+    so the ConvLSTM learns how much detail stays predictable at each lead and place (the
+    idea of S-PROG's scale-dependent smoothing, learnt): small features decorrelate within
+    minutes, and a forecast that keeps them sharp places them wrong.
+
     Shapes: ``x`` ``(B, input_frames, C, H, W)`` -> ``(B, output_frames, C, H, W)``; ``H``
     and ``W`` must be divisible by ``patch_size``.
 
@@ -108,6 +134,8 @@ class AdvectionForecaster(nn.Module):
             pixels; the motion is interpolated bilinearly to every pixel). Default 4.
         max_speed: bound of the motion in pixels per step (``tanh``). Default 8.
         motion_prior: ``None`` or ``"optical_flow"``. Default ``None``.
+        smoothing_scales: Gaussian widths in pixels (0 = unblurred) the forecast mixes
+            per pixel, or ``None`` (no smoothing head). Default ``None``.
         probability_matching: match forecasts to the last input's values in evaluation.
             Default False.
         layer_norm, checkpoint: passed to the ConvLSTM stacks.
@@ -125,6 +153,7 @@ class AdvectionForecaster(nn.Module):
         max_speed: float = 8.0,
         motion_prior: str | None = None,
         probability_matching: bool = False,
+        smoothing_scales: Sequence[float] | None = None,
         layer_norm: bool = False,
         checkpoint: bool = False,
     ) -> None:
@@ -154,6 +183,20 @@ class AdvectionForecaster(nn.Module):
         for head in (self.motion_head, self.source_head):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        self.smoothing_scales = None if smoothing_scales is None else [
+            float(s) for s in smoothing_scales]  # fmt: skip
+        self.scale_head = None
+        if self.smoothing_scales is not None:
+            scales = self.smoothing_scales
+            if not scales or any(not s >= 0 for s in scales) or scales[0] != 0:
+                raise ValueError(
+                    f"smoothing_scales must be widths >= 0 in pixels starting with 0 (the "
+                    f"unblurred frame), got {smoothing_scales!r}"
+                )
+            self.scale_head = nn.Conv2d(sum(widths), len(scales), 1)
+            nn.init.zeros_(self.scale_head.weight)
+            with torch.no_grad():  # e^4 / (e^4 + 4) = 93 % on the unblurred frame
+                self.scale_head.bias.copy_(torch.tensor([4.0] + [0.0] * (len(scales) - 1)))
 
     def forward(
         self, x: torch.Tensor, target: torch.Tensor | None = None, *,
@@ -186,7 +229,7 @@ class AdvectionForecaster(nn.Module):
                 velocity = velocity + prior
             displacement = displacement + velocity
             source = unpatchify(self.source_head(features), p, 2)
-            frame = warp(last, displacement) + source
+            frame = self._smooth(warp(last, displacement), features) + source
             frames.append(frame)
             motions.append(displacement)
             inp = patchify(frame, p, 2)
@@ -194,3 +237,13 @@ class AdvectionForecaster(nn.Module):
         if self.probability_matching and not self.training:
             out = match_ranks(out, last)
         return (out, torch.stack(motions, dim=1)) if return_motion else out
+
+    def _smooth(self, moved: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The moved frame mixed over ``smoothing_scales`` with the scale head's weights."""
+        if self.scale_head is None:
+            return moved
+        weights = torch.softmax(self.scale_head(features), dim=1)
+        weights = F.interpolate(weights, size=moved.shape[-2:], mode="bilinear",
+                                align_corners=False)  # fmt: skip
+        return sum(weights[:, i : i + 1] * gaussian_blur(moved, sigma)
+                   for i, sigma in enumerate(self.smoothing_scales))  # fmt: skip
