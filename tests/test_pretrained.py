@@ -103,3 +103,17 @@ def test_nowcaster_of_tells_nowcasters_from_other_runs(persistence_folder, tmp_p
     other.mkdir()
     (other / "config.yaml").write_text("data: {name: similar_motions}\n")
     assert nowcaster_of(other) is None and nowcaster_of(tmp_path / "missing") is None
+
+
+def test_export_of_an_optical_flow_nowcaster_says_why_it_cannot(tmp_path):
+    from convlstm.training.export import export_run
+
+    options = {"hidden_channels": [4], "input_frames": 3, "output_frames": 2, "patch_size": 4,
+               "motion_prior": "optical_flow"}  # fmt: skip
+    spec = ModelSpec("forecasting", "advection-forecaster", options, 3, 1, [32, 32], True,
+                     "denormalize", 2, None, Preprocessing(uint8="keep"))  # fmt: skip
+    save_model(AdvectionForecaster(**options), tmp_path, spec)
+    (tmp_path / "config.yaml").write_text(
+        "task: forecasting\nmodel: {name: advection-forecaster}\ndata: {name: radar_files}\n")
+    with pytest.raises(ValueError, match="cannot be exported: its optical-flow prior"):
+        export_run(tmp_path, "onnx", tmp_path / "m.onnx")

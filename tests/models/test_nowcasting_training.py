@@ -87,4 +87,4 @@ def test_tiny_nowcaster_trains_and_is_scored_beside_the_baselines(radar_folder, 
     nowcaster = load_nowcaster(run.run_dir)
     assert (nowcaster.card.model_km, nowcaster.card.minutes_per_step) == (1.0, 5.0)
     written = nowcast_folder(nowcaster, radar_folder, tmp_path / "nowcast")
-    assert written["netcdf"].is_file() and written["animation"].is_file()
+    assert written.netcdf.is_file() and written.animation.is_file()

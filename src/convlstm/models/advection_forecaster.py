@@ -238,6 +238,14 @@ class AdvectionForecaster(nn.Module):
             out = match_ranks(out, last)
         return (out, torch.stack(motions, dim=1)) if return_motion else out
 
+    @property
+    def not_exportable(self) -> str | None:
+        """Why the model cannot be exported to ONNX or TorchScript, or ``None``."""
+        if self.motion_prior == "optical_flow":
+            return ("its optical-flow prior runs pysteps (NumPy/OpenCV) outside the graph; "
+                    "train with motion_prior: null for an exportable nowcaster")  # fmt: skip
+        return None
+
     def _smooth(self, moved: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """The moved frame mixed over ``smoothing_scales`` with the scale head's weights."""
         if self.scale_head is None:

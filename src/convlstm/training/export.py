@@ -45,6 +45,9 @@ def export_run(
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
     run = Run.open(run_dir)
+    reason = getattr(run.model, "not_exportable", None)
+    if reason:
+        raise ValueError(f"{run_dir}: this model cannot be exported: {reason}")
     spec = run.spec
     predictor = run.predictor()
     steps = spec.frames * spec.preprocessing.frames_per_step
