@@ -153,3 +153,12 @@ def test_smoothing_head_learns_to_blur_unpredictable_detail():
         model(torch.rand(4, 2, 1, 32, 32))
     unblurred = float(torch.cat(seen)[:, 0].mean())
     assert unblurred < 0.6, f"{unblurred:.2f} still on the unblurred frame (0.93 at first)"
+
+
+def test_without_a_source_term_the_forecast_only_moves_the_observed_frame():
+    model = AdvectionForecaster(hidden_channels=[4], input_frames=2, output_frames=2,
+                                patch_size=4, source_term=False)  # fmt: skip
+    assert model.source_head is None
+    assert not any(name.startswith("source_head") for name, _ in model.named_parameters())
+    x = torch.rand(1, 2, 1, 16, 16)
+    torch.testing.assert_close(model(x), x[:, -1:].expand(-1, 2, -1, -1, -1))

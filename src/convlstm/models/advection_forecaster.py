@@ -136,6 +136,8 @@ class AdvectionForecaster(nn.Module):
         motion_prior: ``None`` or ``"optical_flow"``. Default ``None``.
         smoothing_scales: Gaussian widths in pixels (0 = unblurred) the forecast mixes
             per pixel, or ``None`` (no smoothing head). Default ``None``.
+        source_term: learn the source ``s_k`` (growth and decay). Without it the forecast
+            is the observed frame moved and smoothed. Default True.
         probability_matching: match forecasts to the last input's values in evaluation.
             Default False.
         layer_norm, checkpoint: passed to the ConvLSTM stacks.
@@ -154,6 +156,7 @@ class AdvectionForecaster(nn.Module):
         motion_prior: str | None = None,
         probability_matching: bool = False,
         smoothing_scales: Sequence[float] | None = None,
+        source_term: bool = True,
         layer_norm: bool = False,
         checkpoint: bool = False,
     ) -> None:
@@ -179,8 +182,9 @@ class AdvectionForecaster(nn.Module):
 
         self.encoder, self.forecaster = stack(), stack()
         self.motion_head = nn.Conv2d(sum(widths), 2, 1)
-        self.source_head = nn.Conv2d(sum(widths), channels, 1)
-        for head in (self.motion_head, self.source_head):
+        # Without a source term the forecast only moves and smooths the observed frame.
+        self.source_head = nn.Conv2d(sum(widths), channels, 1) if source_term else None
+        for head in filter(None, (self.motion_head, self.source_head)):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         self.smoothing_scales = None if smoothing_scales is None else [
@@ -228,8 +232,9 @@ class AdvectionForecaster(nn.Module):
             if prior is not None:
                 velocity = velocity + prior
             displacement = displacement + velocity
-            source = unpatchify(self.source_head(features), p, 2)
-            frame = self._smooth(warp(last, displacement), features) + source
+            frame = self._smooth(warp(last, displacement), features)
+            if self.source_head is not None:
+                frame = frame + unpatchify(self.source_head(features), p, 2)
             frames.append(frame)
             motions.append(displacement)
             inp = patchify(frame, p, 2)
