@@ -5,7 +5,6 @@ makes (a dispatch mode sees each op's outputs) and fail on any float64 one: on M
 op would raise. Widening for exact sums belongs in ``compute()``, after a move to the CPU.
 """
 
-import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -41,11 +40,6 @@ def test_classification_update_makes_no_float64():
     assert watch.ops == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ForecastMetrics.update widens its per-lead sums with .double() on the device "
-    "(metrics/forecast.py: _fss_sums and update); MPS has no float64",
-)
 def test_forecast_update_makes_no_float64():
     metric = ForecastMetrics(data_range=1.0, thresholds=[0.5], fss_scales=[3],
                              sync_on_compute=False)  # fmt: skip

@@ -83,13 +83,14 @@ def _box_fractions(events: Tensor, scale: int) -> Tensor:
 
 
 def _fss_sums(pred: Tensor, target: Tensor, threshold: float, scale: int) -> Tensor:
-    """``[sum (Pf - Po)^2, sum Pf^2 + Po^2]`` per lead, ``(T_out, 2)`` float64, over the
+    """``[sum (Pf - Po)^2, sum Pf^2 + Po^2]`` per lead, ``(T_out, 2)`` float32, over the
     frames of ``(B, T_out, C, H, W)`` (channels as separate frames)."""
     b, t = pred.shape[:2]
     # float32 box sums of 0/1 events are exact integers (below 2^24 per frame)
     fp = _box_fractions((pred >= threshold).float().flatten(0, -3), scale)
     fo = _box_fractions((target >= threshold).float().flatten(0, -3), scale)
-    fp, fo = fp.reshape(b, t, -1).double(), fo.reshape(b, t, -1).double()
+    # float32 on the device (MPS has no float64); compute() widens after the move to CPU
+    fp, fo = fp.reshape(b, t, -1), fo.reshape(b, t, -1)
     num = (fp - fo).square().sum(dim=(0, 2))
     den = (fp.square() + fo.square()).sum(dim=(0, 2))
     return torch.stack([num, den], dim=-1)
@@ -200,9 +201,9 @@ class ForecastMetrics(Metric):
                     f"got {tuple(last_input.shape)}"
                 )
             truth = target.detach().float()
-            self.zero_se.append(truth.square().sum(dim=(2, 3, 4)).double())
+            self.zero_se.append(truth.square().sum(dim=(2, 3, 4)))
             last = last_input.detach().float().unsqueeze(1)
-            self.last_se.append((last - truth).square().sum(dim=(2, 3, 4)).double())
+            self.last_se.append((last - truth).square().sum(dim=(2, 3, 4)))
         if self.frame_se and self.frame_se[0].shape[1] != pred.shape[1]:
             raise ValueError(
                 f"T_out changed between updates: first {self.frame_se[0].shape[1]}, "
@@ -210,10 +211,12 @@ class ForecastMetrics(Metric):
             )
         pred, target = pred.detach().float(), target.detach().float()
         diff = pred - target
-        frame_se = diff.square().sum(dim=(2, 3, 4)).double()
+        # Per-frame sums stay float32 on the device (MPS has no float64); compute() adds
+        # them up in float64 on the CPU.
+        frame_se = diff.square().sum(dim=(2, 3, 4))
         self.frame_se.append(frame_se)
-        self.frame_ae.append(diff.abs().sum(dim=(2, 3, 4)).double())
-        self.frame_ssim.append(self._ssim(pred, target).double())
+        self.frame_ae.append(diff.abs().sum(dim=(2, 3, 4)))
+        self.frame_ssim.append(self._ssim(pred, target))
         range2 = self.data_range**2
         frame_mse = (frame_se / diff[0, 0].numel()).clamp_min(1e-10 * range2)
         self.frame_psnr.append(10 * torch.log10(range2 / frame_mse))
@@ -259,7 +262,7 @@ class ForecastMetrics(Metric):
                 "called since the last reset); is the evaluation data set or split empty?"
             )
         states = (self.frame_se, self.frame_ae, self.frame_ssim, self.frame_psnr)
-        se, ae, ssim, psnr = (dim_zero_cat(s) for s in states)
+        se, ae, ssim, psnr = (dim_zero_cat(s).cpu().double() for s in states)
         out: dict[str, Any] = {
             "num_sequences": int(se.shape[0]),
             "mse": float(se.mean()),
@@ -274,7 +277,7 @@ class ForecastMetrics(Metric):
             "mae_per_pixel_per_lead": (ae.sum(dim=0) * se.shape[1] / int(self.pixels)).tolist(),
         }
         zero_se, last_se = (
-            dim_zero_cat(s) if not (isinstance(s, list) and not s) else None
+            dim_zero_cat(s).cpu().double() if not (isinstance(s, list) and not s) else None
             for s in (self.zero_se, self.last_se)
         )
         if zero_se is not None and zero_se.shape == se.shape:
@@ -290,7 +293,7 @@ class ForecastMetrics(Metric):
                 for name in ("csi", "pod", "far"):
                     out[f"{name}@{thr}_per_lead"] = [s[name] for s in scores]
         if self.fss_scales:
-            sums = dim_zero_cat(self.lead_fss).sum(0)  # (thr, scales, T_out, 2)
+            sums = dim_zero_cat(self.lead_fss).cpu().double().sum(0)  # (thr, scales, T_out, 2)
             for i, thr in enumerate(self.thresholds):
                 for j, scale in enumerate(self.fss_scales):
                     num, den = sums[i, j, :, 0], sums[i, j, :, 1]
