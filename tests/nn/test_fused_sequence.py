@@ -356,8 +356,10 @@ def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion, mo
 @pytest.mark.parametrize("with_state", [False, True])
 def test_float32_training_adds_the_convolution_into_the_block(fusion, ndim, with_state):
     """In float32 on a CPU the gates are written by oneDNN's in-place convolution
-    (float64, as in the tests above, takes the fallback add): the values and gradients
-    still equal the step path."""
+    (float64, as in the tests above, takes the fallback add), also after a bfloat16 call
+    on a CPU that rejects that one: the values and gradients still equal the step path."""
+    if _torch._mkldnn_binary_pointwise() is None:
+        pytest.skip("this PyTorch has no oneDNN in-place convolution")
     layer = ConvLSTMNd(2, 4, 3, ndim=ndim)
     x = torch.randn(2, 4, 2, *_spatial(ndim), requires_grad=True)
     state = None
@@ -365,21 +367,52 @@ def test_float32_training_adds_the_convolution_into_the_block(fusion, ndim, with
         shape = (1, 2, 4, *_spatial(ndim))  # (layers, B, F, *S)
         state = (torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True))
     calls = []
-    original = sequence._add_conv_
+    original = sequence.convolution_add_
 
     def spy(out, *args):
-        calls.append(out.dtype)
-        return original(out, *args)
+        calls.append((out.dtype, original(out, *args)))
+        return calls[-1][1]
 
-    sequence._add_conv_ = spy
+    sequence.convolution_add_ = spy
     try:
         fused, fused_grads, _ = fusion("always", _outputs_and_grads, layer, x, state)
     finally:
-        sequence._add_conv_ = original
+        sequence.convolution_add_ = original
     plain, plain_grads, _ = fusion("never", _outputs_and_grads, layer, x, state)
-    assert calls == [torch.float32] * 4 and "mkldnn_binary" not in _torch._broken
+    assert calls == [(torch.float32, True)] * 4  # written by oneDNN
     for a, b in zip((*fused, *fused_grads), (*plain, *plain_grads)):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+
+
+def test_a_dtype_the_in_place_add_rejects_falls_back_alone(monkeypatch):
+    """On a CPU without AVX-512, oneDNN's in-place add raises for bfloat16; that dtype
+    then takes the plain add (without asking oneDNN again) and float32 keeps oneDNN's."""
+    real = _torch._mkldnn_binary_pointwise()
+    if real is None:
+        pytest.skip("this PyTorch has no oneDNN in-place convolution")
+    calls = []
+
+    def binary(out, *args):
+        calls.append(out.dtype)
+        if out.dtype == torch.bfloat16:
+            raise RuntimeError("mkldnn_convolution: bf16 path needs the cpu support avx512bw")
+        return real(out, *args)
+
+    monkeypatch.setattr(_torch, "_mkldnn_binary_pointwise", lambda: binary)
+    monkeypatch.setattr(_torch, "_broken", set())
+    last = torch.channels_last
+    inputs = torch.randn(2, 4, 6, 7).contiguous(memory_format=last)
+    weight = torch.randn(8, 4, 3, 3).contiguous(memory_format=last)
+    bias = torch.randn(8)
+    for dtype in (torch.bfloat16, torch.float32, torch.bfloat16, torch.float32):
+        out = torch.randn(2, 8, 4, 5).to(dtype).contiguous(memory_format=last)
+        args = (inputs.to(dtype), weight.to(dtype), bias.to(dtype))
+        expected = out + torch.nn.functional.conv2d(*args)
+        added = _torch.convolution_add_(out, *args)
+        assert added == (dtype == torch.float32)
+        if added:
+            torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert calls == [torch.bfloat16, torch.float32, torch.float32]
 
 
 def test_the_pool_keeps_free_mappings_a_step_asks_for_again(monkeypatch):
@@ -437,9 +470,11 @@ def test_checkpointed_sequence_equals_the_kept_one(
         shape = (layer.num_layers * directions, 2, 3, *spatial)
         state = tuple(torch.randn(shape, dtype=torch.float64, requires_grad=True)
                       for _ in range(2))  # fmt: skip
+
     def saved(checkpoint):
         layer.checkpoint = checkpoint
-        fn = fusion("always", layer, x, state)[0].grad_fn
+        out = fusion("always", layer, x, state)[0]  # alive: on torch 2.6 its death frees
+        fn = out.grad_fn  # the node's saved output, and saved_tensors then raises
         return type(fn).__name__, len(fn.saved_tensors) if hasattr(fn, "saved_tensors") else 0
 
     kept, kept_grads, _ = fusion("always", _outputs_and_grads, layer, x, state)

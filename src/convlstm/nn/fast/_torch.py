@@ -34,7 +34,9 @@ def _mkldnn_binary_pointwise() -> Callable | None:
         return None
 
 
-_broken: set[str] = set()  # APIs that are present but rejected our call
+# (API, dtype) pairs that are present but rejected our call: oneDNN's bfloat16
+# convolution raises on a CPU without AVX-512 while its float32 one works there.
+_broken: set[tuple[str, torch.dtype]] = set()
 
 
 def convolution_add_(
@@ -42,16 +44,18 @@ def convolution_add_(
 ) -> bool:
     """``out += conv(inputs, weight) + bias`` in place (stride 1, no padding, 2-D or 3-D,
     ``out`` dense in the channels-last layout) by oneDNN, which adds the convolution into
-    ``out`` as it writes its result; ``False`` (nothing written) where unavailable."""
+    ``out`` as it writes its result; ``False`` (nothing written) where unavailable, or
+    where it rejected ``out``'s dtype before (that dtype only: it is not asked again)."""
     binary = _mkldnn_binary_pointwise()
-    if binary is None or "mkldnn_binary" in _broken:
+    key = ("mkldnn_binary", out.dtype)
+    if binary is None or key in _broken:
         return False
     ndim = inputs.dim() - 2
     ones, zeros = [1] * ndim, [0] * ndim
     try:
         binary(out, inputs, weight, bias, zeros, ones, ones, 1, "add", None, None, [], None)
-    except (RuntimeError, TypeError):  # another signature in this PyTorch
-        _broken.add("mkldnn_binary")
+    except (RuntimeError, TypeError):  # another signature, or a dtype this CPU lacks
+        _broken.add(key)
         return False
     return True
 
