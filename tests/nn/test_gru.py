@@ -171,6 +171,36 @@ def test_cell_step_equals_the_layer_and_bfloat16_autocast_keeps_a_float32_state(
     torch.testing.assert_close(low, h, atol=3e-2, rtol=3e-2)
 
 
+def test_bfloat16_autocast_gives_the_lstm_output_dtype_and_keeps_a_float32_state():
+    """Under autocast the output sequence is in autocast's dtype, as the ConvLSTM's (and
+    ``torch.nn.GRU``'s); the state ``h``, the GRU's only memory, stays float32 as the
+    LSTM's cell state does (a slow update ``z (n - h)`` would round away in bfloat16)."""
+    torch.manual_seed(0)
+    gru, lstm = ConvGRU2d(2, 3, 3, num_layers=2), convlstm.ConvLSTM2d(2, 3, 3, num_layers=2)
+    x = torch.randn(2, 4, 2, 6, 6)
+    want, (want_h,) = gru(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (h_n,) = gru(x)
+        lstm_out, (lstm_h, lstm_c) = lstm(x)
+    assert out.dtype == lstm_out.dtype == lstm_h.dtype == torch.bfloat16
+    assert h_n.dtype == lstm_c.dtype == torch.float32
+    torch.testing.assert_close(out.float(), want, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(h_n, want_h, atol=3e-2, rtol=3e-2)
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in gru.parameters())
+
+
+def test_a_bfloat16_model_outputs_bfloat16_and_keeps_a_float32_state():
+    torch.manual_seed(0)
+    gru = ConvGRU2d(2, 3, 3, num_layers=2)
+    x = torch.randn(2, 4, 2, 6, 6)
+    want, (want_h,) = gru(x)
+    out, (h_n,) = gru.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and h_n.dtype == torch.float32
+    torch.testing.assert_close(out.float(), want, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(h_n, want_h, atol=3e-2, rtol=3e-2)
+
+
 def test_exported_and_checked_like_the_lstm():
     assert convlstm.ConvGRU2d is ConvGRU2d and convlstm.ConvGRUCellNd is ConvGRUCellNd
     layer = ConvGRU2d(2, 3, 3, activation="relu")

@@ -28,6 +28,11 @@ class ConvGRUCellNd(ConvRNNCellBase):
     ``r`` and ``z``, and ``r ∘ h`` for the candidate. Padding, stride and dilation act
     on the input path as in ``ConvLSTMCellNd``; the recurrent path is "same", stride 1.
 
+    In float16/bfloat16 (autocast's or the model's) the convolutions run in that dtype
+    and the rest in float32: the state ``h``, the GRU's only memory, is float32 as the
+    LSTM's cell state is (a slow update ``z ∘ (n - h)`` would round away), and the
+    layer's output is ``h`` in the convolutions' dtype, as the LSTM's (``output``).
+
     Args:
         in_channels, hidden_channels, kernel_size, ndim, stride, padding, dilation,
             bias, spatial_size: as in ``ConvRNNCellBase``.
@@ -75,15 +80,20 @@ class ConvGRUCellNd(ConvRNNCellBase):
         (h,) = state
         h_in = h if recurrent_mask is None else h * recurrent_mask
         hidden = self.hidden_channels
-        # float16/bfloat16 convolutions, gate arithmetic in float32 (as the LSTM's)
+        # float16/bfloat16 convolutions; gate arithmetic and the new h in float32
         wide = torch.promote_types(h.dtype, torch.float32)
         x_r, x_z, x_n = x.to(wide).split(hidden, dim=1)
-        r_z = self.recurrent_conv(h_in, weight[: 2 * hidden], plan).to(wide)
+        conv = weight.dtype  # the float32 h of a float16/bfloat16 model (autocast casts)
+        r_z = self.recurrent_conv(h_in.to(conv), weight[: 2 * hidden], plan).to(wide)
         r = self.recurrent_activation(x_r + r_z[:, :hidden])
         z = self.recurrent_activation(x_z + r_z[:, hidden:])
-        u_n = self.recurrent_conv(r * h_in, weight[2 * hidden :], plan).to(wide)
+        u_n = self.recurrent_conv((r * h_in).to(conv), weight[2 * hidden :], plan).to(wide)
         n = self.activation(x_n + u_n)
-        return ((h + z * (n - h)).to(h.dtype),)
+        return (h.to(wide) + z * (n - h),)
+
+    def output(self, state: State, x: torch.Tensor) -> torch.Tensor:
+        """``h`` in the dtype of the convolutions, that of the input projection ``x``."""
+        return state[0].to(x.dtype)
 
     def extra_repr(self) -> str:
         activations = ""

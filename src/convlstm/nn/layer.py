@@ -294,11 +294,11 @@ class ConvRNNBase(nn.Module):
                 cell.call_step_hooks(StepRecord(t, backwards, *args[:5], new))
             if mask is None:
                 state = new
-                output = new[0]
+                output = cell.output(new, args[0])
             else:
                 valid = mask[t]
                 state = tuple(torch.where(valid, n, s) for n, s in zip(new, state))
-                output = new[0] * valid
+                output = cell.output(new, args[0]) * valid
             if torch.is_grad_enabled():
                 outputs[t] = output
             else:

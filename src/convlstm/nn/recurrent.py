@@ -122,7 +122,8 @@ class ConvRNNCellBase(nn.Module):
     where ``x`` is an entry of ``prepare_inputs``: the input projection
     ``W_x * x_t + b`` ``(B, G·F, *spatial')``, or with ``stacks_input`` (stride 1,
     dilation 1) the padded frame ``(B, C_in, *padded)`` that the step convolves together
-    with ``h`` using ``weight = [W_x, W_h]``. It may override ``fast_path``.
+    with ``h`` using ``weight = [W_x, W_h]``. It may override ``fast_path``, and
+    ``output`` (a step's output from its new state and its input; ``h`` by default).
 
     Args:
         in_channels: ``C_in``.
@@ -145,7 +146,9 @@ class ConvRNNCellBase(nn.Module):
     stacks_input: bool = False
     #: The methods that define a step: a subclass overriding one leaves the fast path
     #: of the class it extends (see ``_steps_like``).
-    STEP_METHODS = ("step", "prepare_inputs", "input_projection", "step_weight", "init_state")
+    STEP_METHODS = (
+        "step", "prepare_inputs", "input_projection", "step_weight", "init_state", "output"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -302,6 +305,11 @@ class ConvRNNCellBase(nn.Module):
         """One time step (see the class docstring); ``recurrent_mask`` ``(B, F,
         *spatial')`` is the recurrent-dropout mask applied to ``h``."""
         raise NotImplementedError
+
+    def output(self, state: State, x: torch.Tensor) -> torch.Tensor:
+        """A step's output (the layer's output at that step) from its new ``state`` and
+        its input ``x`` (as in ``step``): ``h``, the state's first tensor."""
+        return state[0]
 
     def fast_path(self, plan: StepPlan) -> FastPath | None:
         """The fast path this cell's sequences may take with ``plan``, or ``None``
