@@ -178,8 +178,57 @@ def test_create_loss_by_name():
         "frame_bce",
     }
     assert isinstance(create_loss("focal", gamma=1.0), FocalLoss)
-    with pytest.raises(KeyError, match="unknown loss 'l3'"):
+    with pytest.raises(KeyError, match="unknown loss 'l3'; known: bce, cross_entropy, focal"):
         create_loss("l3")
+
+
+def test_the_losses_are_a_registry_like_the_models_and_data_sets():
+    from convlstm.losses import LOSSES, get_loss_class, register_loss
+    from convlstm.registry import Registry
+
+    assert isinstance(LOSSES, Registry) and get_loss_class("mse+mae") is MSEMAELoss
+    with pytest.raises(TypeError, match=r"loss 'focal' got unknown config keys \['gama'\]; "
+                       r"accepted: \['gamma', 'alpha', 'reduction'\]"):  # fmt: skip
+        create_loss("focal", gama=2.0)
+
+    @register_loss("test-l1")
+    class L1(torch.nn.Module):
+        def forward(self, output, target):
+            return (output - target).abs().mean()
+
+    try:
+        assert "test-l1" in list_losses() and isinstance(create_loss("test-l1"), L1)
+        with pytest.raises(ValueError, match="already registered"):
+            register_loss("mse")(L1)
+    finally:
+        LOSSES._builders.pop("test-l1")
+
+
+def test_every_loss_a_bundled_config_names_is_built():
+    """The configs that work today keep working: each bundled config's loss section,
+    built as the training builds it."""
+    from pathlib import Path
+
+    import yaml
+
+    from convlstm.training.objectives import build_objective
+
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        config = yaml.safe_load(path.read_text())
+        num_classes = config["model"].get("num_classes", 1)
+        weights = torch.ones(max(num_classes, 2)) if config["data"].get("class_weights") else None
+        objective = build_objective(
+            config["task"], config.get("loss", {}), num_classes=num_classes, class_weights=weights
+        )
+        assert isinstance(objective.loss, torch.nn.Module), path
+    for options in ({"name": "focal", "gamma": 1.0, "alpha": 0.5},
+                    {"name": "ssim", "window_size": 7}, {"name": "mse+mae", "mae_weight": 0.5},
+                    {"name": "cross_entropy", "metric": "supcon",
+                     "metric_options": {"temperature": 0.2}}):  # fmt: skip
+        task = "classification" if options["name"] in ("focal", "cross_entropy") else "forecasting"
+        assert build_objective(task, options, num_classes=3) is not None
 
 
 @pytest.mark.parametrize(

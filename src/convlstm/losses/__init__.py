@@ -1,6 +1,7 @@
 """Losses for clip classification, metric learning and frame forecasting.
 
-Each is an ``nn.Module`` with a registry name for configs::
+Each is an ``nn.Module`` with a registry name for configs (``LOSSES``, a
+``convlstm.registry.Registry`` as the models' and data sets')::
 
     >>> from convlstm.losses import create_loss
     >>> loss = create_loss("bce", class_weights=[1.0, 3.0])
@@ -8,37 +9,10 @@ Each is an ``nn.Module`` with a registry name for configs::
 
 from __future__ import annotations
 
-from torch import nn
-
 from .classification import BinaryCrossEntropy, CrossEntropy, FocalLoss
 from .forecasting import FrameBCELoss, MAELoss, MSELoss, MSEMAELoss, SSIMLoss, gaussian_window, ssim
 from .metric import SupConLoss, TripletLoss, pairwise_distances
-
-LOSSES: dict[str, type[nn.Module]] = {
-    "bce": BinaryCrossEntropy,
-    "cross_entropy": CrossEntropy,
-    "focal": FocalLoss,
-    "supcon": SupConLoss,
-    "triplet": TripletLoss,
-    "mse": MSELoss,
-    "mae": MAELoss,
-    "mse+mae": MSEMAELoss,
-    "frame_bce": FrameBCELoss,
-    "ssim": SSIMLoss,
-}
-
-
-def list_losses() -> list[str]:
-    """Registry names of the losses."""
-    return sorted(LOSSES)
-
-
-def create_loss(name: str, **config) -> nn.Module:
-    """Build the loss registered as ``name`` (see ``list_losses``) from plain values."""
-    if name not in LOSSES:
-        raise KeyError(f"unknown loss {name!r}; known losses: {', '.join(list_losses())}")
-    return LOSSES[name](**config)
-
+from .registry import LOSSES, create_loss, get_loss_class, list_losses, register_loss
 
 __all__ = [
     "LOSSES",
@@ -54,7 +28,9 @@ __all__ = [
     "TripletLoss",
     "create_loss",
     "gaussian_window",
+    "get_loss_class",
     "list_losses",
     "pairwise_distances",
+    "register_loss",
     "ssim",
 ]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_loss
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -56,6 +58,7 @@ def _weights(values: Sequence[float] | None, count: int | None, name: str) -> to
     return weights
 
 
+@register_loss("bce")
 class BinaryCrossEntropy(nn.Module):
     """Binary cross-entropy on one logit per sample, optionally class-weighted.
 
@@ -86,6 +89,7 @@ class BinaryCrossEntropy(nn.Module):
         return _reduce(losses, weights, self.reduction)
 
 
+@register_loss("cross_entropy")
 class CrossEntropy(nn.Module):
     """Multi-class cross-entropy on ``(B, K)`` logits, optionally class-weighted.
 
@@ -135,6 +139,7 @@ class CrossEntropy(nn.Module):
         )
 
 
+@register_loss("focal")
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017): ``-α_t (1 - p_t)^γ log p_t``.
 

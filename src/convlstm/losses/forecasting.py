@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_loss
+
 
 def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> None:
     if prediction.shape != target.shape:
@@ -19,6 +21,7 @@ def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
+@register_loss("mse")
 class MSELoss(nn.Module):
     """Mean squared error over all elements."""
 
@@ -27,6 +30,7 @@ class MSELoss(nn.Module):
         return F.mse_loss(prediction, target)
 
 
+@register_loss("mae")
 class MAELoss(nn.Module):
     """Mean absolute error over all elements."""
 
@@ -35,6 +39,7 @@ class MAELoss(nn.Module):
         return F.l1_loss(prediction, target)
 
 
+@register_loss("frame_bce")
 class FrameBCELoss(nn.Module):
     """Per-pixel binary cross-entropy for frames in [0, 1] predicted in [0, 1] (a
     ``sigmoid`` output), averaged over every element, as Srivastava et al. (2015) train
@@ -65,6 +70,7 @@ class FrameBCELoss(nn.Module):
             return F.binary_cross_entropy(p, target.float())
 
 
+@register_loss("mse+mae")
 class MSEMAELoss(nn.Module):
     """``mse_weight * MSE + mae_weight * MAE``. Defaults 1, 1."""
 
@@ -131,6 +137,7 @@ def ssim(
     return (numerator / denominator).mean()
 
 
+@register_loss("ssim")
 class SSIMLoss(nn.Module):
     """``1 - ssim(prediction, target)`` (see ``ssim``).
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_loss
+
 
 def _check(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
     if embeddings.dim() != 2 or labels.shape != embeddings.shape[:1]:
@@ -26,6 +28,7 @@ def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
     return squared.clamp_min(1e-12).sqrt()
 
 
+@register_loss("supcon")
 class SupConLoss(nn.Module):
     """Supervised contrastive loss (Khosla et al. 2020, ``L_out``).
 
@@ -62,6 +65,7 @@ class SupConLoss(nn.Module):
         return -per_anchor.mean()
 
 
+@register_loss("triplet")
 class TripletLoss(nn.Module):
     """Triplet loss with batch-hard mining (Hermans et al. 2017).
 
