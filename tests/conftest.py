@@ -23,12 +23,12 @@ def _single_thread():
 
 @pytest.fixture
 def fused_cells(monkeypatch) -> list[int]:
-    """The ids of the cells ``run_fused_sequence`` ran (returned a result for): tests at
-    real sizes check with it that the fast path really was taken."""
+    """The ids of the cells whose fast path ran (``run_fast_path``, as the layer calls
+    it, returned a result): tests at real sizes check with it that it really was taken."""
     from convlstm.nn import layer
 
     ran: list[int] = []
-    real = layer.run_fused_sequence
+    real = layer.run_fast_path
 
     def counted(cell, *args, **kwargs):
         result = real(cell, *args, **kwargs)
@@ -36,5 +36,5 @@ def fused_cells(monkeypatch) -> list[int]:
             ran.append(id(cell))
         return result
 
-    monkeypatch.setattr(layer, "run_fused_sequence", counted)
+    monkeypatch.setattr(layer, "run_fast_path", counted)
     return ran

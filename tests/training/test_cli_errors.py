@@ -144,7 +144,7 @@ def test_first_compilation_says_so(monkeypatch, capsys):
     import torch
 
     from convlstm import runtime
-    from convlstm.nn import fused_gates
+    from convlstm.nn.fast import gates as fused_gates
 
     def slow(x):
         time.sleep(0.3)

@@ -12,7 +12,6 @@ from .cell import (
     StepRecord,
 )
 from .fast import empty_cache, lstm_pointwise
-from .fast import gates as fused_gates  # noqa: F401  (its former name, still imported)
 from .gru import ConvGRU1d, ConvGRU2d, ConvGRU3d, ConvGRUCellNd, ConvGRUNd
 from .layer import ConvLSTM1d, ConvLSTM2d, ConvLSTM3d, ConvLSTMNd, ConvRNNBase
 from .recurrent import ConvRNNCellBase

@@ -16,7 +16,7 @@ from torch.utils.checkpoint import set_checkpoint_early_stop
 from ._utils import IntOrTuple, Padding, empty_steps, steps_last
 from .activations import Activation
 from .cell import ConvLSTMCellNd
-from .fast import run_fast_path as run_fused_sequence  # the name tests/conftest.py spies on
+from .fast import run_fast_path
 from .recurrent import ConvRNNCellBase, StepRecord
 
 #: ``(h_n, c_n)`` (``(h_n, c_n, m_n)`` with ``attention="sam"``; ``(h_n,)`` for the GRU):
@@ -260,7 +260,7 @@ class ConvRNNBase(nn.Module):
         # A fast path keeps no per-step state for a step hook to see.
         hooked = cell.has_step_hooks
         if mask is None and not (need_weights or dropping or hooked):
-            fast = run_fused_sequence(cell, x, state, plan, backwards, use_checkpoint)
+            fast = run_fast_path(cell, x, state, plan, backwards, use_checkpoint)
             if fast is not None:
                 return fast[0], tuple(fast[1]), {}
         if state is None:
