@@ -117,3 +117,30 @@ def test_export_of_an_optical_flow_nowcaster_says_why_it_cannot(tmp_path):
         "task: forecasting\nmodel: {name: advection-forecaster}\ndata: {name: radar_files}\n")
     with pytest.raises(ValueError, match="cannot be exported: its optical-flow prior"):
         export_run(tmp_path, "onnx", tmp_path / "m.onnx")
+
+
+def test_the_shipped_radar_nowcaster_moves_rain_with_the_wind():
+    """``convlstm.pretrained("radar-nowcaster")`` as a user meets it: a rain area moving 2 km
+    per 5 minutes east on a 1 km grid keeps moving east at that speed, in mm/h."""
+    pytest.importorskip("pysteps", reason="the nowcaster's motion comes from convlstm[radar]")
+    assert "radar-nowcaster" in pretrained()
+    nowcaster = pretrained("radar-nowcaster")
+    assert (nowcaster.input_frames, nowcaster.output_frames) == (4, 12)
+    assert nowcaster.card.input_km == 1.0 and nowcaster.card.minutes_per_step == 5.0
+    assert any("KNMI" in c for c in nowcaster.card.credits)
+    rows, cols = np.mgrid[0:160, 0:160].astype(float)
+
+    def rain(t: int) -> np.ndarray:  # 10 mm/h at the core, 50 x 30 km
+        return 10 * np.exp(-(((rows - 80) / 25) ** 2 + ((cols - 50 - 2 * t) / 15) ** 2))
+
+    def centre(field: np.ndarray) -> float:
+        weights = field * (field >= 1.0)
+        return float((weights * cols).sum() / weights.sum())
+
+    x = torch.tensor(np.stack([rain(t) for t in range(4)])[:, None], dtype=torch.float32)
+    out = nowcaster.predict(x)
+    assert out.shape == (1, 12, 1, 160, 160) and float(out.min()) >= 0
+    assert float(out.max()) <= 10.0 * 1.01  # the observed values, by rank
+    shifts = [centre(out[0, k, 0].numpy()) - centre(rain(3)) for k in range(12)]
+    for lead, shift in enumerate(shifts, start=1):
+        assert shift == pytest.approx(2 * lead, rel=0.3, abs=1.0), shifts
