@@ -174,15 +174,24 @@ def load_nowcaster(folder: str | Path) -> Nowcaster:
     return Nowcaster(model, spec.preprocessing, card, spec.frames, spec.output_frames, patch)
 
 
-def _run_card(folder: Path) -> NowcasterCard:
-    """The card of a run folder trained on ``radar_files``: its grid and time step."""
+def _run_data(folder: Path) -> dict[str, Any] | None:
+    """The ``data`` section of a run folder's ``config.yaml`` (``None`` without one)."""
     import yaml
 
     config = folder / "config.yaml"
     if not config.is_file():
-        raise FileNotFoundError(f"{folder}: neither {CARD_FILE} nor config.yaml: not a nowcaster")
+        return None
     data = (yaml.safe_load(config.read_text()) or {}).get("data", {})
+    return data if isinstance(data, dict) else {}
+
+
+def _run_card(folder: Path) -> NowcasterCard:
+    """The card of a run folder trained on ``radar_files``: its grid and time step."""
+    data = _run_data(folder)
+    if data is None:
+        raise FileNotFoundError(f"{folder}: neither {CARD_FILE} nor config.yaml: not a nowcaster")
     if data.get("name") != "radar_files":
+        config = folder / "config.yaml"
         raise ValueError(
             f"{config}: data.name is {data.get('name')!r}; a nowcaster is trained on radar_files "
             f"(or give it a {CARD_FILE})"
@@ -306,14 +315,8 @@ def nowcaster_of(target: str | Path) -> Nowcaster | None:
     folder = Path(target)
     if (folder / CARD_FILE).is_file():
         return load_nowcaster(folder)
-    config = folder / "config.yaml"
-    if config.is_file():
-        import yaml
-
-        data = (yaml.safe_load(config.read_text()) or {}).get("data", {})
-        if isinstance(data, dict) and data.get("name") == "radar_files":
-            return load_nowcaster(folder)
-    return None
+    data = _run_data(folder)
+    return load_nowcaster(folder) if data and data.get("name") == "radar_files" else None
 
 
 __all__ = ["Nowcast", "Nowcaster", "NowcasterCard", "load_nowcaster", "nowcast_folder",
