@@ -83,3 +83,21 @@ def test_bad_arguments():
         SimilarMotions(classes=["gentle", "wobbly"])
     with pytest.raises(ValueError, match=r"classes"):
         SimilarMotions(classes=7)
+
+
+def test_resample_draws_fresh_training_clips_per_epoch_only_when_asked():
+    options = dict(num_samples=4, frames=3, image_size=16)
+    fixed, fresh = SimilarMotions(**options), SimilarMotions(**options, resample=True)
+    first = fresh[1][0]
+    assert torch.equal(first, fixed[1][0])  # epoch 0 is the resample=False draw
+    fresh.set_epoch(1)
+    fixed.set_epoch(1)
+    assert not torch.equal(fresh[1][0], first) and int(fresh[1][1]) == 1
+    assert torch.equal(fixed[1][0], first)
+    again = SimilarMotions(**options, resample=True)
+    again.set_epoch(1)
+    assert torch.equal(again[1][0], fresh[1][0])  # reproducible
+    test = SimilarMotions("test", **options, resample=True)
+    before = test[0][0]
+    test.set_epoch(3)
+    assert torch.equal(test[0][0], before)  # val/test stay fixed

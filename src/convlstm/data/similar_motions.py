@@ -82,7 +82,10 @@ class SimilarMotions(Dataset):
     clip independently of the class.
 
     Sample ``index`` has label ``index % num_classes`` and is generated from
-    ``(seed, split, index)``.
+    ``(seed, split, index)``; with ``resample=True`` the training split draws fresh clips
+    every epoch (:meth:`set_epoch`, called by the training loop), from
+    ``(seed, split, index, epoch)`` after the first: as many distinct clips as the
+    training sees, at no extra cost since clips are generated when read anyway.
 
     Sample: ``(clip, label)`` with ``clip`` ``(frames, 1, image_size, image_size)``
     float32 in [0, 1] and ``label`` an int64 scalar tensor.
@@ -99,6 +102,8 @@ class SimilarMotions(Dataset):
         noise: standard deviation of per-frame Gaussian pixel noise. Default 0.05.
         texture: contrast of the static background texture. Default 0.3.
         seed: Default 0.
+        resample: fresh training clips every epoch (no effect on ``"val"``/``"test"``).
+            Default ``False``.
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class SimilarMotions(Dataset):
         noise: float = 0.05,
         texture: float = 0.3,
         seed: int = 0,
+        resample: bool = False,
     ) -> None:
         self.split = check_choice("split", split, tuple(SPLIT_CODES))
         if isinstance(classes, int):
@@ -132,6 +138,12 @@ class SimilarMotions(Dataset):
         self.difficulty = float(difficulty)
         self.speed, self.noise, self.texture = float(speed), float(noise), float(texture)
         self.seed = int(seed)
+        self.resample = bool(resample)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh training clips for ``epoch`` if ``resample`` (else no effect)."""
+        self.epoch = int(epoch)
 
     @property
     def num_classes(self) -> int:
@@ -183,7 +195,10 @@ class SimilarMotions(Dataset):
         return alpha
 
     def _draw(self, index: int) -> dict:
-        rng = sample_rng(self.seed, SPLIT_CODES[self.split], index)
+        keys = [SPLIT_CODES[self.split], index]
+        if self.resample and self.split == "train" and self.epoch > 0:
+            keys.append(self.epoch)  # epoch 0 draws what resample=False draws
+        rng = sample_rng(self.seed, *keys)
         size = self.image_size
         motion = self.classes[index % self.num_classes]
         speed = self.speed * size / 64 * rng.uniform(0.85, 1.15)

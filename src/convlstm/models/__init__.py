@@ -5,6 +5,7 @@ from .clip_classifier import ClipClassifier
 from .cnn_lstm import CNNLSTMClassifier
 from .encoder_forecaster import EncoderForecaster, patchify, sampling_ratios, unpatchify
 from .frame_classifier import FrameClassifier
+from .inputs import ClipInputs
 from .keras_graph import KerasGraph
 from .registry import create_model, get_model_builder, list_models, register_model
 
@@ -12,6 +13,7 @@ __all__ = [
     "AdvectionForecaster",
     "CNNLSTMClassifier",
     "ClipClassifier",
+    "ClipInputs",
     "EncoderForecaster",
     "FrameClassifier",
     "KerasGraph",

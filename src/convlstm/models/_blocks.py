@@ -13,6 +13,8 @@ CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 GLOBAL_POOLS = ("max", "avg")
+#: FrameCNN's per-frame reductions: global pooling, or the whole map flattened.
+FRAME_POOLS = (*GLOBAL_POOLS, "flatten")
 
 
 def check_clip(x: torch.Tensor, ndim: int, in_channels: int) -> None:
@@ -53,9 +55,12 @@ def make_head(in_features: int, num_classes: int, hidden: int, dropout: float) -
 
 class FrameCNN(nn.Module):
     """A small per-frame CNN: ``[conv -> batch norm -> ReLU -> max pool 2]`` per entry of
-    ``channels``, then global pooling to a ``(N, channels[-1])`` feature vector.
+    ``channels``, then global pooling to a ``(N, channels[-1])`` feature vector, or, with
+    ``pool="flatten"``, the last feature map flattened (position kept).
 
-    Shapes: ``(N, C, *spatial)`` -> ``(N, channels[-1])``.
+    Shapes: ``(N, C, *spatial)`` -> ``(N, channels[-1])``; with ``"flatten"``
+    ``(N, channels[-1] * prod(map size))``, the map size being ``spatial`` halved (rounded
+    up) ``len(channels) - 1`` times (``map_size(spatial)``).
     """
 
     def __init__(
@@ -69,7 +74,7 @@ class FrameCNN(nn.Module):
     ) -> None:
         super().__init__()
         check_int("kernel_size", kernel_size)
-        check_choice("pool", pool, GLOBAL_POOLS)
+        check_choice("pool", pool, FRAME_POOLS)
         layers: list[nn.Module] = []
         for i, width in enumerate(channels):
             layers.append(
@@ -85,6 +90,15 @@ class FrameCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         self.pool = pool
         self.out_features = channels[-1]
+        self.num_pools = len(channels) - 1
+
+    def map_size(self, spatial: Sequence[int]) -> list[int]:
+        """The last feature map's size for frames of size ``spatial``."""
+        size = list(spatial)
+        for _ in range(self.num_pools):
+            size = [-(-s // 2) for s in size]
+        return size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return global_pool(self.body(x), self.pool)
+        features = self.body(x)
+        return features.flatten(1) if self.pool == "flatten" else global_pool(features, self.pool)

@@ -19,6 +19,7 @@ from ._blocks import (
     make_head,
     per_step,
 )
+from .inputs import ClipInputs
 from .registry import create_model, register_model
 
 ATTENTION_KINDS = ("sam", "spatial", "temporal")
@@ -42,7 +43,8 @@ class ClipClassifier(nn.Module):
     The last layer's final hidden state (or the temporal-attention context) is globally
     pooled and passed to a dense head::
 
-        x (B, T, C, *S) -> [ConvLSTM -> (spatial attention) -> per-step pool -> BN] x (L-1)
+        x (B, T, C, *S) -> (ClipInputs: + frame differences, coordinates)
+          -> [ConvLSTM -> (spatial attention) -> per-step pool -> BN] x (L-1)
           -> ConvLSTM -> (spatial attention) -> last state or temporal context (B, F, *S')
           -> (BN) -> global max/avg pool (B, F) -> dropout -> dense -> logits (B, K)
 
@@ -85,6 +87,15 @@ class ClipClassifier(nn.Module):
         global_pool: ``"max"`` or ``"avg"``. Default ``"max"``.
         dropout: dropout before (and inside) the head. Default 0.
         head_hidden: width of a hidden dense layer in the head; 0 for none. Default 0.
+        frame_differences: also feed ``x_t - x_{t-1}`` to the first layer (see
+            ``ClipInputs``): motion as a band the first kernel can see whatever the
+            step size. Default ``False``.
+        coordinates: also feed the position of every pixel (``ClipInputs``). Default
+            ``False``.
+        keep_frames: feed the frames themselves (``False``: only the derived channels).
+            Default ``True``.
+        dilation: the first layer's input dilation (int), e.g. 2 for a 3x3 kernel that
+            spans 5 px per step. Default 1.
 
     Attention dict (``return_attention=True``), each entry for layer ``l``:
         ``"layer{l}.spatial"``: ``(B, T, 1, *S_l)``; ``"layer{l}.temporal"``: ``(B, T)``
@@ -124,9 +135,14 @@ class ClipClassifier(nn.Module):
         global_pool: str = "max",
         dropout: float = 0.0,
         head_hidden: int = 0,
+        frame_differences: bool = False,
+        coordinates: bool = False,
+        keep_frames: bool = True,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         check_int("in_channels", in_channels)
+        check_int("dilation", dilation)
         check_choice("ndim", ndim, (1, 2, 3))
         widths = int_list("hidden_channels", hidden_channels)
         kernels = int_list("kernel_size", kernel_size, len(widths))
@@ -145,16 +161,21 @@ class ClipClassifier(nn.Module):
         self.pool_mode, self.multiscale = global_pool, multiscale
         self.attention_kinds = sorted(kinds)
 
+        self.inputs = ClipInputs(
+            in_channels, ndim, frame_differences=frame_differences, coordinates=coordinates,
+            keep_frames=keep_frames,
+        )  # fmt: skip
         self.layers = nn.ModuleList()
         self.between = nn.ModuleList()
         self.residual = []
-        layer_in, size = in_channels, spatial_size
+        layer_in, size = self.inputs.out_channels, spatial_size
         if size is not None:
             size = int_list("spatial_size", size, ndim)
         for l, (width, kernel) in enumerate(zip(widths, kernels)):
             self.layers.append(
                 ConvLSTMNd(
                     layer_in, width, kernel, ndim=ndim, padding=padding, bias=bias,
+                    dilation=dilation if l == 0 else 1,
                     activation=activation, recurrent_activation=recurrent_activation,
                     peephole=peephole, spatial_size=size, layer_norm=layer_norm,
                     recurrent_dropout=recurrent_dropout, checkpoint=checkpoint,
@@ -215,7 +236,7 @@ class ClipClassifier(nn.Module):
         check_clip(x, self.ndim, self.in_channels)
         maps: dict[str, torch.Tensor] = {}
         pooled: list[torch.Tensor] = []
-        seq = x
+        seq = self.inputs(x)
         last = len(self.layers) - 1
         for l, layer in enumerate(self.layers):
             if return_attention and "sam" in self.attention_kinds:
