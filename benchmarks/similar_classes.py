@@ -10,12 +10,20 @@ Models:
     frame          FrameClassifier: per-frame CNN, mean over time (no motion: near chance)
     single-frame   ANTI-PATTERN, defined only here: a CNN on ONE frame whose feature-map
                    rows are fed to an LSTM as if they were time steps
-    cnn-lstm       CNNLSTMClassifier: per-frame CNN, LSTM over the frames
+    cnn-lstm       CNNLSTMClassifier: per-frame CNN, globally pooled, LSTM over the frames
+    cnn-lstm (flatten)   the same without global pooling: the LSTM reads the whole map
+    cnn-lstm (+coords)   the same with coordinate channels (position survives pooling)
+    cnn-lstm (+diff)     the same with frame differences as a second input channel
     convlstm       ClipClassifier, plain
     +layer-norm    ClipClassifier(layer_norm=True)
     +res+ms        ClipClassifier(residual=True, multiscale=True)
     +attention     ClipClassifier(attention=["spatial", "temporal"])
     +supcon        ClipClassifier with BCE + 0.5 * supervised contrastive loss on the embedding
+    +diff          ClipClassifier(frame_differences=True)
+    +attention+diff   ClipClassifier(attention=["spatial", "temporal"], frame_differences=True)
+
+Every model is scored at p > 0.5 and at the threshold that maximises accuracy on a
+validation set (tuned on validation, applied to test).
 
 Usage::
 
@@ -59,6 +67,7 @@ class Budget:
     """Everything every model shares: data, epochs, batch size, optimiser, schedule."""
 
     train: int = 384
+    val: int = 256
     test: int = 256
     frames: int = 12
     size: int = 32
@@ -72,7 +81,7 @@ class Budget:
     seeds: tuple[int, ...] = (0, 1, 2)
 
 
-QUICK = Budget(train=16, test=16, frames=4, size=16, epochs=1, batch=8,
+QUICK = Budget(train=16, val=16, test=16, frames=4, size=16, epochs=1, batch=8,
                difficulties=(0.1,), seeds=(0,))  # fmt: skip
 
 
@@ -115,6 +124,10 @@ class SingleFrameRowLSTM(nn.Module):
         return self.head(self.embed(x))
 
 
+def _cnn_lstm(**options) -> Callable[[Budget], nn.Module]:
+    return lambda budget: create_model("cnn-lstm", in_channels=1, lstm_hidden=32, **options)
+
+
 def _clip(**options) -> Callable[[Budget], nn.Module]:
     base = dict(in_channels=1, hidden_channels=[8, 8], global_pool="avg")
     return lambda budget: create_model("clip-classifier", **base, **options)
@@ -124,19 +137,25 @@ def _clip(**options) -> Callable[[Budget], nn.Module]:
 VARIANTS: dict[str, tuple[Callable[[Budget], nn.Module], dict]] = {
     "frame": (lambda b: create_model("frame-classifier", in_channels=1), {}),
     "single-frame (anti-pattern)": (lambda b: SingleFrameRowLSTM(1, b.size), {}),
-    "cnn-lstm": (lambda b: create_model("cnn-lstm", in_channels=1, lstm_hidden=32), {}),
+    "cnn-lstm": (_cnn_lstm(), {}),
+    "cnn-lstm (flatten)": (lambda b: _cnn_lstm(frame_pool="flatten", spatial_size=b.size)(b), {}),
+    "cnn-lstm (+coords)": (_cnn_lstm(coordinates=True), {}),
+    "cnn-lstm (+diff)": (_cnn_lstm(frame_differences=True), {}),
     "convlstm": (_clip(), {}),
     "+layer-norm": (_clip(layer_norm=True), {}),
     "+res+ms": (_clip(residual=True, multiscale=True), {}),
     "+attention": (_clip(attention=["spatial", "temporal"]), {}),
     "+supcon": (_clip(), {"metric": "supcon", "metric_weight": 0.5}),
+    "+diff": (_clip(frame_differences=True), {}),
+    "+attention+diff": (_clip(attention=["spatial", "temporal"], frame_differences=True), {}),
 }
 
 
 def make_data(budget: Budget, difficulty: float) -> dict[str, torch.Tensor]:
-    """Train and test clips ``(N, T, 1, S, S)`` and labels, generated once (data seed 0)."""
+    """Train, validation and test clips ``(N, T, 1, S, S)`` and labels, generated once
+    (data seed 0)."""
     out = {}
-    for split, n in (("train", budget.train), ("test", budget.test)):
+    for split, n in (("train", budget.train), ("val", budget.val), ("test", budget.test)):
         ds = SimilarMotions(
             split, n, classes=CLASSES, frames=budget.frames, image_size=budget.size,
             difficulty=difficulty, speed=budget.speed,
@@ -176,11 +195,34 @@ def train(model: nn.Module, loss: dict, data: dict, budget: Budget, seed: int) -
     return time.perf_counter() - start
 
 
+def tuned_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """The threshold ``t`` (predict class 1 for ``p >= t``) with the highest accuracy on
+    ``scores``: the midpoint between consecutive sorted scores (or below all of them)."""
+    values, order = scores.double().sort()
+    y = labels[order].double()
+    # predicting 1 from position i on: correct = zeros before i + ones from i
+    zeros_before = torch.cat([torch.zeros(1, dtype=y.dtype), (1 - y).cumsum(0)])
+    ones_from = torch.cat([y.flip(0).cumsum(0).flip(0), torch.zeros(1, dtype=y.dtype)])
+    best = int((zeros_before + ones_from).argmax())
+    if best == 0:
+        return float(values[0]) - 1e-6
+    if best == len(values):
+        return float(values[-1]) + 1e-6
+    return float((values[best - 1] + values[best]) / 2)
+
+
+@torch.no_grad()
+def scores_of(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([torch.sigmoid(model(x)).reshape(-1) for x in clips.split(64)])
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: dict) -> dict:
-    """Accuracy, ROC-AUC and the class similarity of every feature layer on the test clips."""
-    model.eval()
-    scores = torch.cat([torch.sigmoid(model(x)).reshape(-1) for x in data["x_test"].split(64)])
+    """Accuracy (at 0.5 and at a threshold tuned on the validation clips), ROC-AUC and the
+    class similarity of every feature layer on the test clips."""
+    scores = scores_of(model, data["x_test"])
+    threshold = tuned_threshold(scores_of(model, data["x_val"]), data["y_val"])
     metrics = ClassificationMetrics(2)
     metrics.update(scores, data["y_test"])
     values = metrics.compute()
@@ -189,6 +231,8 @@ def evaluate(model: nn.Module, data: dict) -> dict:
     embedding = similarity["layers"]["embedding"]
     return {
         "accuracy": values["accuracy"],
+        "accuracy_tuned": float(((scores >= threshold).long() == data["y_test"]).double().mean()),
+        "threshold": threshold,
         "roc_auc": values["roc_auc"],
         "embedding_cosine": embedding["cosine"][0][1],
         "embedding_ratio": embedding["ratio"],
@@ -216,13 +260,19 @@ def diagnose(model: nn.Module, data: dict, object_scale: float) -> dict:
     return keep
 
 
+def loadavg() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load averages (Linux), or ``None``."""
+    path = Path("/proc/loadavg")
+    return [float(v) for v in path.read_text().split()[:3]] if path.exists() else None
+
+
 def summarise(runs: list[dict]) -> dict:
     """Mean, sample standard deviation and values per variant, difficulty and metric."""
     table: dict = {}
     for run in runs:
         cell = table.setdefault(run["variant"], {}).setdefault(str(run["difficulty"]), {})
-        for key in ("accuracy", "roc_auc", "embedding_cosine", "embedding_ratio",
-                    "embedding_ratio_chance", "train_seconds"):  # fmt: skip
+        for key in ("accuracy", "accuracy_tuned", "threshold", "roc_auc", "embedding_cosine",
+                    "embedding_ratio", "embedding_ratio_chance", "train_seconds"):  # fmt: skip
             cell.setdefault(key, {"values": []})["values"].append(run[key])
     for per_difficulty in table.values():
         for cell in per_difficulty.values():
@@ -239,8 +289,8 @@ def markdown(table: dict, budget: Budget) -> str:
 
     head = ["model"]
     for d in budget.difficulties:
-        head += [f"acc (d={d})", f"ROC-AUC (d={d})", f"emb. ratio (d={d})",
-                 f"emb. 1-cos (d={d})"]  # fmt: skip
+        head += [f"acc (d={d})", f"acc, tuned t (d={d})", f"ROC-AUC (d={d})",
+                 f"emb. ratio (d={d})", f"emb. 1-cos (d={d})", f"train s (d={d})"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, per_difficulty in table.items():
         row = [variant]
@@ -248,8 +298,9 @@ def markdown(table: dict, budget: Budget) -> str:
             cell = per_difficulty[str(d)]
             one_minus = [1 - c for c in cell["embedding_cosine"]["values"]]
             spread = float(np.std(one_minus, ddof=1)) if len(one_minus) > 1 else 0.0
-            row += [fmt(cell["accuracy"]), fmt(cell["roc_auc"]), fmt(cell["embedding_ratio"]),
-                    f"{np.mean(one_minus):.1e} ± {spread:.0e}"]  # fmt: skip
+            row += [fmt(cell["accuracy"]), fmt(cell["accuracy_tuned"]), fmt(cell["roc_auc"]),
+                    fmt(cell["embedding_ratio"]), f"{np.mean(one_minus):.1e} ± {spread:.0e}",
+                    f"{cell['train_seconds']['mean']:.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -278,23 +329,28 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     runs, diagnostics = [], {}
-    for difficulty in budget.difficulties:
-        data = make_data(budget, difficulty)
-        for seed in budget.seeds:
+    data_of = {d: make_data(budget, d) for d in budget.difficulties}
+    # seeds outermost: a study cut short still has every model at every difficulty
+    for seed in budget.seeds:
+        for difficulty in budget.difficulties:
+            data = data_of[difficulty]
             for name in variants:
                 build, loss = VARIANTS[name]
                 torch.manual_seed(seed)
                 model = build(budget)
                 seconds = train(model, loss, data, budget, seed)
                 result = {"variant": name, "difficulty": difficulty, "seed": seed,
-                          "train_seconds": seconds, **evaluate(model, data)}  # fmt: skip
+                          "train_seconds": seconds, "loadavg": loadavg(),
+                          **evaluate(model, data)}  # fmt: skip
                 runs.append(result)
-                if seed == budget.seeds[0] and name in ("convlstm", "cnn-lstm", "+layer-norm"):
+                if seed == budget.seeds[0] and name in ("convlstm", "cnn-lstm", "+layer-norm",
+                                                        "+diff"):  # fmt: skip
                     diagnostics.setdefault(str(difficulty), {})[name] = diagnose(
                         model, data, object_scale
                     )
                 print(f"[{time.perf_counter() - start:7.1f}s] d={difficulty} seed={seed} "
-                      f"{name:28s} acc {result['accuracy']:.3f} auc {result['roc_auc']:.3f} "
+                      f"{name:28s} acc {result['accuracy']:.3f} "
+                      f"(tuned {result['accuracy_tuned']:.3f}) auc {result['roc_auc']:.3f} "
                       f"emb ratio {result['embedding_ratio']:.3f} ({seconds:.1f}s)",
                       flush=True)  # fmt: skip
                 report = {
