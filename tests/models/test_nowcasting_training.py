@@ -56,7 +56,7 @@ def test_tiny_nowcaster_trains_and_is_scored_beside_the_baselines(radar_folder, 
     metrics = run.metrics
     assert metrics["units"] == "mm/h" and metrics["minutes_per_step"] == 5.0
     baselines = metrics["baselines"]
-    assert sorted(baselines) == ["optical_flow", "persistence"]
+    assert sorted(baselines) == ["optical_flow", "persistence", "sprog"]
     for name, scores in baselines.items():
         assert scores.keys() == {k for k in metrics
                                  if k not in ("units", "minutes_per_step", "baselines")}, name

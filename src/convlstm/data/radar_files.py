@@ -766,7 +766,7 @@ class RadarFiles(Dataset):
         seed: Default 0.
     """
 
-    baselines = ("persistence", "optical_flow")
+    baselines = ("persistence", "optical_flow", "sprog")
     units = "mm/h"
     fss_scales_km = (10.0, 20.0, 40.0)
 
