@@ -68,6 +68,9 @@ def test_forecast_of_a_radar_folder_as_netcdf_and_gif(persistence_folder, tmp_pa
         assert list(ds["time"].values) == times and list(ds["lead_time"].values) == [5.0, 10.0]
         assert ds["x"].attrs["units"] == "km" and float(ds["x"][1]) == 1.0
         assert float(rain.max()) > 1.0  # the last frame's 3 mm/h block, smoothed by 2 km
+        # compressed: a national composite's hour of forecasts is mostly dry
+        assert rain.encoding.get("zlib") or rain.encoding.get("compression") == "gzip"
+        np.testing.assert_array_equal(rain.values, written.rain)
 
 
 def test_pretrained_names():

@@ -269,10 +269,27 @@ def nowcast_folder(
     inputs = [Path(f) for f in event.files[stop - nowcaster.input_frames : stop]]
     result = Nowcast(forecast, times, inputs, card.minutes_per_step, output / "forecast.nc",
                      output / "forecast.gif")  # fmt: skip
-    dataset.to_netcdf(result.netcdf)
+    write_compressed_netcdf(dataset, result.netcdf)
     write_forecast_animation(result.animation, np.nan_to_num(rain)[:, None], None,
                              forecast[:, None], cmap="viridis")  # fmt: skip
     return result
+
+
+def write_compressed_netcdf(dataset: Any, path: Path) -> None:
+    """Write an xarray ``dataset`` as NetCDF-4 with zlib compression of its variables (an
+    hour of forecasts over a national composite is mostly dry: tens of MB uncompressed).
+    Only the NetCDF-4 engines compress; with neither netCDF4 nor h5netcdf installed the
+    file is written uncompressed (NetCDF-3) by xarray's default engine."""
+    import importlib.util
+
+    engine = next((e for e, module in (("netcdf4", "netCDF4"), ("h5netcdf", "h5netcdf"))
+                   if importlib.util.find_spec(module)), None)  # fmt: skip
+    if engine is None:
+        dataset.to_netcdf(path)
+        return
+    encoding = {name: {"zlib": True, "complevel": 4, "shuffle": True}
+                for name in dataset.data_vars}  # fmt: skip
+    dataset.to_netcdf(path, engine=engine, encoding=encoding)
 
 
 @dataclass
