@@ -460,7 +460,7 @@ def test_checkpointed_sequence_equals_the_kept_one(
 ):
     """``checkpoint=True`` keeps the output and one cell per segment, recomputes each
     segment's gates in the backward, and gives the same values and gradients."""
-    monkeypatch.setattr(sequence, "checkpoint_segment", lambda steps, dtype: segment)
+    monkeypatch.setattr(sequence, "checkpoint_segment", lambda steps: segment)
     layer = _layer(**options)
     x = torch.randn(2, steps, 2, 6, 7, dtype=torch.float64, requires_grad=True)
     state = None
@@ -492,6 +492,55 @@ def test_checkpointed_sequence_equals_the_kept_one(
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
+def _w1_like(steps, checkpoint):
+    """A W1-like layer (1 channel, 16 filters, valid 3x3, hard sigmoid, no bias) at the
+    fast path's size: 2 x 16 x 48 x 48 = 73,728 cell elements per step."""
+    layer = ConvLSTMNd(1, 16, 3, ndim=2, padding="valid", bias=False,
+                       recurrent_activation="hard_sigmoid", checkpoint=checkpoint)  # fmt: skip
+    return perturb(layer), torch.randn(2, steps, 1, 50, 50)
+
+
+@pytest.mark.parametrize("mode", ["auto", "never"])
+def test_checkpointed_at_the_fast_path_size_equals_the_kept_one(fusion, fused_cells, mode):
+    """At the fast path's size, over enough steps for several segments of the real
+    ``checkpoint_segment``, ``checkpoint=True`` gives the values and gradients of the
+    kept sequence, on the fast path ("auto") and on the step path ("never", every step
+    recomputed by ``torch.utils.checkpoint``)."""
+    steps = 26
+    assert steps // sequence.checkpoint_segment(steps) >= 4
+    layer, x = _w1_like(steps, checkpoint=False)
+    x.requires_grad_(True)
+    kept, kept_grads, _ = fusion(mode, _outputs_and_grads, layer, x)
+    layer.checkpoint = True
+    ran = len(fused_cells)
+    recomputed, recomputed_grads, grad_fn = fusion(mode, _outputs_and_grads, layer, x)
+    assert ("FusedSequence" in type(grad_fn).__name__) == (mode == "auto")
+    assert len(fused_cells) - ran == (mode == "auto")
+    for a, b in zip((*recomputed, *recomputed_grads), (*kept, *kept_grads)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_checkpointed_backward_keeps_cells_not_gates(fusion, monkeypatch):
+    """A checkpointed sequence's memory beyond its output grows as ``sqrt(T)`` cells: the
+    forward keeps the cell before every segment of ``round(sqrt(T))`` steps, and the
+    backward recomputes a segment's cells only, and the gates of one step at a time
+    from the heap, as the gradients (the pool then holds one segment's cells and a
+    recomputed h more)."""
+    monkeypatch.setattr(backend, "mapped_min_bytes", 0)
+    pool = pools.mapped_pool
+    steps = 36
+    segment = sequence.checkpoint_segment(steps)
+    assert segment == 6
+    layer, x = _w1_like(steps, checkpoint=True)
+    pool.empty_cache()
+    out, _ = fusion("always", layer, x)
+    cell = 2 * 16 * 48 * 48 * 4
+    assert pool.held() == out.numel() * 4 + (steps // segment - 1) * cell
+    out.square().mean().backward()
+    backward = segment * cell + cell
+    assert pool.held() == out.numel() * 4 + (steps // segment - 1) * cell + backward
+
+
 def test_checkpointed_bfloat16_equals_the_kept_one_and_keeps_less(fusion, monkeypatch):
     """Under bfloat16 autocast the backward recomputes in bfloat16 (not in the
     backward's own float32); the pool holds the output and the segment cells only."""
@@ -499,7 +548,7 @@ def test_checkpointed_bfloat16_equals_the_kept_one_and_keeps_less(fusion, monkey
     pool = pools.mapped_pool
     layer = ConvLSTMNd(1, 16, 3, ndim=2, padding="valid", recurrent_activation="hard_sigmoid")
     x = torch.randn(2, 9, 1, 10, 12)
-    assert sequence.checkpoint_segment(9, torch.bfloat16) == 2  # round(sqrt(9/3))
+    assert sequence.checkpoint_segment(9) == 3
 
     def grads(checkpoint):
         layer.checkpoint = checkpoint
@@ -521,7 +570,7 @@ def test_checkpointed_bfloat16_equals_the_kept_one_and_keeps_less(fusion, monkey
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     cell = 2 * 16 * 8 * 10 * 4  # float32 (B, F, H', W')
     output = out.numel() * 2
-    assert held == output + 4 * cell  # the cells after steps 2, 4, 6, 8
+    assert held == output + 2 * cell  # the cells after steps 3 and 6
     assert kept_held == output + 9 * (cell + 4 * cell // 2)  # every cell and bf16 gates
 
 

@@ -20,9 +20,10 @@ tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
   input's (when needed) likewise, and the weight gradient refills the buffer from the
   input and the saved output;
 * checkpointed (``segment``, the layer's ``checkpoint=True``): the forward keeps only
-  the output and the cell after every segment of steps, and the backward reruns the
-  training forward over one segment at a time, from its first state, before going
-  back through it.
+  the output and the cell after every segment of steps. Going back, the backward
+  recomputes one segment's cells at a time from the cell before it, and then, at
+  every step, the step's gates again: a step's gates are one convolution of the kept
+  output, while keeping them costs four cells' memory per step of the segment.
 
 The results equal ``ConvLSTMCellNd.step`` in a loop (tests check values and
 gradients). Like ``FusedGates``, it has first-order derivatives only. Like
@@ -199,6 +200,34 @@ class _Stacked:
         return self._alone(1, h)
 
 
+class _GateConv:
+    """A step's gate pre-activations ``conv([x_t, pad(h)]) + b`` through a ``_Stacked``
+    buffer (``h=None``: the zero state, whose step convolves the input's channels
+    alone), in the buffer's layout: the forward's, and the checkpointed backward's
+    recomputation of them."""
+
+    def __init__(self, stacked: _Stacked, weight: torch.Tensor, bias, dtype) -> None:
+        channels, layout = stacked.channels, stacked.layout
+        self.stacked, self.layout = stacked, layout
+        self.weights = [w.contiguous(memory_format=layout) for w in (weight[:, :channels], weight)]
+        self.bias = None if bias is None else bias.to(dtype)
+        self.conv = CONV[weight.dim() - 2]
+
+    def _inputs(self, x, t, h) -> tuple[torch.Tensor, torch.Tensor]:
+        if h is None:
+            return self.stacked.inputs(x, t), self.weights[0]
+        return self.stacked.fill(x, t, h), self.weights[1]
+
+    def __call__(self, x: torch.Tensor, t: int, h: torch.Tensor | None) -> torch.Tensor:
+        inputs, weight = self._inputs(x, t, h)
+        return self.conv(inputs, weight, self.bias).contiguous(memory_format=self.layout)
+
+    def add_(self, out: torch.Tensor, x: torch.Tensor, t: int, h: torch.Tensor | None) -> None:
+        """Writes the gates into ``out`` (a slot of a kept block) instead."""
+        inputs, weight = self._inputs(x, t, h)
+        _add_conv_(out.zero_(), inputs, weight, self.bias)
+
+
 @dataclass
 class _Run:
     """What ``_forward`` computed: the results, and what the backward needs."""
@@ -217,23 +246,18 @@ class _Run:
 
 def _forward(
     x, h_0, c_0, weight, bias, input_pad, hidden_pad, kind, reverse, train,
-    *, dtype: torch.dtype | None = None, keep_every: int | None = None,
+    *, keep_every: int | None = None,
 ) -> _Run:  # fmt: skip
-    """The sequence's forward (see ``FusedSequence``); ``train`` keeps what the
-    backward needs, every step's gates and cell; ``keep_every=k`` keeps only the cell
-    after every ``k`` steps (in processing order) and the output in the mapped pool,
-    for a backward that recomputes the rest. ``dtype``: the convolutions' (default
-    autocast's or ``x``'s)."""
-    steps, channels = x.shape[1], x.shape[2]
-    dtype = dtype or conv_dtype(x)
+    """The sequence's forward (see ``FusedSequence``) in the convolutions' dtype
+    (autocast's or ``x``'s); ``train`` keeps what the backward needs, every step's gates
+    and cell; ``keep_every=k`` keeps only the cell after every ``k`` steps (in processing
+    order) and the output in the mapped pool, for a backward that recomputes the rest."""
+    steps = x.shape[1]
+    dtype = conv_dtype(x)
     stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
     layout = stacked.layout
-    conv_weight = weight.to(dtype)  # saved for the backward; the forward's in its layout:
-    step_weights = [
-        w.contiguous(memory_format=layout) for w in (conv_weight[:, :channels], conv_weight)
-    ]
-    conv_bias = None if bias is None else bias.to(dtype)
-    conv = CONV[x.dim() - 3]
+    conv_weight = weight.to(dtype)  # saved for the backward
+    gate_conv = _GateConv(stacked, conv_weight, bias, dtype)
     # Training keeps every step's gates and cell for the backward (which recomputes the
     # activations): the convolution adds a step's gates into its slot of one block; the
     # cells go to another.
@@ -250,15 +274,11 @@ def _forward(
     h = h_0
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for index, t in enumerate(order):
-        if h is None:  # the zero state adds nothing: convolve the input's channels only
-            inputs, step_weight = stacked.inputs(x, t), step_weights[0]
-        else:
-            inputs, step_weight = stacked.fill(x, t, h), step_weights[1]
         if block is None:
-            z = conv(inputs, step_weight, conv_bias).contiguous(memory_format=layout)
+            z = gate_conv(x, t, h)
         else:
-            z = block[t].zero_()
-            _add_conv_(z, inputs, step_weight, conv_bias)
+            z = block[t]
+            gate_conv.add_(z, x, t, h)
         if view is None:
             view = _Rows(z)
             if c_0 is None:
@@ -307,14 +327,12 @@ def _forward(
     )
 
 
-def checkpoint_segment(steps: int, dtype: torch.dtype) -> int:
-    """Steps per recomputed segment for ``FusedSequence(..., segment)``: ``k`` near
-    ``sqrt(T · c / (g + c))``, which minimises the kept bytes ``(T / k) · c + k · (g +
-    c)`` (``c``: a cell, float32 or wider; ``g``: a step's ``4F`` gates in ``dtype``):
-    ``sqrt(T/5)`` for float32, ``sqrt(T/3)`` for bfloat16 convolutions."""
-    cell = torch.promote_types(dtype, torch.float32).itemsize
-    gates = 4 * dtype.itemsize
-    return max(1, min(steps, round(math.sqrt(steps * cell / (gates + cell)))))
+def checkpoint_segment(steps: int) -> int:
+    """Steps per recomputed segment for ``FusedSequence(..., segment)``: ``round(sqrt(T))``.
+    What a checkpointed sequence keeps beyond its output is a cell per segment boundary
+    (``T/k - 1``) and, in the backward, the ``k`` cells of one segment (its gates are
+    recomputed one step at a time); ``k = sqrt(T)`` minimises their sum."""
+    return max(1, min(steps, round(math.sqrt(steps))))
 
 
 def _add_weight_grad(
@@ -339,6 +357,34 @@ def _add_weight_grad(
             d_bias += db
 
 
+class _Recompute:
+    """The checkpointed backward's recomputation. A segment's cells come from the cell
+    before it, each step's gates from a convolution of the kept output (the ``h`` the
+    step started from): kept are the segment's cells and one step's ``h`` (mapped, as
+    the forward's kept tensors), and the gates of one step at a time, convolved again
+    when the backward reaches the step."""
+
+    def __init__(self, stacked, weight, bias, dtype, c_first, kind, segment: int) -> None:
+        self.gates = _GateConv(stacked, weight, bias, dtype)
+        self.kind = kind
+        device = weight.device
+        self.block = _step_block(c_first.shape, c_first.dtype, device, _DENSE, segment)
+        self.h = _empty(c_first.shape, c_first.stride(), dtype, device)  # recomputed, unused
+        self.kernel = _compiled("forward", _step_forward)
+
+    def cells(self, x, seg: list[int], c_start, h_before, view: _Rows, cells: list) -> None:
+        """Fills ``cells[t]`` for every step ``t`` of ``seg`` (in processing order), from
+        the cell ``c_start`` before it."""
+        c_prev = c_start
+        for j, t in enumerate(seg):
+            z = view.rows(self.gates(x, t, h_before(t)), 4)
+            c_next = self.block[j]
+            if not simd.forward(z, c_prev, self.kind, self.h, c_next):
+                c_next.copy_(self.kernel(z, c_prev, self.kind)[1])
+            cells[t] = c_prev = c_next
+            del z
+
+
 class FusedSequence(torch.autograd.Function):
     """``output, h_n, c_n = FusedSequence.apply(x, h_0, c_0, weight, bias, input_pad,
     hidden_pad, kind, reverse, segment=None)``.
@@ -351,9 +397,9 @@ class FusedSequence(torch.autograd.Function):
     for reduced-precision inputs) ``(B, F, *S)``.
 
     ``segment=k`` checkpoints through time: the forward keeps the output and the cell
-    after every ``k`` steps only, and the backward recomputes one segment of ``k``
-    steps' gates and cells at a time before going back through it (one more forward
-    in all; see ``checkpoint_segment`` for ``k``).
+    after every ``k`` steps only, and the backward recomputes the cells of one segment
+    of ``k`` steps at a time, and each step's gates as it reaches the step (two more
+    convolutions and one more gate loop per step; see ``checkpoint_segment`` for ``k``).
     """
 
     @staticmethod
@@ -384,20 +430,28 @@ class FusedSequence(torch.autograd.Function):
         x_dtype, h_dtype, c_dtype, w_dtype = ctx.dtypes
         steps = x.shape[1]
         order = list(range(steps - 1, -1, -1) if reverse else range(steps))  # forward's
+        need_x, need_h, need_c, need_w, need_b = ctx.needs_input_grad[:5]
+        channels = x.shape[2]
+        dtype = weight.dtype
+        stacked = None
+        if need_w or need_b or segment is not None:
+            stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
         if segment is None:  # one segment, everything kept
             segments, starts = [order], [c_first]
             cells, gates = list(saved[:steps]), list(saved[steps:])
         else:
             segments = [order[i : i + segment] for i in range(0, steps, segment)]
             starts = [c_first, *saved]  # the cell before each segment
-            cells, gates = [None] * steps, [None] * steps
-        need_x, need_h, need_c, need_w, need_b = ctx.needs_input_grad[:5]
-        channels = x.shape[2]
-        dtype = weight.dtype
-        stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype) if need_w or need_b else None
+            cells, gates = [None] * steps, None
+            recompute = _Recompute(stacked, weight, bias, dtype, c_first, kind, segment)
         layout = memory_format(x.dim() - 3, x.device)
         flipped_h = _flipped(weight[:, channels:], layout)
         flipped_x = _flipped(weight[:, :channels], layout) if need_x else None
+
+        def h_before(t: int) -> torch.Tensor | None:
+            """The hidden state step ``t`` started from."""
+            before = t + 1 if reverse else t - 1  # the step processed before t
+            return output[:, before] if 0 <= before < steps else h_0
 
         hidden_pairs, input_pairs = _pairs(hidden_pad), _pairs(input_pad)
         acc_dtype = c_first.dtype
@@ -417,34 +471,26 @@ class FusedSequence(torch.autograd.Function):
         index = 0  # steps gone back through
         for number in range(len(segments) - 1, -1, -1):
             seg = segments[number]
-            if segment is not None:  # recompute the segment's gates and cells
-                low, high = min(seg), max(seg) + 1
-                h_start = h_0 if number == 0 else output[:, seg[0] + 1 if reverse else seg[0] - 1]
-                run = _forward(
-                    x[:, low:high], h_start, view.unrows(starts[number]), weight, bias,
-                    input_pad, hidden_pad, kind, reverse, True, dtype=dtype,
-                )  # fmt: skip
-                for t in seg:
-                    cells[t], gates[t] = run.cells[t - low], run.gates[t - low]
-                del run
+            if segment is not None:
+                recompute.cells(x, seg, starts[number], h_before, view, cells)
             for t in reversed(seg):
-                before = t + 1 if reverse else t - 1  # the step processed before t
+                before = t + 1 if reverse else t - 1
                 c_prev = starts[number] if t == seg[0] else cells[before]
+                if segment is None:
+                    z = gates[t]
+                else:
+                    z = view.rows(recompute.gates(x, t, h_before(t)), 4)
                 d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
-                dz, dc = _backward_rows(dh, dc, gates[t], cells[t], c_prev, kind, dtype, d_out)
-                del dh, d_out  # (see the forward loop)
-                if segment is not None:
-                    cells[t] = gates[t] = None
+                dz, dc = _backward_rows(dh, dc, z, cells[t], c_prev, kind, dtype, d_out)
+                del dh, d_out, z  # (see the forward loop)
                 dz = view.ungates(dz)
                 if index < steps - 1 or need_h:
                     dh = view.rows(_transposed(dz, flipped_h, hidden_pairs))
                 if need_x:
                     d_inputs[t] = _transposed(dz, flipped_x, input_pairs)
-                if stacked is not None:
+                if need_w or need_b:
                     _add_weight_grad(
-                        d_weight, d_bias, stacked, dz, x, t,
-                        output[:, before] if 0 <= before < steps else h_0,
-                        weight, has_bias, split,
+                        d_weight, d_bias, stacked, dz, x, t, h_before(t), weight, has_bias, split
                     )  # fmt: skip
                 del dz
                 index += 1
@@ -480,7 +526,7 @@ class LSTMSequence:
         args = (x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, self.kind)
         tensors = [x, *cell.parameters(), *(state or ())]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            segment = checkpoint_segment(x.shape[1], conv_dtype(x)) if checkpoint else None
+            segment = checkpoint_segment(x.shape[1]) if checkpoint else None
             output, h_n, c_n = FusedSequence.apply(*args, reverse, segment)
         else:
             run = _forward(*args, reverse, train=False)
