@@ -439,12 +439,13 @@ class ConvLSTMNd(ConvRNNBase):
         unit_forget_bias: forget-gate bias initialised to 1.
         return_all_layers: ``output`` is a list of every layer's output sequence.
         checkpoint: gradient checkpointing through time (training only). For the usual
-            cell (see below) the sequence runs in segments of about ``sqrt(T/5)``
-            steps (``sqrt(T/3)`` under bfloat16 autocast): the forward keeps the
-            output and one cell state per segment, and the backward recomputes one
-            segment's gates at a time (one more forward in all), so memory beyond the
-            output grows as ``sqrt(T)``. Other cells (masks, recurrent dropout,
-            attention, peepholes, layer norm) recompute every step from its state.
+            cell (see below) the sequence runs in segments of about ``sqrt(T)`` steps:
+            the forward keeps the output and one cell state per segment, and the
+            backward recomputes one segment's cell states at a time and each step's
+            gates when it reaches the step (two more convolutions per step), so memory
+            beyond the output grows as ``sqrt(T)`` cell states. Other cells (masks,
+            recurrent dropout, attention, peepholes, layer norm) recompute every step
+            from its state.
         attention: ``None`` or ``"sam"`` (SA-ConvLSTM's self-attention memory in every
             cell; the state gains a memory: ``(h, c, m)``).
         attention_options: ``SelfAttentionMemory`` keyword arguments (``key_channels``,
