@@ -5,6 +5,7 @@
     python benchmarks/run.py --only convlstm,limit --workload W2
     python benchmarks/run.py --ablations          # add convlstm diagnostic variants
     python benchmarks/run.py --rounds 3           # every speed case 3 times, round-robin
+    python benchmarks/run.py --first-call-only    # only the first-call rows (cold, warm)
 
 Writes ``results/bench.json`` and ``results/bench.md`` (``bench-quick.*`` with
 ``--quick``) and prints the tables. See README.md for what each column means.
@@ -16,8 +17,10 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -46,6 +49,12 @@ FULL = {"warmup": 2, "min_iters": 3, "iters": 10, "budget": 10.0}
 QUICK = {"warmup": 1, "min_iters": 1, "iters": 1, "budget": 0.0}
 SLOW = {"warmup": 1, "min_iters": 3, "iters": 3, "budget": 0.0}  # keras-torch
 MEMORY = {"warmup": 1, "min_iters": 2, "iters": 2, "budget": 0.0}
+# First-call rows: no warm-up; the first timed step is the first use, the later ones
+# give the step time it is compared with.
+FIRST_CALL = {"warmup": 0, "min_iters": 4, "iters": 4, "budget": 0.0}
+QUICK_FIRST_CALL = {"warmup": 0, "min_iters": 2, "iters": 2, "budget": 0.0}
+FIRST_CALL_IMPLS = (OURS, "convgru", *PEERS)
+COLD, WARM = "first call, cold cache", "first call, warm cache"
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ class Case:
     variant: str = ""  # convlstm variants: "bf16", "checkpoint", ablations
     flags: tuple[str, ...] = ()
     steps: int | None = None
-    group: str = "speed"  # "speed", "memory" or "ablation"
+    group: str = "speed"  # "speed", "memory", "ablation" or "first-call"
 
     @property
     def label(self) -> str:
@@ -64,9 +73,20 @@ class Case:
 
 
 def plan_cases(
-    impls: list[str], workloads: list[str], ablations: bool, memory: bool = True
+    impls: list[str],
+    workloads: list[str],
+    ablations: bool,
+    memory: bool = True,
+    first_call: bool = True,
+    speed: bool = True,
 ) -> list[Case]:
     cases: list[Case] = []
+    if first_call:  # each implementation's cold case, then its warm one, back to back
+        for wl in workloads:
+            for impl in (i for i in FIRST_CALL_IMPLS if i in impls):
+                cases += [Case(impl, wl, "train", v, group="first-call") for v in (COLD, WARM)]
+    if not speed:
+        return cases
     for wl in workloads:
         for mode in ("train", "infer"):
             cases += [Case(impl, wl, mode) for impl in IMPLS if impl in impls]
@@ -99,10 +119,17 @@ def plan_cases(
 
 
 def run_case(
-    case: Case, quick: bool, timeout: float, threads: int | None, malloc: dict[str, str]
+    case: Case,
+    quick: bool,
+    timeout: float,
+    threads: int | None,
+    malloc: dict[str, str],
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one case in a fresh interpreter and parse the JSON line it prints."""
-    if quick:
+    if case.group == "first-call":
+        timing = QUICK_FIRST_CALL if quick else FIRST_CALL
+    elif quick:
         timing = QUICK
     elif case.group == "memory":
         timing = MEMORY
@@ -119,6 +146,7 @@ def run_case(
     if threads:
         cmd += ["--threads", str(threads)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **malloc}
+    env.update(extra_env or {})
     row: dict[str, Any] = {
         "impl": case.impl,
         "label": case.label,
@@ -139,7 +167,33 @@ def run_case(
     if not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {**row, "status": "error", "reason": f"exit {proc.returncode}: {' | '.join(tail)}"}
-    return {**row, **json.loads(lines[-1][len(RESULT_PREFIX) :])}
+    result = {**row, **json.loads(lines[-1][len(RESULT_PREFIX) :])}
+    if case.group == "first-call" and result.get("status") == "ok":
+        times = result["times_s"]
+        result["first_s"] = times[0]
+        result["later_s"] = sorted(times[1:])[(len(times) - 2) // 2]  # lower median
+        result["first_ratio"] = result["first_s"] / result["later_s"]
+    return result
+
+
+class CompileCaches:
+    """A private compile cache per (implementation, workload) for the first-call rows:
+    its cold case starts from an empty one, its warm case reuses what the cold case
+    left. The user's own caches are never read or touched."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="convlstm-bench-cache-"))
+
+    def env(self, case: Case) -> dict[str, str]:
+        path = self.root / f"{case.impl}-{case.workload}"
+        if case.variant == COLD:
+            shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, exist_ok=True)
+        # Inductor's (and so torch.compile's and convlstm's run-time C++ builds') cache.
+        return {"TORCHINDUCTOR_CACHE_DIR": str(path / "inductor")}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- rounds
@@ -206,6 +260,8 @@ def fmt(value: float | None, spec: str) -> str:
 def row_note(r: dict[str, Any]) -> str:
     if r.get("status") != "ok":
         return f"**{r.get('status')}**: {r.get('reason', '')}"
+    if r["group"] == "first-call":
+        return "later steps: " + " / ".join(fmt(t, ".2f") for t in r["times_s"][1:])
     notes = [r["note"]] if r.get("note") else []
     if "max_abs_err_vs_fp32" in r:
         notes.append(f"max abs err vs fp32 {r['max_abs_err_vs_fp32']:.2e}")
@@ -272,6 +328,29 @@ def memory_table(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def first_call_table(rows: list[dict[str, Any]]) -> list[str]:
+    first = [r for r in rows if r["group"] == "first-call"]
+    if not first:
+        return []
+    lines = [
+        "### First use in a fresh process (training step: forward + backward + SGD)",
+        "",
+        "Cold: an empty compile cache (`TORCHINDUCTOR_CACHE_DIR`); warm: the one the cold "
+        "case left. Set-up: imports, model and input, before the first step.",
+        "",
+        "| workload | implementation | cache | set-up s | first step s | later step s "
+        "| first / later | load | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in first:
+        cells = [r["workload"], r["impl"], r["variant"].rsplit(", ", 1)[-1]]
+        keys = (("setup_s", ".1f"), ("first_s", ".2f"), ("later_s", ".2f"),
+                ("first_ratio", ".1f"), ("load1_before", ".1f"))  # fmt: skip
+        cells += [fmt(r.get(k), spec) for k, spec in keys]
+        lines.append("| " + " | ".join([*cells, row_note(r)]) + " |")
+    return [*lines, ""]
+
+
 def report(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     loads = f"{meta['load_before']} before, {meta['load_after']} after"
     lines = [
@@ -299,10 +378,12 @@ def report(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"within a round (the two run one after the other): {pairs}.",
             "",
         ]
-    for wl in dict.fromkeys(r["workload"] for r in rows if r["group"] != "memory"):
+    speed_rows = [r for r in rows if r["group"] in ("speed", "ablation")]
+    for wl in dict.fromkeys(r["workload"] for r in speed_rows):
         for mode in ("train", "infer"):
-            lines += speed_table(rows, wl, mode)
+            lines += speed_table(speed_rows, wl, mode)
     lines += memory_table(rows)
+    lines += first_call_table(rows)
     return "\n".join(lines)
 
 
@@ -334,6 +415,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablations", action="store_true", help="add convlstm diagnostic variants")
     p.add_argument("--skip-memory", action="store_true", help="no W1 peak-memory rows")
     p.add_argument(
+        "--skip-first-call", action="store_true", help="no first-call (cold/warm cache) rows"
+    )
+    p.add_argument("--first-call-only", action="store_true", help="only the first-call rows")
+    p.add_argument(
         "--rounds", type=int, default=1,
         help="run every speed case this many times, round-robin (the machine drifts)",
     )  # fmt: skip
@@ -359,7 +444,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cases = plan_cases(args.only, args.workload, args.ablations, not args.skip_memory)
+    cases = plan_cases(
+        args.only,
+        args.workload,
+        args.ablations,
+        not (args.skip_memory or args.first_call_only),
+        not args.skip_first_call,
+        not args.first_call_only,
+    )
     meta: dict[str, Any] = {
         "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -377,23 +469,29 @@ def main(argv: list[str] | None = None) -> None:
     meta["rounds"] = args.rounds
     args.out.parent.mkdir(parents=True, exist_ok=True)
     malloc = {} if args.system_malloc else MALLOC_ENV
-    speed = [c for c in cases if c.group != "memory"]
-    memory = [c for c in cases if c.group == "memory"]
+    speed = [c for c in cases if c.group in ("speed", "ablation")]
+    once = [c for c in cases if c.group in ("memory", "first-call")]
     # Speed cases round-robin, so that every implementation meets the machine's slow
-    # and fast phases alike; memory cases once, at the end.
-    schedule = [(r, c) for r in range(args.rounds) for c in speed] + [(0, c) for c in memory]
+    # and fast phases alike; memory and first-call cases once, at the end.
+    schedule = [(r, c) for r in range(args.rounds) for c in speed] + [(0, c) for c in once]
+    caches = CompileCaches()
     runs: dict[Case, list[dict[str, Any]]] = {}
     rounds: list[list[dict[str, Any]]] = [[] for _ in range(args.rounds)]
     for n, (number, case) in enumerate(schedule, 1):
         extra = f" T={case.steps}" if case.steps else ""
-        prefix = f"round {number + 1}: " if args.rounds > 1 and case.group != "memory" else ""
+        repeated = args.rounds > 1 and case in speed
+        prefix = f"round {number + 1}: " if repeated else ""
         print(f"[{n}/{len(schedule)}] {prefix}{case.workload}{extra} {case.mode} {case.label} ...",
               end=" ")  # fmt: skip
-        row = run_case(case, args.quick, args.timeout, args.threads, malloc)
+        env = caches.env(case) if case.group == "first-call" else None
+        row = run_case(case, args.quick, args.timeout, args.threads, malloc, env)
         runs.setdefault(case, []).append(row)
-        if case.group != "memory":
+        if case in speed:
             rounds[number].append(row)
-        if row["status"] == "ok":
+        if row["status"] == "ok" and case.group == "first-call":
+            print(f"first step {row['first_s']:.2f} s, later {row['later_s']:.2f} s, "
+                  f"set-up {row['setup_s']:.1f} s", flush=True)  # fmt: skip
+        elif row["status"] == "ok":
             rss = row["peak_rss_mib"]
             print(f"{row['median_s']:.3f} s/iter, peak RSS {rss:.0f} MiB", flush=True)
         else:
@@ -404,6 +502,7 @@ def main(argv: list[str] | None = None) -> None:
         meta["bf16_paired"] = paired_bf16_speedups(rounds)
         results = {"meta": meta, "results": rows, "rounds": rounds}
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    caches.remove()
     text = report(meta, rows)
     args.out.with_suffix(".md").write_text(text + "\n")
     print("\n" + text)

@@ -347,7 +347,9 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     wl = WORKLOADS[args.workload]
     if args.steps:
         wl = wl.with_steps(args.steps)
+    setup_start = time.perf_counter()
     built = IMPLS[args.impl](wl, args.mode, args)
+    setup_s = time.perf_counter() - setup_start  # imports, model and input
     setup_rss = peak_rss_mib()
     start = time.perf_counter()
     for _ in range(args.warmup):
@@ -370,6 +372,7 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         "times_s": times,
         "cpu_median_s": statistics.median(cpu_times),
         "warmup_s": warmup_s,
+        "setup_s": setup_s,
         "gflop": built.gflop,
         "peak_rss_mib": peak_rss_mib(),
         "setup_rss_mib": setup_rss,
