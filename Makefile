@@ -13,7 +13,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
+# setup.py builds the hand-written CPU loops from gates_avx512.cpp: a change reinstalls.
+$(STAMP): $(PY) pyproject.toml setup.py src/convlstm/nn/fast/gates_avx512.cpp
 	$(PIP) install --quiet $(TORCH_PIN)
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)

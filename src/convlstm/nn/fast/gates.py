@@ -103,19 +103,19 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _compiled(name: str, fn: Callable) -> Callable:
-    """``fn`` compiled once per process (``_torch.compile_kernel``)."""
+    """``fn`` compiled once per process (``_torch.compile_kernel``), at its first call:
+    callers that end up running a hand-written loop instead never import the compiler."""
     if name not in _kernels:
-        compiled = compile_kernel(fn, backend.recompile_limit)
-        first = [True]
+        compiled: list[Callable] = []
 
         def run(*args):
-            if not first[0]:
-                return compiled(*args)
+            if compiled:
+                return compiled[0](*args)
             # The first call compiles C++ for this machine: tens of seconds on a few
             # cores with a cold cache, which a user should not mistake for a hang.
-            first[0] = False
+            compiled.append(compile_kernel(fn, backend.recompile_limit))
             with announce_if_slow(f"compiling the fused kernel {name!r}"):
-                return compiled(*args)
+                return compiled[0](*args)
 
         _kernels[name] = run
     return _kernels[name]
@@ -248,14 +248,16 @@ class _Rows:
         """``strided_rows`` of one step ``(B, F, *S)`` of a sequence. A channels-first
         step for channels-last rows (the usual gradient of a loss, whatever the output's
         layout) is first transposed into ``buffer`` (a one-element list, filled on first
-        use) by a generated loop, faster than reading it strided inside the gate loop and
-        than PyTorch's own copy."""
+        use) by a loop, faster than reading it strided inside the gate loop and than
+        PyTorch's own copy: the hand-written one (``fast.simd``) where it applies, else a
+        generated one."""
         if not self.last or t.stride(1) == 1:
             return self.strided_rows(t)
         if not buffer:
             shape = (t.shape[0], *t.shape[2:], t.shape[1])
             buffer.append(torch.empty(shape, dtype=t.dtype, device=t.device))
-        _compiled("channels_last_copy", _channels_last_copy)(t, buffer[0])
+        if not simd.channels_last_copy(t, buffer[0]):
+            _compiled("channels_last_copy", _channels_last_copy)(t, buffer[0])
         return buffer[0]
 
     def unrows(self, t: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,9 @@
 // relu6(x + 3) / 6 (s' = 1/6 for -3 < x < 3, else 0) or Keras 2's clip(0.2 x + 0.5, 0, 1)
 // (s' = 0.2 where 0 <= 0.2 x + 0.5 <= 1, else 0): at the kinks as autograd differentiates
 // the reference functions. Compiled by PyTorch's Inductor (its compiler flags add
-// -mavx512bf16 where the CPU has it); CONVLSTM_BACKWARD or CONVLSTM_WEIGHT_GRAD selects
-// the entry point, and simd.py reads each `kernel`'s parameter types from here.
+// -mavx512bf16 where the CPU has it), or at install time (setup.py); CONVLSTM_BACKWARD,
+// CONVLSTM_WEIGHT_GRAD or CONVLSTM_TRANSPOSE selects the entry point, and simd.py reads
+// each `kernel`'s parameter types from here, in the order they are defined.
 #include <immintrin.h>
 #include <cstdint>
 #include <omp.h>
@@ -190,7 +191,7 @@ void backward_rows(const T* dh, const float* dc_out, const T* z, const float* c,
 
 // `bfloat16`: the gates, h and their gradients are bfloat16 (else float32); `kind`: the
 // gate kind.
-#if !defined(CONVLSTM_BACKWARD) && !defined(CONVLSTM_WEIGHT_GRAD)
+#if !defined(CONVLSTM_BACKWARD) && !defined(CONVLSTM_WEIGHT_GRAD) && !defined(CONVLSTM_TRANSPOSE)
 template <typename T>
 void forward(const void* z, const float* c_prev, void* h, float* c, int64_t rows, int64_t K,
              int64_t rows_per_batch, int64_t batch_stride, int64_t kind, int threads) {
@@ -233,6 +234,97 @@ extern "C" void kernel(const void* dh, const float* dc_out, const void* z, const
   auto run = bfloat16 ? backward<uint16_t> : backward<float>;
   run(dh, dc_out, z, c, c_prev, dh_more, dz, dc_prev, rows, K, rows_per_batch, batch_stride,
       has_more, kind, static_cast<int>(threads));
+}
+#elif defined(CONVLSTM_TRANSPOSE)
+// out[b, n, k] = in[b, k, n]: a step (B, F, N) of a channels-first gradient (each sample
+// dense, samples `batch_stride` elements apart) as the rows (B, N, F) the backward loop
+// reads. It copies bits (element_size 2, 4 or 8 bytes): blocks of 16 channels x 16
+// pixels are transposed in registers, as 32-bit lanes; the edges, and 8-byte elements,
+// one element at a time.
+inline __m512i load_lanes(const uint32_t* p) { return _mm512_loadu_si512(p); }
+
+inline __m512i load_lanes(const uint16_t* p) {
+  return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+inline void store_lanes(uint32_t* p, __m512i v) { _mm512_storeu_si512(p, v); }
+
+inline void store_lanes(uint16_t* p, __m512i v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(v));
+}
+
+// r[i] lane j -> r[j] lane i.
+inline void transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {  // per 128-bit part: rows i, i+1 interleaved
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  __m512i u[16];  // u[g + j]: column 4p + j of rows g..g+3 in 128-bit part p
+  for (int g = 0; g < 16; g += 4) {
+    for (int h = 0; h < 2; ++h) {
+      u[g + 2 * h] = _mm512_unpacklo_epi64(t[g + h], t[g + 2 + h]);
+      u[g + 2 * h + 1] = _mm512_unpackhi_epi64(t[g + h], t[g + 2 + h]);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {  // gather the 128-bit parts of each column
+    __m512i v = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88);
+    __m512i w = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);
+    __m512i v2 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
+    __m512i w2 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
+    r[j] = _mm512_shuffle_i32x4(v, v2, 0x88);
+    r[4 + j] = _mm512_shuffle_i32x4(w, w2, 0x88);
+    r[8 + j] = _mm512_shuffle_i32x4(v, v2, 0xdd);
+    r[12 + j] = _mm512_shuffle_i32x4(w, w2, 0xdd);
+  }
+}
+
+template <typename T>
+void transpose_tile(const T* src, T* dst, int64_t F, int64_t N, int64_t k0, int64_t k1,
+                    int64_t n0, int64_t n1) {
+  constexpr bool lanes = sizeof(T) == 2 || sizeof(T) == 4;
+  if constexpr (lanes) {
+    if (k1 - k0 == 16 && n1 - n0 == 16) {
+      __m512i r[16];
+      for (int k = 0; k < 16; ++k) r[k] = load_lanes(src + (k0 + k) * N + n0);
+      transpose16x16(r);
+      for (int n = 0; n < 16; ++n) store_lanes(dst + (n0 + n) * F + k0, r[n]);
+      return;
+    }
+  }
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = k0; k < k1; ++k) dst[n * F + k] = src[k * N + n];
+}
+
+template <typename T>
+void transpose(const T* in, T* out, int64_t B, int64_t F, int64_t N, int64_t batch_stride,
+               int threads) {
+  constexpr int64_t kTile = 16;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t n0 = tile * kTile, n1 = n0 + kTile < N ? n0 + kTile : N;
+      for (int64_t k0 = 0; k0 < F; k0 += kTile) {
+        const int64_t k1 = k0 + kTile < F ? k0 + kTile : F;
+        transpose_tile(in + b * batch_stride, out + b * N * F, F, N, k0, k1, n0, n1);
+      }
+    }
+  }
+}
+
+extern "C" void kernel(const void* in, void* out, int64_t B, int64_t F, int64_t N,
+                       int64_t batch_stride, int64_t element_size, int64_t threads) {
+  const int t = static_cast<int>(threads);
+  if (element_size == 2)
+    transpose(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), B, F, N,
+              batch_stride, t);
+  else if (element_size == 4)
+    transpose(static_cast<const uint32_t*>(in), static_cast<uint32_t*>(out), B, F, N,
+              batch_stride, t);
+  else
+    transpose(static_cast<const uint64_t*>(in), static_cast<uint64_t*>(out), B, F, N,
+              batch_stride, t);
 }
 #else
 // The weight (and bias) gradient of a 2-D stride-1 convolution of a few input channels,

@@ -8,14 +8,24 @@ vector instructions (PyTorch's vectorised conversion) where the CPU has one
 And a generated loop writes its results to tensors of its own, which the sequence then
 copies into its output and its kept cells. ``gates_avx512.cpp`` is the loop written
 with those instructions, a degree-6 exponential (relative error about 1e-7), and its
-``h`` and cell written straight to where the caller keeps them; PyTorch's Inductor
-compiles it on first use, as it compiles its own loops. Results equal the generated
-loops' within float32 rounding (tests); ``docs/performance.md`` has the timings.
+``h`` and cell written straight to where the caller keeps them. It is built when the
+package is installed (``setup.py``: a plain shared library, ``_gates_avx512``, loaded
+with ``ctypes``), so that its first use costs nothing; where that build is missing
+(no compiler at install time, another platform) or does not load, PyTorch's Inductor
+compiles it on first use instead, as it compiles its own loops (seconds to tens of
+seconds with an empty compile cache). The two builds use the same compiler flags
+(Inductor's, with the ISA named instead of ``-march=native``) and give the same bits
+(tests). Results equal the generated loops' within float32 rounding (tests);
+``docs/performance.md`` has the timings.
 
 ``input_weight_grad`` is the weight gradient of a convolution of a few input channels
 (the input part of a step's weight, ``fast.sequence``): an FMA per pixel, tap and 16
 outputs into accumulators in registers, instead of a matrix product with the unfolded
 input.
+
+``channels_last_copy`` transposes a step of a channels-first output gradient into the
+rows the backward loop reads (``fast.gates._Rows.step_rows``), so that a training step
+needs no generated loop at all on these CPUs.
 
 ``forward`` and ``backward`` return ``False``/``None`` (and write nothing) where the
 loops do not apply: ``backend.simd`` off, gates of another dtype, a CPU without AVX-512
@@ -26,6 +36,10 @@ generated loop.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
+import importlib.machinery
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,9 +52,12 @@ from ..settings import backend
 from ._torch import cpu_has_avx512_bf16, load_cpp
 
 _SOURCE = Path(__file__).with_name("gates_avx512.cpp")
+#: The library ``setup.py`` builds from it: every entry point, as ``convlstm_<name>``.
+_LIBRARY = "_gates_avx512"
 #: The C++ file's three entry points, in the order it defines them; the macro selecting
 #: each one.
 _ENTRY_POINTS = {"forward": None, "backward": "CONVLSTM_BACKWARD",
+                 "transpose": "CONVLSTM_TRANSPOSE",
                  "weight_grad": "CONVLSTM_WEIGHT_GRAD"}  # fmt: skip
 #: Taps (input channels x kernel positions), and the bias, that ``input_weight_grad``
 #: takes at most (``kMaxColumns`` in the C++).
@@ -58,6 +75,58 @@ def _argtypes(source: str) -> dict[str, list[str]]:
     return dict(zip(_ENTRY_POINTS, types))
 
 
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The loops built at install time, ``None`` where they were not built. Raises
+    ``OSError`` where the file is there but does not load, or was built from another
+    ``gates_avx512.cpp`` than the one beside it (an edited source not yet rebuilt by
+    ``pip install -e .``)."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = _SOURCE.with_name(_LIBRARY + suffix)
+        if path.is_file():
+            # torch is loaded, so the library's OpenMP runtime (libgomp.so.1) resolves
+            # to torch's own, as for the loops Inductor builds.
+            library = ctypes.CDLL(str(path))
+            built_from = getattr(library, "convlstm_source_sha256", None)
+            if built_from is not None:
+                built_from.restype = ctypes.c_char_p
+                built_from = built_from().decode()
+            if built_from != hashlib.sha256(_SOURCE.read_bytes()).hexdigest():
+                raise OSError(f"{path.name} was built from another {_SOURCE.name}")
+            return library
+    return None
+
+
+def _bind(function: Callable, argtypes: list[str]) -> Callable:
+    """``function`` (C parameters ``argtypes``: pointers and ``int64_t``) as a Python
+    function of tensors and ints, called as Inductor's bindings are."""
+    if not all(t == "int64_t" or t.endswith("*") for t in argtypes):
+        raise TypeError(f"unexpected parameter types {argtypes}")
+    function.argtypes = [ctypes.c_int64 if t == "int64_t" else ctypes.c_void_p for t in argtypes]
+    function.restype = None
+
+    def run(*args) -> None:
+        function(*(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args))
+
+    return run
+
+
+def _prebuilt(name: str, argtypes: list[str]) -> Callable | None:
+    """Entry point ``name`` of the library built at install time, or ``None`` where it
+    is missing; one that is there but does not load is warned about."""
+    try:
+        library = _library()
+        return None if library is None else _bind(getattr(library, f"convlstm_{name}"), argtypes)
+    except (OSError, AttributeError, TypeError) as error:
+        warnings.warn(
+            f"convlstm: the installed CPU loop {name!r} does not load "
+            f"({type(error).__name__}: {error}); building it now.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+
 def _kernel(name: str) -> Callable | None:
     if name not in _kernels:
         _kernels[name] = None
@@ -65,6 +134,9 @@ def _kernel(name: str) -> Callable | None:
             try:
                 define = _ENTRY_POINTS[name]
                 source = _SOURCE.read_text()
+                _kernels[name] = _prebuilt(name, _argtypes(source)[name])
+                if _kernels[name] is not None:
+                    return _kernels[name]
                 with announce_if_slow(f"building the CPU loop {name!r}"):
                     _kernels[name] = load_cpp(
                         _argtypes(source)[name],
@@ -180,6 +252,34 @@ def step_forward(
     h = torch.empty(c_prev.shape, dtype=z.dtype)
     c = torch.empty_like(c_prev, memory_format=torch.contiguous_format)
     return (h, c) if forward(z, c_prev, kind, h, c) else None
+
+
+def channels_last_copy(source: torch.Tensor, out: torch.Tensor) -> bool:
+    """``out`` ``(B, *S, F)`` = ``source`` ``(B, F, *S)`` (every sample of ``source``
+    dense, ``out`` contiguous, of the same dtype of 2, 4 or 8 bytes); ``False`` where not
+    applicable, nothing written."""
+    if not (backend.simd and cpu_has_avx512_bf16() and source.dim() >= 3):
+        return False
+    batch, channels, spatial = source.shape[0], source.shape[1], source.shape[2:]
+    if not (
+        source.device.type == out.device.type == "cpu"
+        and source.dtype == out.dtype
+        and not source.dtype.is_complex
+        and source.element_size() in (2, 4, 8)
+        and out.shape == (batch, *spatial, channels)
+        and out.is_contiguous()
+        and batch > 0
+        and source[0].is_contiguous()
+    ):
+        return False
+    kernel = _kernel("transpose")
+    if kernel is None:
+        return False
+    pixels = source[0].numel() // channels if channels else 0
+    batch_stride = source.stride(0) if batch > 1 else channels * pixels
+    kernel(source, out, batch, channels, pixels, batch_stride, source.element_size(),
+           torch.get_num_threads())  # fmt: skip
+    return True
 
 
 def input_weight_grad(
