@@ -126,6 +126,40 @@ def test_gaussian_blur_keeps_mass_and_matches_a_dense_reference():
     assert gaussian_blur(x, 0.0) is x
 
 
+def test_match_in_training_charges_the_loss_on_the_matched_forecast_straight_through():
+    """In training the forecast takes the last frame's values by rank, as in evaluation,
+    and the gradient passes the matching unchanged: the same parameter gradients as the
+    unmatched forecast's for the same output gradient."""
+    with pytest.raises(ValueError, match="match_in_training needs probability_matching"):
+        AdvectionForecaster(match_in_training=True)
+    torch.manual_seed(0)
+    options = dict(hidden_channels=[4], input_frames=2, output_frames=3, patch_size=4,
+                   smoothing_scales=[0, 1, 2], source_term=False, probability_matching=True)
+    matched = AdvectionForecaster(match_in_training=True, **options).train()
+    plain = AdvectionForecaster(**options).train()
+    plain.load_state_dict(matched.state_dict())
+    with torch.no_grad():  # weights away from the start, so the blur mix is not trivial
+        for p in matched.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        plain.load_state_dict(matched.state_dict())
+    x = torch.rand(2, 2, 1, 16, 16)
+    out, raw = matched(x), plain(x)
+    assert not torch.allclose(out, raw)
+    for k in range(3):  # the observation's values, placed where the forecast puts them
+        torch.testing.assert_close(out[0, k].flatten().sort().values,
+                                   x[0, -1].flatten().sort().values)  # fmt: skip
+    torch.testing.assert_close(out, match_ranks(raw.detach(), x[:, -1]))
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), list(matched.parameters()), allow_unused=True)
+    expected = torch.autograd.grad((raw * g).sum(), list(plain.parameters()), allow_unused=True)
+    assert sum(e is not None for e in expected) > 0
+    for got, want in zip(grads, expected):
+        if want is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want)
+
+
 def test_smoothing_head_learns_to_blur_unpredictable_detail():
     """Targets are the input's blurred version (detail that cannot be forecast): the scale
     head must move its weight off the unblurred frame, and the loss must fall."""
