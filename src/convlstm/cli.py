@@ -104,7 +104,8 @@ def cmd_evaluate(args, extra: list[str]) -> int:
     from .training.run import Run, jsonable
 
     run = Run.open(args.run_dir)
-    metrics = run.evaluate(split=args.split, data=_data_section(args.data))
+    model = run.checkpoint_model(args.checkpoint) if args.checkpoint else None
+    metrics = run.evaluate(split=args.split, data=_data_section(args.data), model=model)
     if args.json:
         print(json.dumps(jsonable(metrics), indent=2))
         return 0
@@ -291,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["val", "test"],
                    help="the split to evaluate on (default test)")
     p.add_argument("--json", action="store_true", help="print every metric as JSON on stdout")
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="evaluate the weights of one of the run's checkpoints instead, e.g. "
+                        "checkpoints/minute-5.ckpt (trainer.snapshot_minutes) or last.ckpt "
+                        "of a run still training")  # fmt: skip
 
     p = add("predict", cmd_predict, "Predict on a file with a run folder alone: .npy/.npz, "
             "a video or NetCDF/Zarr, preprocessed as in training.",

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from convlstm.models import EncoderForecaster, patchify, sampling_ratios, unpatchify
+from convlstm.models.encoder_forecaster import StraightThroughClamp
 
 from .conftest import first_step_grad, overfit
 
@@ -33,6 +34,9 @@ def _data(batch=2, size=8, steps=(3, 2)):
         {"peephole": "pixel", "spatial_size": 8, "patch_size": 2},
         {"scheduled_sampling": "reverse"},
         {"scheduled_sampling": "teacher_forcing", "output_frames": 4},
+        {"predict_inputs": True, "patch_size": 2},
+        {"share_weights": True, "attention": "sam", "scheduled_sampling": "linear"},
+        {"share_weights": True, "scheduled_sampling": "reverse", "output_frames": 1},
     ],
     ids=lambda o: ",".join(o) or "default",
 )
@@ -58,6 +62,23 @@ def test_output_activation_matches_the_data():
         physical = _model(output_activation="identity").eval()
         physical.head.bias.fill_(-5.0)
     assert (physical(x) < 0).any()
+
+
+def test_clamp_output_has_exact_zeros_and_a_straight_through_gradient():
+    clamp = StraightThroughClamp()
+    x = torch.tensor([-2.0, 0.25, 3.0], requires_grad=True)
+    out = clamp(x)
+    torch.testing.assert_close(out, torch.tensor([0.0, 0.25, 1.0]))
+    # a dark pixel whose target is bright still learns; one at its target's value does not
+    F.mse_loss(out, torch.tensor([0.5, 0.25, 1.0]), reduction="sum").backward()
+    torch.testing.assert_close(x.grad, torch.tensor([-1.0, 0.0, 0.0]))
+    model = _model(output_activation="clamp")
+    with torch.no_grad():
+        model.head.bias.fill_(-5.0)
+    x, _ = _data()
+    assert (model.eval()(x) == 0).all()
+    with pytest.raises(ValueError, match="low must be below high"):
+        StraightThroughClamp(1.0, 0.0)
 
 
 def test_patchify_is_pixel_unshuffle_and_inverts():
@@ -132,8 +153,56 @@ def test_reverse_sampling_returns_encoder_predictions():
     out_true, _ = model(x, y, encoder_ratio=1.0, teacher_forcing_ratio=1.0,
                         return_encoder_predictions=True)
     torch.testing.assert_close(out_true, _teacher_forced_by_hand(model, x, y))
-    with pytest.raises(ValueError, match='needs scheduled_sampling="reverse"'):
+    with pytest.raises(ValueError, match="needs predict_inputs=True"):
         _model()(x, y, return_encoder_predictions=True)
+    with pytest.raises(ValueError, match="needs predict_inputs=True"):
+        _model(scheduled_sampling="reverse", predict_inputs=False)
+
+
+def test_predict_inputs_gives_the_encoders_next_frame_predictions():
+    model = _model(predict_inputs=True).train()
+    x, y = _data()
+    out, seen = model(x, y, return_encoder_predictions=True)
+    # input frames 2 .. 3 predicted by the encoder head from every layer's hidden state
+    outputs, _ = model.encoder(x)
+    hidden = torch.cat(outputs, dim=2)[:, :-1]
+    by_hand = torch.sigmoid(model.encoder_head(hidden.flatten(0, 1))).unflatten(0, (2, 2))
+    torch.testing.assert_close(seen, by_hand)
+    torch.testing.assert_close(out, model(x, y))  # the forecast does not change
+    # the head is trained by a loss on the predictions only
+    seen.sum().backward()
+    assert model.encoder_head.weight.grad.abs().sum() > 0
+    assert model.head.weight.grad is None
+
+
+def test_shared_weights_run_one_stack_over_the_whole_sequence():
+    model = _model(share_weights=True, predict_inputs=True).train()
+    assert model.forecaster is None and model.encoder_head is None
+    assert model.forecast_stack is model.encoder and model.input_head is model.head
+    assert not any(k.startswith(("forecaster.", "encoder_head.")) for k in model.state_dict())
+    x, y = _data()
+    out, seen = model(x, y, teacher_forcing_ratio=1.0, return_encoder_predictions=True)
+    # teacher forced: one pass of the stack over x_1 .. x_3, y_1 predicts y_1 .. y_2 and more
+    outputs, _ = model.encoder(torch.cat([x, y[:, :-1]], dim=1))
+    frames = torch.sigmoid(model.head(torch.cat(outputs, dim=2).flatten(0, 1))).unflatten(0, (2, 4))
+    torch.testing.assert_close(seen, frames[:, :2])
+    torch.testing.assert_close(out, frames[:, 2:])
+    # free running at inference: each step reads the previous forecast
+    model.eval()
+    free = model(x)
+    outputs, _ = model.encoder(torch.cat([x, free[:, :1]], dim=1))
+    step = torch.sigmoid(model.head(torch.cat([o[:, -1] for o in outputs], dim=1)))
+    torch.testing.assert_close(free[:, 1], step)
+    with pytest.raises(ValueError, match="share_weights does not combine"):
+        _model(share_weights=True, attention="temporal")
+
+
+def test_reverse_sampling_with_shared_weights_feeds_the_encoder_its_predictions():
+    model = _model(scheduled_sampling="reverse", share_weights=True).train()
+    x, y = _data()
+    mixed = model(x, y, encoder_ratio=0.0, teacher_forcing_ratio=1.0)
+    true = model(x, y, encoder_ratio=1.0, teacher_forcing_ratio=1.0)
+    assert mixed.shape == true.shape and not torch.allclose(mixed, true)
 
 
 def test_sam_attention_maps():
@@ -198,6 +267,8 @@ def test_overfits_eight_sequences(options):
         ({"scheduled_sampling": "cosine"}, "scheduled_sampling must be one of"),
         ({"output_activation": "softmax"}, "output_activation must be one of"),
         ({"input_frames": 0}, "input_frames must be an int >= 1"),
+        ({"predict_inputs": 1}, "predict_inputs must be True or False"),
+        ({"share_weights": "yes"}, "share_weights must be True or False"),
     ],
 )
 def test_bad_arguments_name_the_argument(options, message):

@@ -70,6 +70,32 @@ def sampling_ratios(schedule: str, step: int, start: int, steps: int) -> tuple[f
     return 1.0, 1.0 if schedule == "teacher_forcing" else 0.0
 
 
+class StraightThroughClamp(nn.Module):
+    """``clamp(x, low, high)`` whose gradient is the identity's (a straight-through
+    estimator): the output activation ``"clamp"``.
+
+    A forecast of frames in [0, 1] then has exact zeros where the frame is empty, which
+    a sigmoid only approaches (a haze of 0.01 over a black frame lowers its SSIM from
+    about 0.78 to 0.41), and a pixel clipped to 0 whose target is bright still gets the
+    loss's gradient (``clamp``'s own gradient there is 0), as does a sigmoid's only
+    weakly (its slope ``p(1 - p)`` vanishes with ``p``). A pixel clipped at the value
+    its target has gets no gradient (with ``mse``), so the empty background is left
+    alone once below 0. Pair it with ``mse`` or ``mae``, not ``frame_bce``.
+    """
+
+    def __init__(self, low: float = 0.0, high: float = 1.0) -> None:
+        super().__init__()
+        if not low < high:
+            raise ValueError(f"low must be below high, got low={low}, high={high}")
+        self.low, self.high = float(low), float(high)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (x.clamp(self.low, self.high) - x).detach()
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}"
+
+
 @register_model("encoder-forecaster")
 class EncoderForecaster(nn.Module):
     """Encoder-forecaster ConvLSTM (Shi et al. 2015) for frame prediction.
@@ -82,10 +108,19 @@ class EncoderForecaster(nn.Module):
     ``k = 0``, then the true frame ``k - 1`` (teacher forcing) or the model's own
     prediction (free running); during training each sample picks the true frame with
     probability ``decoder_ratio`` (scheduled sampling). At inference the forecaster
-    always runs free. With ``scheduled_sampling="reverse"`` the encoder also mixes in
-    its own predictions of the next input frame (from ``encoder_head``), with
-    probability ``1 - encoder_ratio``; ``return_encoder_predictions`` returns them so
-    that a loss can supervise them, as PredRNN-V2 does.
+    always runs free. With ``predict_inputs`` the encoder also predicts each next input
+    frame (from ``encoder_head``) and ``return_encoder_predictions`` returns these
+    predictions of input frames ``2 .. input_frames``, which ``ForecastingTask`` then
+    scores with the same loss as the forecast (all ``input_frames + output_frames - 1``
+    frames, as PredRNN and OpenSTL train): twice the supervised steps for nearly the
+    same compute. With ``scheduled_sampling="reverse"`` (which implies
+    ``predict_inputs``) the encoder also mixes in these predictions in place of true
+    input frames, with probability ``1 - encoder_ratio``, as PredRNN-V2 does.
+
+    With ``share_weights`` one ConvLSTM stack and one output head run over the whole
+    sequence (PredRNN's layout instead of Shi et al.'s two stacks): the encoder's output
+    after the last input frame is the first forecast, and the same stack then reads its
+    own previous forecast for the remaining ``output_frames - 1`` steps.
 
     Shapes::
 
@@ -102,7 +137,8 @@ class EncoderForecaster(nn.Module):
         patch_size: space-to-depth patching of every frame by ``p`` (PredRNN/OpenSTL);
             ``S`` must be divisible by ``p``; the ConvLSTMs then run on ``S / p`` with
             ``C p^ndim`` channels. Default 1 (off).
-        output_activation: ``"sigmoid"`` for images in [0, 1], ``"identity"`` for
+        output_activation: ``"sigmoid"`` or ``"clamp"`` (``StraightThroughClamp``:
+            exact zeros on an empty background) for images in [0, 1], ``"identity"`` for
             physical units, or any name of ``convlstm.nn.get_activation``.
         attention: ``None``, or one or a list of ``"sam"`` (self-attention memory in
             every cell) and ``"temporal"`` (at every forecast step, ``TemporalAttention``
@@ -117,6 +153,11 @@ class EncoderForecaster(nn.Module):
             ``"free_running"`` (see ``sampling_ratios``). Default ``"linear"``.
         sampling_start, sampling_steps: where the schedule starts and how many training
             steps it lasts. Defaults 0, 10000. Set the step with ``set_sampling_step``.
+        predict_inputs: the encoder predicts every next input frame too, and training
+            scores these predictions (see above). Default ``None``: on with
+            ``scheduled_sampling="reverse"``, else off.
+        share_weights: one stack and head for the encoder and the forecaster (see
+            above; not with ``attention="temporal"``). Default ``False``.
 
     Attention dict (``return_attention=True``): with ``"sam"``,
         ``"encoder.layer{l}.hidden"``/``".memory"``: ``(B, input_frames, N, N_k)`` and
@@ -148,6 +189,8 @@ class EncoderForecaster(nn.Module):
         scheduled_sampling: str = "linear",
         sampling_start: int = 0,
         sampling_steps: int = 10000,
+        predict_inputs: bool | None = None,
+        share_weights: bool = False,
     ) -> None:
         super().__init__()
         check_int("in_channels", in_channels)
@@ -163,12 +206,26 @@ class EncoderForecaster(nn.Module):
         check_choice("scheduled_sampling", scheduled_sampling, SCHEDULES)
         check_int("sampling_start", sampling_start, minimum=0)
         check_int("sampling_steps", sampling_steps)
+        if predict_inputs is None:
+            predict_inputs = scheduled_sampling == "reverse"
+        for name, value in (("predict_inputs", predict_inputs), ("share_weights", share_weights)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+        if scheduled_sampling == "reverse" and not predict_inputs:
+            raise ValueError(
+                'scheduled_sampling="reverse" feeds the encoder its own predictions: it '
+                "needs predict_inputs=True (the default with it)"
+            )
+        if share_weights and "temporal" in kinds:
+            raise ValueError('share_weights does not combine with attention="temporal"')
+        self.predict_inputs, self.share_weights = predict_inputs, share_weights
         self.output_activation_name = output_activation
-        self.output_activation = (
-            nn.Identity()
-            if output_activation in (None, "identity", "linear")
-            else get_activation(output_activation, "output_activation")
-        )
+        if output_activation in (None, "identity", "linear"):
+            self.output_activation = nn.Identity()
+        elif output_activation == "clamp":
+            self.output_activation = StraightThroughClamp()
+        else:
+            self.output_activation = get_activation(output_activation, "output_activation")
         self.in_channels, self.ndim, self.patch_size = in_channels, ndim, patch_size
         self.input_frames, self.output_frames = input_frames, output_frames
         self.schedule = scheduled_sampling
@@ -189,15 +246,30 @@ class EncoderForecaster(nn.Module):
             )
 
         self.encoder = stack()
-        self.forecaster = stack()
+        # With shared weights the forecaster is the encoder, not registered twice (a
+        # state dict with two names for one tensor cannot be saved as safetensors).
+        self.forecaster = None if share_weights else stack()
         self.temporal = (
             TemporalAttention(widths[-1], query="last") if "temporal" in kinds else None
         )
         context = widths[-1] if self.temporal is not None else 0
         self.head = CONV[ndim](sum(widths) + context, channels, 1)
         self.encoder_head = (
-            CONV[ndim](sum(widths), channels, 1) if scheduled_sampling == "reverse" else None
+            CONV[ndim](sum(widths), channels, 1)
+            if predict_inputs and not share_weights
+            else None
         )
+
+    @property
+    def forecast_stack(self) -> ConvLSTMNd:
+        """The stack that runs the forecast steps (the encoder with ``share_weights``)."""
+        return self.encoder if self.forecaster is None else self.forecaster
+
+    @property
+    def input_head(self) -> nn.Module | None:
+        """The 1x1 convolution predicting the next input frame (``None`` without
+        ``predict_inputs`` and ``share_weights``)."""
+        return self.head if self.share_weights else self.encoder_head
 
     def set_sampling_step(self, step: int) -> None:
         """Set the training step the sampling schedule is evaluated at."""
@@ -225,14 +297,17 @@ class EncoderForecaster(nn.Module):
         maps: dict[str, list[torch.Tensor]] | None,
         prefix: str,
         memory: torch.Tensor | None = None,
+        done: list[torch.Tensor] | None = None,
     ):
         """Run ``stack`` one step at a time; the input of step ``k > 0`` is ``truth[:, k-1]``
         with probability ``ratio`` per sample (always when ``ratio`` is 1, never when it is 0
         or ``truth`` is None), else the prediction of step ``k - 1``. With ``memory``
-        (the encoder's top states) each step attends over it. Returns the predicted
-        frames, the final state and the top layer's hidden state of every step."""
-        frames, tops, inp = [], [], first
-        for k in range(steps):
+        (the encoder's top states) each step attends over it. ``done`` holds frames
+        predicted already (steps ``0 .. len(done) - 1``), from which the loop goes on.
+        Returns the predicted frames, the final state and the top layer's hidden state of
+        every step."""
+        frames, tops, inp = list(done or []), [], first
+        for k in range(len(frames), steps):
             if k > 0:
                 inp = frames[-1]
                 if truth is not None:
@@ -288,8 +363,8 @@ class EncoderForecaster(nn.Module):
             raise ValueError(
                 f"x must have input_frames={self.input_frames} steps, got {x.shape[1]}"
             )
-        if return_encoder_predictions and self.encoder_head is None:
-            raise ValueError('return_encoder_predictions needs scheduled_sampling="reverse"')
+        if return_encoder_predictions and not self.predict_inputs:
+            raise ValueError("return_encoder_predictions needs predict_inputs=True")
         enc_ratio, dec_ratio = 1.0, 0.0
         if self.training and target is not None:
             expected = (x.shape[0], self.output_frames, *x.shape[2:])
@@ -303,8 +378,8 @@ class EncoderForecaster(nn.Module):
         for name, value in (("teacher_forcing_ratio", dec_ratio), ("encoder_ratio", enc_ratio)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if enc_ratio < 1.0 and self.encoder_head is None:
-            raise ValueError('encoder_ratio < 1 needs scheduled_sampling="reverse"')
+        if enc_ratio < 1.0 and not self.predict_inputs:
+            raise ValueError("encoder_ratio < 1 needs predict_inputs=True")
 
         batch, p, nd = x.shape[0], self.patch_size, self.ndim
 
@@ -313,22 +388,30 @@ class EncoderForecaster(nn.Module):
 
         xs = patch(x)
         maps: dict[str, list[torch.Tensor]] | None = {} if return_attention else None
+        # The encoder's frames: its predictions of input frames 2 .. T_in and, with
+        # shared weights, of the first output frame (needed then, else on request).
         encoder_frames: list[torch.Tensor] = []
-        if enc_ratio >= 1.0 and not return_encoder_predictions:
+        wants_frames = return_encoder_predictions or self.share_weights
+        if enc_ratio >= 1.0:  # true frames only: the whole input in one call
             result = self.encoder(xs, return_attention=return_attention)
-            state, memory = result[1], result[0][-1]
+            outputs, state, memory = result[0], result[1], result[0][-1]
             if maps is not None:
                 maps.update({f"encoder.{k}": [v] for k, v in result[2].items()})
+            if wants_frames:
+                features = torch.cat(outputs, dim=2)
+                predicted = self._frame(self.input_head, [features.flatten(0, 1)])
+                encoder_frames = list(predicted.unflatten(0, features.shape[:2]).unbind(1))
         else:
             encoder_frames, state, tops = self._unroll(
-                self.encoder, self.encoder_head, xs[:, 0], xs[:, 1:], enc_ratio, None,
+                self.encoder, self.input_head, xs[:, 0], xs[:, 1:], enc_ratio, None,
                 self.input_frames, maps, "encoder",
             )
             memory = torch.stack(tops, dim=1)
         truth = patch(target) if self.training and target is not None else None
         frames, _, _ = self._unroll(
-            self.forecaster, self.head, xs[:, -1], truth, dec_ratio, state,
+            self.forecast_stack, self.head, xs[:, -1], truth, dec_ratio, state,
             self.output_frames, maps, "forecaster", memory,
+            done=encoder_frames[-1:] if self.share_weights else None,
         )
 
         def unpatch(seq: list[torch.Tensor]) -> torch.Tensor:

@@ -9,6 +9,7 @@ import os
 import random
 import statistics
 import tempfile
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,41 @@ class RNGState(pl.Callback):
         has_gauss, gauss = state["numpy_gauss"]
         np.random.set_state(("MT19937", keys, state["numpy_pos"], has_gauss, gauss))
         torch.set_rng_state(state["torch"])
+
+
+class TimeSnapshots(pl.Callback):
+    """Save ``dirpath/minute-<m>.ckpt`` when the training time (the ``Timer``'s count
+    with ``trainer.max_time``, which a resumed run carries on; else the wall time since
+    this fit started) first reaches each of ``minutes``, so one run gives the model it
+    had at several budgets. A snapshot already on disk is not written again."""
+
+    def __init__(self, dirpath: str | Path, minutes: list[float]) -> None:
+        self.dirpath = Path(dirpath)
+        self.minutes = sorted(float(m) for m in minutes)
+        self._start: float | None = None
+
+    @staticmethod
+    def name(minutes: float) -> str:
+        """``minute-5.ckpt`` for 5, ``minute-2.5.ckpt`` for 2.5."""
+        return f"minute-{minutes:g}.ckpt"
+
+    def elapsed(self, trainer) -> float:
+        from lightning.pytorch.callbacks import Timer
+
+        for callback in trainer.callbacks:
+            if isinstance(callback, Timer):
+                return callback.time_elapsed("train")
+        return time.monotonic() - (self._start or time.monotonic())
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.monotonic()
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        elapsed = self.elapsed(trainer) / 60
+        for minutes in self.minutes:
+            path = self.dirpath / self.name(minutes)
+            if elapsed >= minutes and not path.exists():
+                trainer.save_checkpoint(path)
 
 
 class RankFingerprint(pl.Callback):

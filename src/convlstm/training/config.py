@@ -90,13 +90,21 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    """``cosine`` (to ``min_lr`` over the run), ``onecycle`` or ``plateau`` (on the monitor)."""
+    """``cosine`` (to ``min_lr`` over the run), ``onecycle`` or ``plateau`` (on the monitor).
+
+    ``over``: what ``cosine`` and ``onecycle`` run over: the run's ``steps`` (from
+    ``trainer.max_steps`` or ``max_epochs``) or its training ``time``
+    (``trainer.max_time``, counted on across a resume), for a run given a time budget
+    rather than a number of steps: the learning rate then anneals by the deadline
+    however fast the machine is.
+    """
 
     name: Literal["none", "cosine", "onecycle", "plateau"] = "none"
     min_lr: float = 0.0
     warmup_fraction: float = 0.3
     factor: float = 0.5
     patience: int = 2
+    over: Literal["steps", "time"] = "steps"
 
 
 @dataclass
@@ -121,6 +129,9 @@ class TrainerConfig:
     deterministic: bool = False
     enable_progress_bar: bool = True
     checkpoint_every_n_steps: int | None = None
+    #: Also keep a checkpoint ``checkpoints/minute-<m>.ckpt`` when training time first
+    #: reaches each of these minutes (a quality-per-minute curve from one run).
+    snapshot_minutes: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -306,6 +317,14 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
         raise ConfigError("missing required config key model.name")
     if not config.data.name:
         raise ConfigError("missing required config key data.name")
+    if config.scheduler.over == "time" and config.trainer.max_time is None:
+        raise ConfigError(
+            "scheduler.over: time needs trainer.max_time (the budget the schedule runs over)"
+        )
+    if any(not m > 0 for m in config.trainer.snapshot_minutes):
+        raise ConfigError(
+            f"trainer.snapshot_minutes: expected minutes > 0, got {config.trainer.snapshot_minutes}"
+        )
     epochs = config.trainer.max_epochs
     if epochs == 0 or epochs < -1:
         raise ConfigError(

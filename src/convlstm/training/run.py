@@ -139,6 +139,24 @@ class Run:
             self._model = load_model(self.run_dir, self.spec)
         return self._model
 
+    def checkpoint_model(self, checkpoint: str | Path) -> nn.Module:
+        """The run's model with the weights of one of its Lightning checkpoints (a path
+        inside the run folder, or relative to it: ``checkpoints/minute-5.ckpt``), in eval
+        mode; works on a run still training (no ``model.safetensors`` yet)."""
+        from ..models import create_model
+
+        path = Path(checkpoint)
+        if not path.is_file() and (self.run_dir / path).is_file():
+            path = self.run_dir / path
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} not found (nor in {self.run_dir})")
+        path = check_checkpoint(path, self.run_dir)
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        model = create_model(self.config.model.name, **self.config.model.options)
+        model.load_state_dict(weights)
+        return model.eval()
+
     def predictor(self, logits: bool = False) -> nn.Module:
         """The model with the run's preprocessing and output transform (see ``Predictor``)."""
         from .inference import Predictor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -27,6 +28,39 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[-1] == 1:
         return torch.sigmoid(logits.reshape(-1).float())
     return torch.softmax(logits.float(), dim=-1)
+
+
+def training_progress(trainer: pl.Trainer):
+    """A function giving the fraction of ``trainer``'s ``max_time`` spent training (the
+    ``Timer`` callback's count, which a resumed run carries on), capped at 1."""
+    from lightning.pytorch.callbacks import Timer
+
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    budget = timers[0]._duration if timers else None
+    if not budget:
+        raise ValueError("scheduler.over: time needs trainer.max_time")
+    return lambda: min(timers[0].time_elapsed("train") / budget, 1.0)
+
+
+def time_schedule(sched: SchedulerConfig, lr: float, progress):
+    """The learning-rate factor of ``cosine`` or ``onecycle`` at the training-time
+    fraction ``progress()``, for ``LambdaLR``: cosine from 1 to ``min_lr / lr``;
+    onecycle as ``OneCycleLR`` (from ``1/25`` up to 1 over ``warmup_fraction`` of the
+    time, cosine annealing, then down to ``1/25e4``)."""
+
+    def cosine(t: float, high: float, low: float) -> float:
+        return low + (high - low) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def factor(step: int) -> float:
+        t = progress()
+        if sched.name == "cosine":
+            return cosine(t, 1.0, sched.min_lr / lr)
+        warm = sched.warmup_fraction
+        if t < warm:
+            return cosine(1 - t / warm, 1.0, 1 / 25)
+        return cosine((t - warm) / max(1 - warm, 1e-12), 1.0, 1 / 25e4)
+
+    return factor
 
 
 class _Task(pl.LightningModule):
@@ -84,6 +118,14 @@ class _Task(pl.LightningModule):
             return {
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor},
+            }
+        if sched.over == "time":
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, time_schedule(sched, opt.lr, training_progress(self.trainer))
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
             }
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if sched.name == "cosine":
@@ -162,7 +204,10 @@ class ForecastingTask(_Task):
     """Frame forecasting: ``(inputs (B, T_in, C, H, W), targets (B, T_out, C, H, W))``.
 
     In training the model sees the targets for scheduled sampling (models that accept
-    them); validation and test run free.
+    them); validation and test run free. A model with ``predict_inputs`` set (an
+    ``EncoderForecaster``) is also trained on its predictions of the input frames after
+    the first, with the same loss over the whole sequence; validation scores the
+    forecast only.
     """
 
     def __init__(
@@ -182,8 +227,16 @@ class ForecastingTask(_Task):
         inputs, targets = batch
         if hasattr(self.model, "set_sampling_step"):
             self.model.set_sampling_step(self.global_step)
-        preds = self.model(inputs, targets) if self.model_takes_target else self.model(inputs)
-        loss = self.objective(preds, targets)
+        if getattr(self.model, "predict_inputs", False):
+            # The encoder's predictions of input frames 2 .. T_in are scored too: the
+            # loss covers all T_in + T_out - 1 predicted frames (PredRNN, OpenSTL).
+            preds, seen = self.model(inputs, targets, return_encoder_predictions=True)
+            loss = self.objective(
+                torch.cat([seen, preds], dim=1), torch.cat([inputs[:, 1:], targets], dim=1)
+            )
+        else:
+            preds = self.model(inputs, targets) if self.model_takes_target else self.model(inputs)
+            loss = self.objective(preds, targets)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         return loss
 

@@ -13,6 +13,7 @@ from .callbacks import (
     NonFiniteLossGuard,
     RankFingerprint,
     RNGState,
+    TimeSnapshots,
 )
 from .config import RunConfig
 from .datamodule import ResumeMidEpoch
@@ -37,6 +38,8 @@ def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
     callbacks: list[pl.Callback] = [checkpoint, NonFiniteLossGuard(), RNGState(), ResumeMidEpoch()]
     callbacks.append(RankFingerprint(run_dir))
     callbacks.append(LossExplosionGuard())
+    if t.snapshot_minutes:
+        callbacks.append(TimeSnapshots(run_dir / "checkpoints", t.snapshot_minutes))
     if config.early_stopping is not None:
         es = config.early_stopping
         callbacks.append(
