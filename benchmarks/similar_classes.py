@@ -309,11 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
     parser.add_argument("--seeds", type=int, help="number of seeds (default 3; quick 1)")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="a subset")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                        help="a subset, run in the order given")  # fmt: skip
+    parser.add_argument("--difficulties", nargs="+", type=float, help="default 0.1 0.5")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, help="results JSON path")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else Budget()
+    if args.difficulties:
+        budget = Budget(**{**asdict(budget), "difficulties": tuple(args.difficulties)})
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error(f"--seeds must be >= 1, got {args.seeds}")
