@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         help="a subset, run in the order given")  # fmt: skip
     parser.add_argument("--difficulties", nargs="+", type=float, help="default 0.1 0.5")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed, first-seed + 1, ... (default 0)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, help="results JSON path")
     args = parser.parse_args(argv)
@@ -322,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds < 1:
             parser.error(f"--seeds must be >= 1, got {args.seeds}")
         budget = Budget(**{**asdict(budget), "seeds": tuple(range(args.seeds))})
+    if args.first_seed:
+        budget = Budget(**{**asdict(budget),
+                           "seeds": tuple(s + args.first_seed for s in budget.seeds)})  # fmt: skip
     default_out = (ROOT / "benchmarks" / "results" / "similar_classes_quick.json" if args.quick
                    else ROOT / "docs" / "similar_classes.json")  # fmt: skip
     out = args.out or default_out
@@ -347,8 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                           "train_seconds": seconds, "loadavg": loadavg(),
                           **evaluate(model, data)}  # fmt: skip
                 runs.append(result)
-                if seed == budget.seeds[0] and name in ("convlstm", "cnn-lstm", "+layer-norm",
-                                                        "+diff"):  # fmt: skip
+                if seed == 0 and name in ("convlstm", "cnn-lstm", "+layer-norm", "+diff"):
                     diagnostics.setdefault(str(difficulty), {})[name] = diagnose(
                         model, data, object_scale
                     )
