@@ -94,6 +94,18 @@ def test_sprog_follows_translating_rain_and_smooths_what_it_cannot_predict():
     assert roughness(smooth[:, -1]) < 0.8 * roughness(moved[:, -1])
 
 
+def test_sprog_on_dry_inputs_forecasts_dry_and_extrapolates_after_a_dry_frame():
+    pytest.importorskip("pysteps", reason="S-PROG needs convlstm[radar]")
+    pytest.importorskip("cv2", reason="pysteps' Lucas-Kanade needs OpenCV (convlstm[radar])")
+    out = baseline_forecast("sprog", torch.zeros(1, 4, 1, 16, 16), 3)
+    assert out.shape == (1, 3, 1, 16, 16) and float(out.abs().sum()) == 0.0
+    rain = moving_rain(7)
+    rain[:, 1] = 0  # one of the three frames S-PROG fits on is dry: no scales to fit
+    inputs = rain[:, :4]
+    torch.testing.assert_close(baseline_forecast("sprog", inputs, 3),
+                               baseline_forecast("optical_flow", inputs, 3))  # fmt: skip
+
+
 def test_baseline_names_and_options_are_checked():
     assert list_baselines() == ["optical_flow", "persistence", "sprog"]
     with pytest.raises(KeyError, match=r"unknown baseline 'steps'.*optical_flow, persistence"):

@@ -148,11 +148,13 @@ class SPROG(OpticalFlowExtrapolation):
         forecasts = []
         for sample in rain:
             wet = sample >= self.threshold
+            if not wet.any():  # nothing to track: nothing moves
+                forecasts.append(np.repeat(sample[-1:], output_frames, axis=0))
+                continue
             if not wet[-self.ar_order - 1 :].any(axis=(1, 2)).all():
-                # S-PROG fits its AR model on every input: with a dry one, fall back to
-                # extrapolation (nothing to decompose)
-                forecasts.append(self.extrapolate(sample[-1], self.motion(sample), output_frames)
-                                 if wet.any() else np.repeat(sample[-1:], output_frames, 0))
+                # S-PROG fits its AR model on each of these inputs; a dry one has no
+                # scales to fit, so the forecast is the optical flow's extrapolation
+                forecasts.append(self.extrapolate(sample[-1], self.motion(sample), output_frames))
                 continue
             with np.errstate(divide="ignore"):
                 dbr = np.where(wet, 10.0 * np.log10(np.maximum(sample, 1e-12)), self.zerovalue)
