@@ -269,13 +269,13 @@ def nowcast_folder(
     inputs = [Path(f) for f in event.files[stop - nowcaster.input_frames : stop]]
     result = Nowcast(forecast, times, inputs, card.minutes_per_step, output / "forecast.nc",
                      output / "forecast.gif")  # fmt: skip
-    write_compressed_netcdf(dataset, result.netcdf)
+    _write_compressed_netcdf(dataset, result.netcdf)
     write_forecast_animation(result.animation, np.nan_to_num(rain)[:, None], None,
                              forecast[:, None], cmap="viridis")  # fmt: skip
     return result
 
 
-def write_compressed_netcdf(dataset: Any, path: Path) -> None:
+def _write_compressed_netcdf(dataset: Any, path: Path) -> None:
     """Write an xarray ``dataset`` as NetCDF-4 with zlib compression of its variables (an
     hour of forecasts over a national composite is mostly dry: tens of MB uncompressed).
     Only the NetCDF-4 engines compress; with neither netCDF4 nor h5netcdf installed the
