@@ -77,13 +77,17 @@ class OpticalFlowExtrapolation:
         self.frames, self.threshold, self.zerovalue = frames, float(threshold), float(zerovalue)
         self.lk_options = dict(lk_options or {})
 
+    def to_dbr(self, rain: np.ndarray) -> np.ndarray:
+        """``10 log10 R`` of mm/h, with rain below ``threshold`` (and NaN) at ``zerovalue``."""
+        rain = np.nan_to_num(np.asarray(rain, dtype=np.float64), nan=0.0)
+        with np.errstate(divide="ignore"):
+            return np.where(rain >= self.threshold, 10.0 * np.log10(np.maximum(rain, 1e-12)),
+                            self.zerovalue)  # fmt: skip
+
     def motion(self, rain: np.ndarray) -> np.ndarray:
         """The advection field ``(2, H, W)`` (x and y, pixels per step) of ``(T, H, W)`` mm/h."""
         lucaskanade = pysteps_module("motion.lucaskanade")
-        rain = np.nan_to_num(np.asarray(rain, dtype=np.float64), nan=0.0)
-        with np.errstate(divide="ignore"):
-            dbr = np.where(rain >= self.threshold, 10.0 * np.log10(np.maximum(rain, 1e-12)),
-                           self.zerovalue)  # fmt: skip
+        dbr = self.to_dbr(rain)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # OpenCV/pysteps chatter on featureless frames
             return lucaskanade.dense_lucaskanade(dbr, verbose=False, **self.lk_options)
@@ -156,8 +160,7 @@ class SPROG(OpticalFlowExtrapolation):
                 # scales to fit, so the forecast is the optical flow's extrapolation
                 forecasts.append(self.extrapolate(sample[-1], self.motion(sample), output_frames))
                 continue
-            with np.errstate(divide="ignore"):
-                dbr = np.where(wet, 10.0 * np.log10(np.maximum(sample, 1e-12)), self.zerovalue)
+            dbr = self.to_dbr(sample)
             velocity = self.motion(sample)
             # pysteps prints its parameters and progress for every forecast
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
