@@ -196,3 +196,46 @@ def test_without_a_source_term_the_forecast_only_moves_the_observed_frame():
     assert not any(name.startswith("source_head") for name, _ in model.named_parameters())
     x = torch.rand(1, 2, 1, 16, 16)
     torch.testing.assert_close(model(x), x[:, -1:].expand(-1, 2, -1, -1, -1))
+
+
+def test_sprog_prior_mixes_in_pysteps_sprog_forecast_along_the_same_motion():
+    """With the scale head's weight all on the S-PROG candidate, the untrained model's
+    forecast is S-PROG's (unmatched, in the frames' units) on the optical flow's motion;
+    on translating rain that is close to the truth, and the head's weights get gradients
+    through both candidates."""
+    pytest.importorskip("pysteps", reason="the S-PROG prior needs convlstm[radar]")
+    from convlstm.metrics import nowcast_scores
+    from convlstm.models.advection_forecaster import optical_flow_motion, sprog_forecast
+
+    with pytest.raises(ValueError, match="sprog_prior needs motion_prior: optical_flow"):
+        AdvectionForecaster(sprog_prior=True, smoothing_scales=[0])
+    with pytest.raises(ValueError, match="and smoothing_scales"):
+        AdvectionForecaster(sprog_prior=True, motion_prior="optical_flow")
+    rng = np.random.default_rng(2)
+    rain = blobs(9, (1.0, -1.5), 64, rng)  # log(1 + R)
+    x, truth = rain[:, :4], torch.expm1(rain[:, 4:])
+    model = AdvectionForecaster(hidden_channels=[4], input_frames=4, output_frames=5,
+                                patch_size=4, motion_prior="optical_flow",
+                                smoothing_scales=[0], sprog_prior=True).eval()  # fmt: skip
+    assert model.scale_head.out_channels == 2
+    expected, valid = sprog_forecast(x, optical_flow_motion(x), 5)
+    assert valid.tolist() == [True] and float(expected.amax()) > 1.0
+    with torch.no_grad():
+        model.scale_head.bias.copy_(torch.tensor([-30.0, 30.0]))
+        torch.testing.assert_close(model(x), expected)
+    csi = [nowcast_scores(torch.expm1(expected[:, k]), truth[:, k], 1.0)["csi"] for k in range(5)]
+    assert min(csi) > 0.7, csi
+    # a dry frame among the three S-PROG fits on: no S-PROG forecast, the moved frame
+    dry = x.clone()
+    dry[:, 2] = 0
+    forecast, valid = sprog_forecast(dry, optical_flow_motion(dry), 5)
+    assert valid.tolist() == [False] and float(forecast.abs().sum()) == 0.0
+    with torch.no_grad():
+        model.scale_head.bias.copy_(torch.tensor([0.0, 0.0]))
+        kept = model(dry)
+        model.scale_head.bias.copy_(torch.tensor([30.0, -30.0]))
+        torch.testing.assert_close(kept, model(dry))
+    model.train()
+    model.scale_head.bias.data.zero_()
+    model(x).sum().backward()
+    assert float(model.scale_head.bias.grad.abs().sum()) > 0

@@ -3,6 +3,8 @@ learnt motion field, for precipitation nowcasting."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from collections.abc import Sequence
 
@@ -46,6 +48,43 @@ def optical_flow_motion(frames: torch.Tensor) -> torch.Tensor:
             uv = lucaskanade.dense_lucaskanade(sample, verbose=False)
         fields.append(np.nan_to_num(uv[::-1]))  # pysteps gives x (columns) first
     return torch.from_numpy(np.stack(fields)).to(frames)
+
+
+def sprog_forecast(
+    frames: torch.Tensor, motion: torch.Tensor, steps: int, *, ar_order: int = 2,
+    cascade_levels: int = 6,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """pysteps' S-PROG (Seed 2003) of ``(B, T, 1, H, W)`` frames along ``motion``
+    ``(B, 2, H, W)`` (rows then columns, pixels per step), in the frames' own units with
+    dry at 0, and not probability-matched: each scale of the cascade fades as its AR
+    model says, so the forecast loses the detail that the inputs show is short-lived.
+    ``convlstm[radar]``.
+
+    Returns the forecast ``(B, steps, 1, H, W)`` and which samples have one ``(B,)``:
+    S-PROG fits its AR model on the last ``ar_order + 1`` frames, so a sample with a dry
+    frame among them has none (its forecast is 0).
+    """
+    from ..data.radar_files import pysteps_module
+
+    sprog = pysteps_module("nowcasts.sprog")
+    fields = frames[:, -ar_order - 1 :, 0].detach().double().cpu().numpy()
+    velocities = motion.detach().double().cpu().numpy()[:, ::-1]  # pysteps: x (columns) first
+    out = np.zeros((frames.shape[0], steps, *fields.shape[-2:]))
+    valid = (fields > 0).any(axis=(2, 3)).all(axis=1)
+    for i in np.flatnonzero(valid):
+        # pysteps prints its parameters and progress for every forecast
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            # dry is exactly 0 and every wet value is above 0, so any tiny threshold
+            # separates them
+            forecast = sprog.forecast(
+                fields[i], np.ascontiguousarray(velocities[i]), steps, precip_thr=1e-6,
+                n_cascade_levels=cascade_levels, ar_order=ar_order,
+                probmatching_method=None,
+            )  # fmt: skip
+        out[i] = np.clip(np.nan_to_num(forecast, nan=0.0), 0.0, None)
+    return (torch.from_numpy(out).unsqueeze(2).to(frames),
+            torch.from_numpy(valid).to(frames.device))  # fmt: skip
 
 
 def warp(frames: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
@@ -122,6 +161,17 @@ class AdvectionForecaster(nn.Module):
     idea of S-PROG's scale-dependent smoothing, learnt): small features decorrelate within
     minutes, and a forecast that keeps them sharp places them wrong.
 
+    With ``sprog_prior`` (needs the optical-flow prior and a smoothing head) the mixture
+    has one more candidate: pysteps' S-PROG forecast of the inputs on the same motion
+    (:func:`sprog_forecast`, unmatched), whose scales fade as fast as the inputs' own
+    autocorrelation says. The fixed Gaussian widths fade the same everywhere; S-PROG's
+    fading is measured on each forecast's inputs, so it carries over between events and
+    radar networks, and the ConvLSTM learns where and at which lead to trust it over the
+    moved frame. With ``smoothing_scales: [0]`` the forecast is, per pixel, a mix of
+    optical-flow extrapolation and S-PROG::
+
+        y_k = w_k * warp(x_last, D_k) + (1 - w_k) * sprog_k
+
     Shapes: ``x`` ``(B, input_frames, C, H, W)`` -> ``(B, output_frames, C, H, W)``; ``H``
     and ``W`` must be divisible by ``patch_size``.
 
@@ -136,6 +186,8 @@ class AdvectionForecaster(nn.Module):
         motion_prior: ``None`` or ``"optical_flow"``. Default ``None``.
         smoothing_scales: Gaussian widths in pixels (0 = unblurred) the forecast mixes
             per pixel, or ``None`` (no smoothing head). Default ``None``.
+        sprog_prior: add S-PROG's forecast to the mixture (see above; the mixture
+            starts evenly split between it and the unblurred moved frame). Default False.
         source_term: learn the source ``s_k`` (growth and decay). Without it the forecast
             is the observed frame moved and smoothed. Default True.
         probability_matching: match forecasts to the last input's values in evaluation.
@@ -163,6 +215,7 @@ class AdvectionForecaster(nn.Module):
         motion_prior: str | None = None,
         probability_matching: bool = False,
         smoothing_scales: Sequence[float] | None = None,
+        sprog_prior: bool = False,
         source_term: bool = True,
         match_in_training: bool = False,
         layer_norm: bool = False,
@@ -208,10 +261,21 @@ class AdvectionForecaster(nn.Module):
                     f"smoothing_scales must be widths >= 0 in pixels starting with 0 (the "
                     f"unblurred frame), got {smoothing_scales!r}"
                 )
-            self.scale_head = nn.Conv2d(sum(widths), len(scales), 1)
+        self.sprog_prior = bool(sprog_prior)
+        if self.sprog_prior and (motion_prior != "optical_flow" or smoothing_scales is None):
+            raise ValueError(
+                "sprog_prior needs motion_prior: optical_flow (S-PROG moves along its "
+                "motion) and smoothing_scales (its mixture), e.g. [0]"
+            )
+        if self.smoothing_scales is not None:
+            # at first e^4 / (e^4 + 4) = 93 % on the unblurred frame (of five scales);
+            # with S-PROG as well, e^4 / (2 e^4 + 4) = 48 % on each of the two
+            blurred = len(self.smoothing_scales) - 1
+            bias = [4.0] + [0.0] * blurred + [4.0] * self.sprog_prior
+            self.scale_head = nn.Conv2d(sum(widths), len(bias), 1)
             nn.init.zeros_(self.scale_head.weight)
-            with torch.no_grad():  # e^4 / (e^4 + 4) = 93 % on the unblurred frame
-                self.scale_head.bias.copy_(torch.tensor([4.0] + [0.0] * (len(scales) - 1)))
+            with torch.no_grad():
+                self.scale_head.bias.copy_(torch.tensor(bias))
 
     def forward(
         self, x: torch.Tensor, target: torch.Tensor | None = None, *,
@@ -234,6 +298,7 @@ class AdvectionForecaster(nn.Module):
         last = x[:, -1]
         displacement = torch.zeros(b, 2, h, w, dtype=x.dtype, device=x.device)
         prior = optical_flow_motion(x) if self.motion_prior == "optical_flow" else None
+        sprog = sprog_forecast(x, prior, self.output_frames) if self.sprog_prior else None
         frames, motions, inp = [], [], xs[:, -1]
         for _ in range(self.output_frames):
             outputs, state = self.forecaster(inp.unsqueeze(1), state)
@@ -243,7 +308,13 @@ class AdvectionForecaster(nn.Module):
             if prior is not None:
                 velocity = velocity + prior
             displacement = displacement + velocity
-            frame = self._smooth(warp(last, displacement), features)
+            moved = warp(last, displacement)
+            candidate = None
+            if sprog is not None:  # where S-PROG has no forecast, the moved frame instead
+                forecast, valid = sprog
+                k = len(frames)
+                candidate = torch.where(valid.view(-1, 1, 1, 1), forecast[:, k], moved)
+            frame = self._smooth(moved, features, candidate)
             if self.source_head is not None:
                 frame = frame + unpatchify(self.source_head(features), p, 2)
             frames.append(frame)
@@ -264,12 +335,16 @@ class AdvectionForecaster(nn.Module):
                     "train with motion_prior: null for an exportable nowcaster")  # fmt: skip
         return None
 
-    def _smooth(self, moved: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """The moved frame mixed over ``smoothing_scales`` with the scale head's weights."""
+    def _smooth(self, moved: torch.Tensor, features: torch.Tensor,
+                sprog: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """The moved frame mixed over ``smoothing_scales`` (and S-PROG's frame, last) with
+        the scale head's weights."""
         if self.scale_head is None:
             return moved
         weights = torch.softmax(self.scale_head(features), dim=1)
         weights = F.interpolate(weights, size=moved.shape[-2:], mode="bilinear",
                                 align_corners=False)  # fmt: skip
-        return sum(weights[:, i : i + 1] * gaussian_blur(moved, sigma)
-                   for i, sigma in enumerate(self.smoothing_scales))  # fmt: skip
+        candidates = [gaussian_blur(moved, sigma) for sigma in self.smoothing_scales]
+        if sprog is not None:
+            candidates.append(sprog)
+        return sum(weights[:, i : i + 1] * c for i, c in enumerate(candidates))
