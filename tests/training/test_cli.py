@@ -45,12 +45,36 @@ def trained_classifier(tmp_path_factory) -> Path:
     return folder / "run"
 
 
-def test_help_for_every_command():
-    for command in ("train", "evaluate", "predict", "export", "diagnose", "import", "demo",
-                    "list-models"):
-        out = cli(command, "--help").stdout
-        assert "usage: convlstm " + command in out
-    assert "example" in cli("train", "--help").stdout
+def test_help_and_config_errors_without_loading_lightning():
+    """Help and config errors come before anything runs: one process prints every
+    command's help and one config error, and none of it may import Lightning (seconds of
+    a user's wait per `--help` or typo)."""
+    commands = ("train", "evaluate", "predict", "export", "diagnose", "import", "demo",
+                "list-models")  # fmt: skip
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from convlstm.cli import main\n"
+        "out = {}\n"
+        f"for command in {commands!r}:\n"
+        "    buffer = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):\n"
+        "        main([command, '--help'])\n"
+        "    out[command] = buffer.getvalue()\n"
+        "with contextlib.redirect_stderr(io.StringIO()) as error:\n"
+        "    code = main(['train', 'moving_digits', '--trainer.max_epoch', '3'])\n"
+        "print(json.dumps({'help': out, 'lightning': 'lightning' in sys.modules,\n"
+        "                  'error': [code, error.getvalue()]}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, env=ENV, check=True)  # fmt: skip
+    got = json.loads(result.stdout)
+    for command in commands:
+        assert "usage: convlstm " + command in got["help"][command]
+    assert "example" in got["help"]["train"]
+    code, message = got["error"]  # a config error, reported before Lightning loads too
+    assert code == 2 and "unknown config key trainer.max_epoch" in message
+    assert not got["lightning"], "convlstm --help or a config error imported Lightning"
+    assert "usage: convlstm train" in cli("train", "--help").stdout  # the real entry point
 
 
 def test_list_models():
