@@ -239,3 +239,20 @@ def test_sprog_prior_mixes_in_pysteps_sprog_forecast_along_the_same_motion():
     model.scale_head.bias.data.zero_()
     model(x).sum().backward()
     assert float(model.scale_head.bias.grad.abs().sum()) > 0
+
+
+def test_sprog_prior_on_still_rain_falls_back_to_the_moved_frame():
+    """Identical inputs make S-PROG's AR fit singular (this stopped a training at step
+    100): that sample has no S-PROG forecast, and the model moves the last frame."""
+    pytest.importorskip("pysteps", reason="the S-PROG prior needs convlstm[radar]")
+    from convlstm.models.advection_forecaster import sprog_forecast
+
+    x = torch.zeros(2, 4, 1, 32, 32)
+    x[:, :, :, 8:20, 8:20] = 1.0
+    x[1] = blobs(4, (1.0, 0.5), 32, np.random.default_rng(3))[0]
+    forecast, valid = sprog_forecast(x, torch.zeros(2, 2, 32, 32), 3)
+    assert valid.tolist() == [False, True] and float(forecast[0].abs().sum()) == 0.0
+    model = AdvectionForecaster(hidden_channels=[4], input_frames=4, output_frames=3,
+                                patch_size=4, motion_prior="optical_flow",
+                                smoothing_scales=[0], sprog_prior=True)  # fmt: skip
+    model(x).sum().backward()  # trains through such a batch

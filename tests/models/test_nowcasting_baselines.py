@@ -151,3 +151,17 @@ def test_shared_readme_csi_figures_are_reproduced(event):
     np.testing.assert_allclose([np.mean(v) for v in scores["persistence"]], persistence,
                                atol=0.0051)  # fmt: skip
     np.testing.assert_allclose([np.mean(v) for v in scores["optical_flow"]], flow, atol=0.025)
+
+
+def test_sprog_on_still_rain_extrapolates_instead_of_failing():
+    """Identical input frames (rain that neither moves nor changes, as a patch of steady
+    stratiform rain can be) make S-PROG's AR fit singular: the forecast is the optical
+    flow's extrapolation, not an error that ends an evaluation."""
+    pytest.importorskip("pysteps", reason="S-PROG needs convlstm[radar]")
+    pytest.importorskip("cv2", reason="pysteps' Lucas-Kanade needs OpenCV (convlstm[radar])")
+    still = torch.zeros(2, 4, 1, 96, 96)
+    still[:, :, :, 30:60, 30:60] = 3.0
+    still[1] = moving_rain(4)[0]  # a sample S-PROG can fit, beside it, is unaffected
+    out = baseline_forecast("sprog", still, 3)
+    torch.testing.assert_close(out[:1], baseline_forecast("optical_flow", still[:1], 3))
+    torch.testing.assert_close(out[1:], baseline_forecast("sprog", still[1:], 3))

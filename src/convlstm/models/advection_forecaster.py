@@ -62,7 +62,8 @@ def sprog_forecast(
 
     Returns the forecast ``(B, steps, 1, H, W)`` and which samples have one ``(B,)``:
     S-PROG fits its AR model on the last ``ar_order + 1`` frames, so a sample with a dry
-    frame among them has none (its forecast is 0).
+    frame among them, or frames too alike for the fit (rain that neither moves nor
+    changes: a singular system), has none (its forecast is 0).
     """
     from ..data.radar_files import pysteps_module
 
@@ -77,11 +78,15 @@ def sprog_forecast(
             warnings.simplefilter("ignore")
             # dry is exactly 0 and every wet value is above 0, so any tiny threshold
             # separates them
-            forecast = sprog.forecast(
-                fields[i], np.ascontiguousarray(velocities[i]), steps, precip_thr=1e-6,
-                n_cascade_levels=cascade_levels, ar_order=ar_order,
-                probmatching_method=None,
-            )  # fmt: skip
+            try:
+                forecast = sprog.forecast(
+                    fields[i], np.ascontiguousarray(velocities[i]), steps, precip_thr=1e-6,
+                    n_cascade_levels=cascade_levels, ar_order=ar_order,
+                    probmatching_method=None,
+                )  # fmt: skip
+            except np.linalg.LinAlgError:
+                valid[i] = False
+                continue
         out[i] = np.clip(np.nan_to_num(forecast, nan=0.0), 0.0, None)
     return (torch.from_numpy(out).unsqueeze(2).to(frames),
             torch.from_numpy(valid).to(frames.device))  # fmt: skip

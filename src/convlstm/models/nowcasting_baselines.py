@@ -165,11 +165,17 @@ class SPROG(OpticalFlowExtrapolation):
             # pysteps prints its parameters and progress for every forecast
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                out = sprog.forecast(
-                    dbr[-self.ar_order - 1 :], velocity, output_frames,
-                    precip_thr=db_threshold, n_cascade_levels=self.cascade_levels,
-                    ar_order=self.ar_order, probmatching_method="cdf",
-                )  # fmt: skip
+                try:
+                    out = sprog.forecast(
+                        dbr[-self.ar_order - 1 :], velocity, output_frames,
+                        precip_thr=db_threshold, n_cascade_levels=self.cascade_levels,
+                        ar_order=self.ar_order, probmatching_method="cdf",
+                    )  # fmt: skip
+                except np.linalg.LinAlgError:
+                    # inputs too alike to fit the AR model (rain that neither moves nor
+                    # changes): what is left is the extrapolation
+                    forecasts.append(self.extrapolate(sample[-1], velocity, output_frames))
+                    continue
             out = np.nan_to_num(np.asarray(out, dtype=np.float64), nan=self.zerovalue)
             rate = np.where(out >= db_threshold, 10.0 ** (out / 10.0), 0.0)
             forecasts.append(rate)
