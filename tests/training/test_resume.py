@@ -88,3 +88,23 @@ def test_resume_keeps_the_history_from_before_the_kill(runs):
     events = list((moved / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     if events:  # TensorBoard is optional: its old event file is kept beside the new one
         assert len(events) == 2
+
+
+def test_killed_before_the_first_validation_resumes_from_its_step_checkpoint(runs):
+    """Lightning holds a step checkpoint back until the monitored score exists, so a run
+    killed in its first epoch (of a large data set: hours) had nothing to resume from and
+    started again. last.ckpt is written on time; the resumed run still ends as the
+    uninterrupted one, bit for bit."""
+    reference = runs[0]
+    config, killed = reference.parent / "c.yaml", reference.parent / "killed-early"
+    process = subprocess.run([sys.executable, "-c", KILLER, str(config), str(killed), "3"],
+                             env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert process.returncode == -9, process.stderr[-2000:]
+    last = killed / "checkpoints" / "last.ckpt"
+    assert last.is_file(), "no checkpoint before the first validation"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    assert not (killed / "checkpoints" / "best.ckpt").exists()  # no score yet to be best on
+    cli("train", "--resume", killed)
+    expected, got = _weights(reference), _weights(killed)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)

@@ -389,9 +389,29 @@ def trim_history(csv_path: Path, checkpoint: Path) -> None:
 
 class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose saved paths are relative to the run folder, so that a
-    copied run folder resumes with its own best score and files, never the original's."""
+    copied run folder resumes with its own best score and files, never the original's,
+    and whose ``last.ckpt`` is written every ``every_n_train_steps`` from the first step."""
 
     _PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # Lightning holds a step-triggered save back until the monitored score exists,
+        # that is until the first validation: a run killed in its first epoch (hours on
+        # a large data set) had nothing to resume from. last.ckpt is what resuming needs,
+        # so it is written on time; best.ckpt waits for a score.
+        every = self._every_n_train_steps
+        if (
+            self.save_last
+            and every >= 1
+            and trainer.global_step % every == 0
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self.monitor not in self._monitor_candidates(trainer)
+        ):
+            saved = self._last_global_step_saved
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            # a validation at this same step must still be free to save best.ckpt
+            self._last_global_step_saved = saved
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
