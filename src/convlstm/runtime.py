@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
@@ -45,12 +45,52 @@ def quiet_libraries() -> None:
     """Keep the command's output to what it says itself: Lightning's start-up notes (the
     accelerator lines, the logger advert) and a deprecation warning Lightning triggers
     inside PyTorch are left out (``--debug`` shows them)."""
-    import logging
     import warnings
 
-    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning sets its loggers to INFO when it is imported, which the commands do only
+    # when they need it (not for --help or a config error): quiet them after that.
+    _after_import("lightning", _quiet_lightning)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def _quiet_lightning() -> None:
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _after_import(module: str, callback: Callable[[], None]) -> None:
+    """Call ``callback`` now if ``module`` is imported, or else as soon as it is."""
+    if module in sys.modules:
+        callback()
+        return
+    if any(getattr(f, "callback", None) is callback for f in sys.meta_path):
+        return  # already waiting for it
+    import importlib.abc
+    import importlib.util
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def __init__(self) -> None:
+            self.callback = callback
+
+        def find_spec(self, fullname, path, target=None):
+            if fullname != module:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            if spec is None or spec.loader is None:
+                return spec
+            execute = spec.loader.exec_module
+
+            def exec_module(mod) -> None:
+                execute(mod)
+                callback()
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Hook())
 
 
 #: Seconds a first-use compilation may take before it is announced on stderr.
