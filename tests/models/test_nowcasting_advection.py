@@ -211,6 +211,9 @@ def test_sprog_prior_mixes_in_pysteps_sprog_forecast_along_the_same_motion():
         AdvectionForecaster(sprog_prior=True, smoothing_scales=[0])
     with pytest.raises(ValueError, match="and smoothing_scales"):
         AdvectionForecaster(sprog_prior=True, motion_prior="optical_flow")
+    with pytest.raises(ValueError, match="input_frames >= 3"):
+        AdvectionForecaster(input_frames=2, sprog_prior=True, motion_prior="optical_flow",
+                            smoothing_scales=[0])  # fmt: skip
     rng = np.random.default_rng(2)
     rain = blobs(9, (1.0, -1.5), 64, rng)  # log(1 + R)
     x, truth = rain[:, :4], torch.expm1(rain[:, 4:])

@@ -272,6 +272,9 @@ class AdvectionForecaster(nn.Module):
                 "sprog_prior needs motion_prior: optical_flow (S-PROG moves along its "
                 "motion) and smoothing_scales (its mixture), e.g. [0]"
             )
+        if self.sprog_prior and input_frames < 3:
+            raise ValueError(f"sprog_prior needs input_frames >= 3 (S-PROG fits an AR(2) model "
+                             f"on the last three), got {input_frames}")  # fmt: skip
         if self.smoothing_scales is not None:
             # at first e^4 / (e^4 + 4) = 93 % on the unblurred frame (of five scales);
             # with S-PROG as well, e^4 / (2 e^4 + 4) = 48 % on each of the two
