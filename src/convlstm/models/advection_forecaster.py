@@ -3,8 +3,6 @@ learnt motion field, for precipitation nowcasting."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
 from collections.abc import Sequence
 
@@ -65,28 +63,21 @@ def sprog_forecast(
     frame among them, or frames too alike for the fit (rain that neither moves nor
     changes: a singular system), has none (its forecast is 0).
     """
-    from ..data.radar_files import pysteps_module
+    from .nowcasting_baselines import sprog_fields
 
-    sprog = pysteps_module("nowcasts.sprog")
     fields = frames[:, -ar_order - 1 :, 0].detach().double().cpu().numpy()
     velocities = motion.detach().double().cpu().numpy()[:, ::-1]  # pysteps: x (columns) first
     out = np.zeros((frames.shape[0], steps, *fields.shape[-2:]))
     valid = (fields > 0).any(axis=(2, 3)).all(axis=1)
     for i in np.flatnonzero(valid):
-        # pysteps prints its parameters and progress for every forecast
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            # dry is exactly 0 and every wet value is above 0, so any tiny threshold
-            # separates them
-            try:
-                forecast = sprog.forecast(
-                    fields[i], np.ascontiguousarray(velocities[i]), steps, precip_thr=1e-6,
-                    n_cascade_levels=cascade_levels, ar_order=ar_order,
-                    probmatching_method=None,
-                )  # fmt: skip
-            except np.linalg.LinAlgError:
-                valid[i] = False
-                continue
+        # dry is exactly 0 and every wet value is above 0, so any tiny threshold
+        # separates them
+        forecast = sprog_fields(fields[i], velocities[i], steps, precip_thr=1e-6,
+                                cascade_levels=cascade_levels, ar_order=ar_order,
+                                probmatching=None)  # fmt: skip
+        if forecast is None:
+            valid[i] = False
+            continue
         out[i] = np.clip(np.nan_to_num(forecast, nan=0.0), 0.0, None)
     return (torch.from_numpy(out).unsqueeze(2).to(frames),
             torch.from_numpy(valid).to(frames.device))  # fmt: skip

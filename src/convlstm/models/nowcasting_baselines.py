@@ -146,7 +146,6 @@ class SPROG(OpticalFlowExtrapolation):
                 f"S-PROG with ar_order={self.ar_order} needs {self.ar_order + 1} input frames, "
                 f"got {inputs.shape[1]}"
             )
-        sprog = pysteps_module("nowcasts.sprog")
         rain = np.nan_to_num(inputs[:, -self.frames :, 0].detach().double().cpu().numpy())
         db_threshold = 10.0 * np.log10(self.threshold)
         forecasts = []
@@ -155,32 +154,46 @@ class SPROG(OpticalFlowExtrapolation):
             if not wet.any():  # nothing to track: nothing moves
                 forecasts.append(np.repeat(sample[-1:], output_frames, axis=0))
                 continue
-            if not wet[-self.ar_order - 1 :].any(axis=(1, 2)).all():
-                # S-PROG fits its AR model on each of these inputs; a dry one has no
-                # scales to fit, so the forecast is the optical flow's extrapolation
-                forecasts.append(self.extrapolate(sample[-1], self.motion(sample), output_frames))
-                continue
-            dbr = self.to_dbr(sample)
             velocity = self.motion(sample)
-            # pysteps prints its parameters and progress for every forecast
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                try:
-                    out = sprog.forecast(
-                        dbr[-self.ar_order - 1 :], velocity, output_frames,
-                        precip_thr=db_threshold, n_cascade_levels=self.cascade_levels,
-                        ar_order=self.ar_order, probmatching_method="cdf",
-                    )  # fmt: skip
-                except np.linalg.LinAlgError:
-                    # inputs too alike to fit the AR model (rain that neither moves nor
-                    # changes): what is left is the extrapolation
-                    forecasts.append(self.extrapolate(sample[-1], velocity, output_frames))
-                    continue
+            out = None
+            # S-PROG fits its AR model on each of these inputs; a dry one has no scales
+            # to fit, so the forecast is the optical flow's extrapolation
+            if wet[-self.ar_order - 1 :].any(axis=(1, 2)).all():
+                out = sprog_fields(
+                    self.to_dbr(sample), velocity, output_frames,
+                    precip_thr=db_threshold, cascade_levels=self.cascade_levels,
+                    ar_order=self.ar_order, probmatching="cdf",
+                )  # fmt: skip
+            if out is None:  # a dry input, or inputs too alike for the AR fit
+                forecasts.append(self.extrapolate(sample[-1], velocity, output_frames))
+                continue
             out = np.nan_to_num(np.asarray(out, dtype=np.float64), nan=self.zerovalue)
             rate = np.where(out >= db_threshold, 10.0 ** (out / 10.0), 0.0)
             forecasts.append(rate)
         stacked = np.stack(forecasts)[:, :, None].astype(np.float32)
         return torch.from_numpy(stacked).to(inputs.device)
+
+
+def sprog_fields(
+    fields: np.ndarray, velocity: np.ndarray, steps: int, *, precip_thr: float,
+    cascade_levels: int, ar_order: int, probmatching: str | None,
+) -> np.ndarray | None:  # fmt: skip
+    """pysteps' S-PROG forecast ``(steps, H, W)`` of the last ``ar_order + 1`` ``fields``
+    ``(T, H, W)`` along ``velocity`` ``(2, H, W)`` (x then y, pixels per step), without
+    pysteps' printing; ``None`` where the AR fit is singular (inputs too alike: rain that
+    neither moves nor changes)."""
+    sprog = pysteps_module("nowcasts.sprog")
+    # pysteps prints its parameters and progress for every forecast
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            return sprog.forecast(
+                fields[-ar_order - 1 :], np.ascontiguousarray(velocity), steps,
+                precip_thr=precip_thr, n_cascade_levels=cascade_levels, ar_order=ar_order,
+                probmatching_method=probmatching,
+            )  # fmt: skip
+        except np.linalg.LinAlgError:
+            return None
 
 
 Baseline = Callable[[torch.Tensor, int], torch.Tensor]
