@@ -58,14 +58,10 @@ def _overrides(extra: list[str]) -> list:
 def cmd_train(args, extra: list[str]) -> int:
     from .training.config import load_config
 
-    # The run module imports Lightning (seconds): a config error is reported before.
     if args.resume:
         if args.config or extra or args.overwrite:
             raise ConfigError("--resume takes the run's own config: give no CONFIG, overrides "
                               "or --overwrite")  # fmt: skip
-        from .training import run as runs
-
-        run = runs.resume(args.resume)
     else:
         if not args.config:
             raise ConfigError("give a CONFIG (path or bundled name) or --resume RUN_DIR")
@@ -75,8 +71,12 @@ def cmd_train(args, extra: list[str]) -> int:
 
             print(config_yaml(config), end="")
             return 0
-        from .training import run as runs
+    # The run module imports Lightning (seconds): a config error is reported before.
+    from .training import run as runs
 
+    if args.resume:
+        run = runs.resume(args.resume)
+    else:
         run = runs.train(config, run_dir=args.run_dir, overwrite=args.overwrite)
     from lightning.pytorch.utilities import rank_zero_only
 

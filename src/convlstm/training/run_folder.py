@@ -401,15 +401,12 @@ class RunCheckpoint(ModelCheckpoint):
         # a large data set) had nothing to resume from. last.ckpt is what resuming needs,
         # so it is written on time; best.ckpt waits for a score.
         every = self._every_n_train_steps
-        if (
-            self.save_last
-            and every >= 1
-            and trainer.global_step % every == 0
-            and not self._should_skip_saving_checkpoint(trainer)
-            and self.monitor not in self._monitor_candidates(trainer)
-        ):
+        if not (self.save_last and every >= 1 and trainer.global_step % every == 0):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor not in candidates and not self._should_skip_saving_checkpoint(trainer):
             saved = self._last_global_step_saved
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._save_last_checkpoint(trainer, candidates)
             # a validation at this same step must still be free to save best.ckpt
             self._last_global_step_saved = saved
 
