@@ -259,3 +259,36 @@ def test_sprog_prior_on_still_rain_falls_back_to_the_moved_frame():
                                 patch_size=4, motion_prior="optical_flow",
                                 smoothing_scales=[0], sprog_prior=True)  # fmt: skip
     model(x).sum().backward()  # trains through such a batch
+
+
+def test_sprog_prior_model_at_fast_path_size_matches_the_plain_path():
+    """At a size the fast path takes (16 channels on 64x64 cells: 65,536 state elements a
+    sample and step), the S-PROG-prior nowcaster's forecast and gradients are the plain
+    path's."""
+    pytest.importorskip("pysteps", reason="the S-PROG prior needs convlstm[radar]")
+    from convlstm.nn import set_fusion
+    from convlstm.nn.settings import get_fusion
+
+    rng = np.random.default_rng(0)
+    x = torch.cat([blobs(4, (1.0, -1.5), 128, rng) for _ in range(2)])
+    torch.manual_seed(0)
+    model = AdvectionForecaster(hidden_channels=[16], input_frames=4, output_frames=3,
+                                patch_size=2, motion_prior="optical_flow",
+                                smoothing_scales=[0], sprog_prior=True)  # fmt: skip
+    with torch.no_grad():  # heads away from zero, so that every path carries weight
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    results, before = {}, get_fusion()
+    try:
+        for mode in ("always", "never"):
+            set_fusion(mode)
+            model.zero_grad()
+            out = model(x)
+            out.square().mean().backward()
+            results[mode] = (out.detach(), [p.grad.clone() for p in model.parameters()])
+    finally:
+        set_fusion(before)
+    (fast, fast_grads), (plain, plain_grads) = results["always"], results["never"]
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
