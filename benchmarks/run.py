@@ -6,6 +6,7 @@
     python benchmarks/run.py --ablations          # add convlstm diagnostic variants
     python benchmarks/run.py --rounds 3           # every speed case 3 times, round-robin
     python benchmarks/run.py --first-call-only    # only the first-call rows (cold, warm)
+    python benchmarks/run.py --skip-avx2          # no rows limited to AVX2
 
 Writes ``results/bench.json`` and ``results/bench.md`` (``bench-quick.*`` with
 ``--quick``) and prints the tables. See README.md for what each column means.
@@ -55,6 +56,14 @@ FIRST_CALL = {"warmup": 0, "min_iters": 4, "iters": 4, "budget": 0.0}
 QUICK_FIRST_CALL = {"warmup": 0, "min_iters": 2, "iters": 2, "budget": 0.0}
 FIRST_CALL_IMPLS = (OURS, "convgru", *PEERS)
 COLD, WARM = "first call, cold cache", "first call, warm cache"
+# The "avx2" rows: every library held to AVX2 as on most CPUs (no AVX-512), in the same
+# run as the full-ISA rows. oneDNN (PyTorch's and TensorFlow's convolutions) reads
+# ONEDNN_MAX_CPU_ISA, ATen's kernels and Inductor's generated loops ATEN_CPU_CAPABILITY,
+# and convlstm's hand-written AVX-512 loops are turned off. TensorFlow's own (Eigen)
+# kernels keep the instructions its wheel was compiled for, which exclude AVX-512.
+AVX2 = "avx2"
+ISA_ENV = {AVX2: {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                  "CONVLSTM_SIMD_GATES": "0"}}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,16 @@ class Case:
     flags: tuple[str, ...] = ()
     steps: int | None = None
     group: str = "speed"  # "speed", "memory", "ablation" or "first-call"
+    isa: str = ""  # "" (all the CPU has) or "avx2" (ISA_ENV)
 
     @property
     def label(self) -> str:
         return f"{self.impl} [{self.variant}]" if self.variant else self.impl
+
+    @property
+    def timed(self) -> bool:
+        """A speed row (run every round), not a once-only memory or first-call row."""
+        return self.group in ("speed", "ablation")
 
 
 def plan_cases(
@@ -79,17 +94,22 @@ def plan_cases(
     memory: bool = True,
     first_call: bool = True,
     speed: bool = True,
+    avx2: bool = True,
 ) -> list[Case]:
+    isas = ("", AVX2) if avx2 else ("",)
     cases: list[Case] = []
     if first_call:  # each implementation's cold case, then its warm one, back to back
         for wl in workloads:
-            for impl in (i for i in FIRST_CALL_IMPLS if i in impls):
-                cases += [Case(impl, wl, "train", v, group="first-call") for v in (COLD, WARM)]
+            for isa in isas:
+                for impl in (i for i in FIRST_CALL_IMPLS if i in impls):
+                    cases += [Case(impl, wl, "train", v, group="first-call", isa=isa)
+                              for v in (COLD, WARM)]  # fmt: skip
     if not speed:
         return cases
     for wl in workloads:
         for mode in ("train", "infer"):
-            cases += [Case(impl, wl, mode) for impl in IMPLS if impl in impls]
+            cases += [Case(impl, wl, mode, isa=isa) for isa in isas for impl in IMPLS
+                      if impl in impls]  # fmt: skip
             if OURS in impls:
                 cases.append(Case(OURS, wl, mode, "bf16 autocast", ("--bf16",)))
             if OURS in impls and ablations:
@@ -146,6 +166,7 @@ def run_case(
     if threads:
         cmd += ["--threads", str(threads)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **malloc}
+    env.update(ISA_ENV.get(case.isa, {}))
     env.update(extra_env or {})
     row: dict[str, Any] = {
         "impl": case.impl,
@@ -154,6 +175,7 @@ def run_case(
         "workload": case.workload,
         "mode": case.mode,
         "group": case.group,
+        "isa": case.isa,
         "steps": case.steps or WORKLOADS[case.workload].steps,
         "load1_before": round(os.getloadavg()[0], 2),
     }
@@ -185,7 +207,7 @@ class CompileCaches:
         self.root = Path(tempfile.mkdtemp(prefix="convlstm-bench-cache-"))
 
     def env(self, case: Case) -> dict[str, str]:
-        path = self.root / f"{case.impl}-{case.workload}"
+        path = self.root / f"{case.impl}-{case.workload}-{case.isa or 'native'}"
         if case.variant == COLD:
             shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
@@ -217,7 +239,8 @@ def paired_bf16_speedups(rounds: list[list[dict[str, Any]]]) -> dict[str, float]
     from the same round (run one after the other), per (workload, mode)."""
     ratios: dict[str, list[float]] = {}
     for runs in rounds:
-        ours = [r for r in runs if r["impl"] == OURS and r.get("status") == "ok"]
+        ours = [r for r in runs
+                if r["impl"] == OURS and r.get("status") == "ok" and not r.get("isa")]
         by_key = {(r["workload"], r["mode"], r["variant"]): r for r in ours}
         for (wl, mode, variant), r in by_key.items():
             fp32 = by_key.get((wl, mode, ""))
@@ -233,19 +256,19 @@ def derive(rows: list[dict[str, Any]]) -> None:
     for r in ok:
         r["gflops"] = r["gflop"] / r["median_s"]
 
-    def find(impl: str, wl: str, mode: str) -> dict[str, Any] | None:
+    def find(impl: str, wl: str, mode: str, isa: str) -> dict[str, Any] | None:
         for r in ok:
-            if (r["impl"], r["workload"], r["mode"], r["variant"], r["group"]) == (
-                impl, wl, mode, "", "speed"
-            ):
+            if (r["impl"], r["workload"], r["mode"], r["variant"], r["group"],
+                    r.get("isa", "")) == (impl, wl, mode, "", "speed", isa):  # fmt: skip
                 return r
         return None
 
-    for r in ok:
-        limit = find("limit", r["workload"], r["mode"])
-        if limit is not None and r["group"] != "memory":
+    for r in ok:  # each row against the rows of its own instruction set
+        isa = r.get("isa", "")
+        limit = find("limit", r["workload"], r["mode"], isa)
+        if limit is not None and r["group"] not in ("memory", "first-call"):
             r["pct_of_limit"] = 100 * r["gflops"] / limit["gflops"]
-        ours = find(OURS, r["workload"], r["mode"])
+        ours = find(OURS, r["workload"], r["mode"], isa)
         if r["impl"] in PEERS and r["group"] == "speed" and ours is not None:
             speedup = r["median_s"] / ours["median_s"]
             r["convlstm_speedup"] = speedup
@@ -267,6 +290,8 @@ def row_note(r: dict[str, Any]) -> str:
         notes.append(f"max abs err vs fp32 {r['max_abs_err_vs_fp32']:.2e}")
     if r["impl"] == "keras-tf":
         notes.append(f"tf.function, jit_compile={r.get('jit_compile')}")
+    if r.get("isa") and r.get("cpu_capability"):  # the limit as the worker saw it
+        notes.append(f"ATen {r['cpu_capability']}")
     if r["impl"] == "limit":
         notes.append("convs only")
     if r.get("rounds_s"):
@@ -286,15 +311,16 @@ SPEED_COLUMNS = (
 )
 
 
-def speed_table(rows: list[dict[str, Any]], wl: str, mode: str) -> list[str]:
+def speed_table(rows: list[dict[str, Any]], wl: str, mode: str, isa: str = "") -> list[str]:
+    held = f", every library held to {isa.upper()}" if isa else ""
     lines = [
-        f"### {wl} {mode} — {WORKLOADS[wl].describe()}",
+        f"### {wl} {mode}{held} — {WORKLOADS[wl].describe()}",
         "",
         "| implementation | " + " | ".join(c[0] for c in SPEED_COLUMNS) + " | note |",
         "|---|" + "---:|" * len(SPEED_COLUMNS) + "---|",
     ]
     for r in rows:
-        if (r["workload"], r["mode"]) != (wl, mode) or r["group"] == "memory":
+        if (r["workload"], r["mode"], r.get("isa", "")) != (wl, mode, isa):
             continue
         cells = [r["label"], *(fmt(r.get(key), spec) for _, key, spec in SPEED_COLUMNS)]
         lines.append("| " + " | ".join([*cells, row_note(r)]) + " |")
@@ -338,12 +364,13 @@ def first_call_table(rows: list[dict[str, Any]]) -> list[str]:
         "Cold: an empty compile cache (`TORCHINDUCTOR_CACHE_DIR`); warm: the one the cold "
         "case left. Set-up: imports, model and input, before the first step.",
         "",
-        "| workload | implementation | cache | set-up s | first step s | later step s "
-        "| first / later | load | note |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| workload | implementation | instructions | cache | set-up s | first step s "
+        "| later step s | first / later | load | note |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in first:
-        cells = [r["workload"], r["impl"], r["variant"].rsplit(", ", 1)[-1]]
+        isa = r.get("isa", "").upper() or "all"
+        cells = [r["workload"], r["impl"], isa, r["variant"].rsplit(", ", 1)[-1]]
         keys = (("setup_s", ".1f"), ("first_s", ".2f"), ("later_s", ".2f"),
                 ("first_ratio", ".1f"), ("load1_before", ".1f"))  # fmt: skip
         cells += [fmt(r.get(k), spec) for k, spec in keys]
@@ -379,9 +406,10 @@ def report(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             "",
         ]
     speed_rows = [r for r in rows if r["group"] in ("speed", "ablation")]
-    for wl in dict.fromkeys(r["workload"] for r in speed_rows):
-        for mode in ("train", "infer"):
-            lines += speed_table(speed_rows, wl, mode)
+    for isa in dict.fromkeys(r.get("isa", "") for r in speed_rows):
+        for wl in dict.fromkeys(r["workload"] for r in speed_rows):
+            for mode in ("train", "infer"):
+                lines += speed_table(speed_rows, wl, mode, isa)
     lines += memory_table(rows)
     lines += first_call_table(rows)
     return "\n".join(lines)
@@ -418,6 +446,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--skip-first-call", action="store_true", help="no first-call (cold/warm cache) rows"
     )
     p.add_argument("--first-call-only", action="store_true", help="only the first-call rows")
+    p.add_argument("--skip-avx2", action="store_true",
+                   help="no rows with every library held to AVX2")  # fmt: skip
     p.add_argument(
         "--rounds", type=int, default=1,
         help="run every speed case this many times, round-robin (the machine drifts)",
@@ -451,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         not (args.skip_memory or args.first_call_only),
         not args.skip_first_call,
         not args.first_call_only,
+        not args.skip_avx2,
     )
     meta: dict[str, Any] = {
         "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
@@ -469,8 +500,8 @@ def main(argv: list[str] | None = None) -> None:
     meta["rounds"] = args.rounds
     args.out.parent.mkdir(parents=True, exist_ok=True)
     malloc = {} if args.system_malloc else MALLOC_ENV
-    speed = [c for c in cases if c.group in ("speed", "ablation")]
-    once = [c for c in cases if c.group in ("memory", "first-call")]
+    speed = [c for c in cases if c.timed]
+    once = [c for c in cases if not c.timed]
     # Speed cases round-robin, so that every implementation meets the machine's slow
     # and fast phases alike; memory and first-call cases once, at the end.
     schedule = [(r, c) for r in range(args.rounds) for c in speed] + [(0, c) for c in once]

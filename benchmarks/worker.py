@@ -381,7 +381,13 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         **built.info,
     }
     if "torch" in sys.modules:
-        result["torch_threads"] = sys.modules["torch"].get_num_threads()
+        torch_module = sys.modules["torch"]
+        result["torch_threads"] = torch_module.get_num_threads()
+        # what ATEN_CPU_CAPABILITY left ATen (and Inductor) to use: "AVX512", "AVX2", ...
+        result["cpu_capability"] = torch_module.backends.cpu.get_cpu_capability()
+    settings = sys.modules.get("convlstm.nn.settings")
+    if settings is not None:
+        result["simd_gates"] = settings.backend.simd
     pool = getattr(sys.modules.get("convlstm.nn.fast.pool"), "mapped_pool", None)
     if pool is not None:  # what convlstm's training keeps outside malloc's heap
         result["mapped_mib"] = pool.held() / 2**20
