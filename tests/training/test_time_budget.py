@@ -109,3 +109,23 @@ def test_forecaster_predicting_inputs_is_scored_on_the_whole_sequence(monkeypatc
     torch.testing.assert_close(loss, expected)
     forecast_only = torch.mean((forecast - targets) ** 2)
     assert not math.isclose(float(loss.detach()), float(forecast_only.detach()))
+
+
+@pytest.mark.parametrize("over, expected", [("steps", 3), ("time", 2_500)])
+def test_scheduled_sampling_follows_the_learning_rate_clock(monkeypatch, over, expected):
+    """With ``scheduler.over: time`` a step-counted sampling schedule (10,000 steps by
+    default, longer than the bundled hour's ~6,000 steps) would barely start before the
+    deadline: it is stretched over the time budget, as the learning rate is."""
+    options = {**TINY_FORECASTING["model"], "scheduled_sampling": "reverse",
+               "sampling_start": 1_000, "sampling_steps": 4_000}  # fmt: skip
+    options.pop("name")
+    task = ForecastingTask("encoder-forecaster", options, loss={"name": "mse"}, optimizer={},
+                           scheduler={"name": "cosine", "over": over})  # fmt: skip
+    monkeypatch.setattr(task, "log", lambda *args, **kwargs: None)
+    monkeypatch.setattr(ForecastingTask, "global_step", property(lambda self: 3))
+    monkeypatch.setattr(ForecastingTask, "trainer", property(lambda self: None))
+    monkeypatch.setattr("convlstm.training.tasks.training_progress", lambda trainer: lambda: 0.5)
+    task.train()
+    task.training_step((torch.rand(2, 3, 1, 16, 16), torch.rand(2, 2, 1, 16, 16)), 0)
+    # half the budget gone: half of the schedule's 5,000 steps (start included)
+    assert task.model.sampling_step == expected

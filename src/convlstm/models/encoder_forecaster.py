@@ -152,7 +152,9 @@ class EncoderForecaster(nn.Module):
         scheduled_sampling: ``"linear"``, ``"reverse"``, ``"teacher_forcing"`` or
             ``"free_running"`` (see ``sampling_ratios``). Default ``"linear"``.
         sampling_start, sampling_steps: where the schedule starts and how many training
-            steps it lasts. Defaults 0, 10000. Set the step with ``set_sampling_step``.
+            steps it lasts. Defaults 0, 10000. Set the step with ``set_sampling_step``
+            (a run with ``scheduler.over: time`` stretches the schedule, start included,
+            over its time budget).
         predict_inputs: the encoder predicts every next input frame too, and training
             scores these predictions (see above). Default ``None``: on with
             ``scheduled_sampling="reverse"``, else off.

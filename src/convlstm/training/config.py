@@ -96,7 +96,8 @@ class SchedulerConfig:
     ``trainer.max_steps`` or ``max_epochs``) or its training ``time``
     (``trainer.max_time``, counted on across a resume), for a run given a time budget
     rather than a number of steps: the learning rate then anneals by the deadline
-    however fast the machine is.
+    however fast the machine is, and a forecaster's scheduled-sampling schedule
+    (``sampling_start``, ``sampling_steps``) is stretched over the budget too.
     """
 
     name: Literal["none", "cosine", "onecycle", "plateau"] = "none"

@@ -223,10 +223,20 @@ class ForecastingTask(_Task):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def sampling_step(self) -> int:
+        """The step a scheduled-sampling model reads its schedule at: the training step,
+        or with ``scheduler.over: time`` the same fraction of the schedule (its
+        ``sampling_start + sampling_steps``) as of the time budget, so that it ends at
+        the deadline as the learning rate does, however many steps fit."""
+        if self.scheduler_config.over != "time":
+            return self.global_step
+        length = self.model.sampling_start + self.model.sampling_steps
+        return round(training_progress(self.trainer)() * length)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         if hasattr(self.model, "set_sampling_step"):
-            self.model.set_sampling_step(self.global_step)
+            self.model.set_sampling_step(self.sampling_step())
         if getattr(self.model, "predict_inputs", False):
             # The encoder's predictions of input frames 2 .. T_in are scored too: the
             # loss covers all T_in + T_out - 1 predicted frames (PredRNN, OpenSTL).
