@@ -5,17 +5,23 @@ import sys
 import pytest
 import torch
 
+from convlstm.nn import backend
 from convlstm.runtime import configure_malloc
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_configure_malloc_applies_and_tensors_still_work(monkeypatch):
     monkeypatch.delenv("CONVLSTM_MALLOC", raising=False)
+    monkeypatch.setattr(backend, "fresh_gate_bytes", backend.fresh_gate_bytes)  # restored
     assert configure_malloc() is True
+    # malloc now reuses freed blocks of any size: inference takes fresh gate tensors
+    assert backend.fresh_gate_bytes == sys.maxsize
     big = torch.ones(50 << 20, dtype=torch.uint8)  # above glibc's 32 MiB mmap threshold
     assert int(big.sum()) == 50 << 20
 
 
 def test_configure_malloc_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("CONVLSTM_MALLOC", "0")
+    monkeypatch.setattr(backend, "fresh_gate_bytes", 32 << 20)
     assert configure_malloc() is False
+    assert backend.fresh_gate_bytes == 32 << 20

@@ -38,7 +38,12 @@ def configure_malloc() -> bool:
     except (OSError, AttributeError):
         return False
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
-    return all(mallopt(param, value) == 1 for param, value in settings)
+    if not all(mallopt(param, value) == 1 for param, value in settings):
+        return False
+    from .nn.settings import backend
+
+    backend.fresh_gate_bytes = sys.maxsize  # a fresh tensor is now reused heap memory
+    return True
 
 
 def quiet_libraries() -> None:

@@ -31,6 +31,9 @@ def test_the_environment_is_read_in_one_place():
     assert Backend.from_environment({}) == Backend()
     read = Backend.from_environment({"CONVLSTM_FUSION": "NEVER", "CONVLSTM_SIMD_GATES": "0"})
     assert (read.fusion, read.simd) == ("never", False)
+    # glibc told to keep every freed block: fresh gate tensors cost no page faults
+    assert Backend().fresh_gate_bytes == 32 << 20
+    assert Backend.from_environment({"MALLOC_MMAP_MAX_": "0"}).fresh_gate_bytes == sys.maxsize
     with pytest.raises(ValueError, match="CONVLSTM_FUSION must be one of"):
         Backend.from_environment({"CONVLSTM_FUSION": "sometimes"})
 

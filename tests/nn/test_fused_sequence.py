@@ -293,9 +293,13 @@ def test_other_cases_take_the_step_path(fusion, setting):
 
 @pytest.mark.parametrize("options", [{}, {"bidirectional": True, "num_layers": 2}])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_inference_runs_the_same_forward(fusion, monkeypatch, options, with_state):
+@pytest.mark.parametrize("slot", [False, True])
+def test_inference_runs_the_same_forward(fusion, monkeypatch, options, with_state, slot):
     """Without autograd the layer runs the sequence's forward alone (no saved tensors)
-    and gives the step path's results."""
+    and gives the step path's results, with a fresh gate tensor per step or one slot
+    for all of them."""
+    if slot:
+        monkeypatch.setattr(backend, "fresh_gate_bytes", 0)
     layer = _layer(**options)
     x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64)
     count = 2 * layer.num_layers if layer.bidirectional else layer.num_layers
@@ -316,6 +320,31 @@ def test_inference_runs_the_same_forward(fusion, monkeypatch, options, with_stat
     assert calls == [False] * count
     for a, b in zip((out, h_n, c_n), (ref_out, ref_h, ref_c)):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_inference_of_large_gates_reuses_one_slot_for_every_step_and_call(fusion, monkeypatch):
+    """Above ``backend.fresh_gate_bytes`` (glibc's default malloc maps every tensor above
+    32 MiB afresh, and page-faults it in at every step) inference convolves every step's
+    gates into one slot of the mapped pool, which the next call takes again; in float32
+    (oneDNN's in-place add) it gives the fresh tensors' results."""
+    layer, x = _w1_like(5, checkpoint=False)
+    pool = pools.mapped_pool
+    slot_bytes = 2 * 64 * 48 * 48 * 4
+    with torch.inference_mode():
+        fresh = fusion("always", layer, x)[0]
+        monkeypatch.setattr(backend, "fresh_gate_bytes", slot_bytes - 1)
+        pool.empty_cache()
+        first = fusion("always", layer, x)[0]
+        assert pool.held() == slot_bytes  # free again: the output is the caller's
+        second = fusion("always", layer, x)[0]
+        assert pool.held() == slot_bytes
+    torch.testing.assert_close(first, fresh, atol=1e-6, rtol=1e-5)
+    assert torch.equal(first, second)
+    monkeypatch.setattr(backend, "fresh_gate_bytes", slot_bytes)  # at the limit: fresh
+    pool.empty_cache()
+    with torch.inference_mode():
+        fusion("always", layer, x)
+    assert pool.held() == 0
 
 
 def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion, monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 
@@ -42,6 +43,13 @@ class Backend:
             steps are computed in one call up to this size, else step by step.
         mapped_min_bytes: tensors that a training sequence keeps for its backward come
             from the mapped pool (``fast.pool``) from this size, else from the heap.
+        fresh_gate_bytes: inference on a CPU convolves each step's gates into a fresh
+            tensor up to this size, and above it into one slot of the mapped pool that
+            every step and call reuses. glibc's default malloc maps a tensor above 32
+            MiB afresh and page-faults it in at every step; below that, or once malloc
+            keeps freed memory (``convlstm.runtime.configure_malloc``,
+            ``MALLOC_MMAP_MAX_=0``: no limit then), a fresh tensor costs nothing and
+            saves zeroing the slot.
         small_unfold: weight gradients of inputs with at most this many channels x
             kernel taps are computed as a matrix product with the unfolded input.
         split_input_columns: in float16/bfloat16, a stacked input whose input part
@@ -57,6 +65,7 @@ class Backend:
     min_fast_elements: int = 1 << 16
     batched_projection_bytes: int = 64 << 20
     mapped_min_bytes: int = 1 << 20
+    fresh_gate_bytes: int = 32 << 20
     small_unfold: int = 64
     split_input_columns: int = 16
     recompile_limit: int = 32
@@ -70,11 +79,15 @@ class Backend:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Backend:
-        """The defaults, with ``CONVLSTM_FUSION`` and ``CONVLSTM_SIMD_GATES`` applied."""
+        """The defaults, with ``CONVLSTM_FUSION``, ``CONVLSTM_SIMD_GATES`` and glibc's
+        ``MALLOC_MMAP_MAX_`` applied."""
         fusion = environ.get("CONVLSTM_FUSION", "auto").lower()
         if fusion not in FUSION_MODES:
             raise ValueError(f"CONVLSTM_FUSION must be one of {FUSION_MODES}, got {fusion!r}")
-        return cls(fusion=fusion, simd=environ.get("CONVLSTM_SIMD_GATES", "1") != "0")
+        settings = cls(fusion=fusion, simd=environ.get("CONVLSTM_SIMD_GATES", "1") != "0")
+        if environ.get("MALLOC_MMAP_MAX_") == "0":  # glibc keeps every freed block
+            settings.fresh_gate_bytes = sys.maxsize
+        return settings
 
     @contextlib.contextmanager
     def override(self, **settings) -> Iterator[Backend]:

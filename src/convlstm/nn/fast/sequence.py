@@ -260,12 +260,18 @@ def _forward(
     gate_conv = _GateConv(stacked, conv_weight, bias, dtype)
     # Training keeps every step's gates and cell for the backward (which recomputes the
     # activations): the convolution adds a step's gates into its slot of one block; the
-    # cells go to another.
+    # cells go to another. Inference of large gates on a CPU reuses one slot for every
+    # step (``backend.fresh_gate_bytes``: W2's gates are 33.5 MiB); a checkpointed
+    # forward keeps taking them from the heap, which frees them for the backward.
+    size = [n - k + 1 for n, k in zip(stacked.buffer.shape[2:], weight.shape[2:])]
+    gate_shape = (x.shape[0], weight.shape[0], *size)
     block = None
     if train:
-        size = [n - k + 1 for n, k in zip(stacked.buffer.shape[2:], weight.shape[2:])]
-        gate_shape = (x.shape[0], weight.shape[0], *size)
         block = _step_block(gate_shape, dtype, x.device, layout, steps)
+    elif x.device.type == "cpu" and not keep_every and (
+        math.prod(gate_shape) * dtype.itemsize > backend.fresh_gate_bytes
+    ):
+        block = _step_block(gate_shape, dtype, x.device, layout, 1)
     kernel = _compiled("forward", _step_forward)
     cells: list[torch.Tensor] = [None] * steps
     saved_gates: list[torch.Tensor] = [None] * steps
@@ -277,7 +283,7 @@ def _forward(
         if block is None:
             z = gate_conv(x, t, h)
         else:
-            z = block[t]
+            z = block[t if train else 0]
             gate_conv.add_(z, x, t, h)
         if view is None:
             view = _Rows(z)
