@@ -220,3 +220,47 @@ def test_a_library_built_from_another_source_is_not_loaded(monkeypatch, tmp_path
         simd._library.__wrapped__()
     source.write_text(simd._SOURCE.read_text()[: -len("\n// edited\n")])
     assert simd._library.__wrapped__() is not None
+
+
+# A forward at the fast path's size through the generated loops (the hand-written ones
+# off), against the reference: the largest difference.
+_GENERATED_FORWARD = textwrap.dedent(
+    """
+    import torch, convlstm
+    from convlstm.nn import backend
+
+    torch.manual_seed(0)
+    layer = convlstm.ConvLSTM2d(1, 16, 3, padding="same").eval()
+    x = torch.randn(2, 3, 1, 48, 48)
+    with torch.no_grad():
+        fast = layer(x)[0]
+        backend.fusion = "never"
+        print(float((fast - layer(x)[0]).abs().max()))
+    """
+)
+
+
+def _lower_capability() -> str | None:
+    """An ATen CPU capability below this CPU's, for Inductor's vector loops: narrower
+    vectors (AVX2 below AVX-512) or none."""
+    return {"AVX512": "avx2", "AVX2": "default"}.get(torch.backends.cpu.get_cpu_capability())
+
+
+@pytest.mark.skipif(_lower_capability() is None, reason="needs an x86 CPU with AVX2 or more")
+def test_generated_loops_are_right_from_a_cache_filled_under_other_vectors(tmp_path):
+    """Inductor's graph cache is not keyed by the vector width it generated a loop for
+    (PyTorch 2.13): a process under ``ATEN_CPU_CAPABILITY=avx2`` took the AVX-512
+    loops' cached graph and computed wrong values, and the next AVX-512 process
+    corrupted its heap. The cache folder is shared, as processes on one machine, or
+    machines sharing ``TORCHINDUCTOR_CACHE_DIR``, share it."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path), "CONVLSTM_SIMD_GATES": "0",
+           "CONVLSTM_FUSION": "auto"}  # fmt: skip
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    errors = []
+    for capability in (None, _lower_capability(), None):
+        run_env = env if capability is None else {**env, "ATEN_CPU_CAPABILITY": capability}
+        done = subprocess.run([sys.executable, "-c", _GENERATED_FORWARD], env=run_env,
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, f"ATEN_CPU_CAPABILITY={capability}: {done.stderr}"
+        errors.append(float(done.stdout.strip().splitlines()[-1]))
+    assert max(errors) < 1e-5, errors

@@ -10,9 +10,11 @@ instead of failing:
   CppPythonBindingsCodeCache``), which also gives the CPU's vector flags;
 * ``cpu_has_avx512_bf16``: ``torch.cpu._is_avx512_bf16_supported``;
 * ``compile_kernel``: ``torch.compile`` under a recompile limit of the kernel's own
-  (``torch._dynamo.config``: ``recompile_limit``, ``cache_size_limit`` before 2.6).
-  Dynamo is imported at the first compilation: importing it creates Inductor's cache
-  directory, which ``import convlstm`` must not need.
+  (``torch._dynamo.config``: ``recompile_limit``, ``cache_size_limit`` before 2.6) and
+  with Inductor's vector width named (``torch._inductor.config.cpp.simdlen``, from
+  ``torch._inductor.cpu_vec_isa.pick_vec_isa``). Dynamo is imported at the first
+  compilation: importing it creates Inductor's cache directory, which ``import
+  convlstm`` must not need.
 """
 
 from __future__ import annotations
@@ -76,16 +78,38 @@ def cpu_has_avx512_bf16() -> bool:
     return bool(check and check()) and os.name == "posix"
 
 
+def _vector_width() -> dict[str, int]:
+    """Inductor's ``cpp.simdlen`` set to the vector width it picks for this process
+    (512 for AVX-512, 256 for AVX2, 0 for none), or ``{}`` where the user set one, or
+    this PyTorch lacks the API. Inductor's graph cache keys a generated loop by its
+    config but not by the width it picked from the CPU and ``ATEN_CPU_CAPABILITY``
+    (PyTorch 2.13): a process picking AVX2 took a loop cached by an AVX-512 process,
+    built it for 8 lanes where it was written for 16, and computed wrong values or
+    overran its buffers. Named, the width is part of the key."""
+    try:
+        import torch._inductor.config as inductor_config
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        if inductor_config.cpp.simdlen is not None:
+            return {}
+        return {"cpp.simdlen": int(pick_vec_isa().bit_width())}
+    except (ImportError, AttributeError):
+        return {}
+
+
 def compile_kernel(fn: Callable, recompile_limit: int) -> Callable:
     """``torch.compile(fn, dynamic=True)``, each call run under ``recompile_limit`` (the
-    global default counts the dtypes and gate kinds of every layer in the process)."""
+    global default counts the dtypes and gate kinds of every layer in the process) and
+    with the vector width named (``_vector_width``)."""
     import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
 
     name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
     compiled = torch.compile(fn, dynamic=True)
+    width = _vector_width()
 
-    def run(*args):
-        with dynamo_config.patch(**{name: recompile_limit}):
-            return compiled(*args)
+    def run(*args, **kwargs):
+        with dynamo_config.patch(**{name: recompile_limit}), inductor_config.patch(width):
+            return compiled(*args, **kwargs)
 
     return run

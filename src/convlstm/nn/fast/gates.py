@@ -108,14 +108,14 @@ def _compiled(name: str, fn: Callable) -> Callable:
     if name not in _kernels:
         compiled: list[Callable] = []
 
-        def run(*args):
+        def run(*args, **kwargs):
             if compiled:
-                return compiled[0](*args)
+                return compiled[0](*args, **kwargs)
             # The first call compiles C++ for this machine: tens of seconds on a few
             # cores with a cold cache, which a user should not mistake for a hang.
             compiled.append(compile_kernel(fn, backend.recompile_limit))
             with announce_if_slow(f"compiling the fused kernel {name!r}"):
-                return compiled[0](*args)
+                return compiled[0](*args, **kwargs)
 
         _kernels[name] = run
     return _kernels[name]

@@ -17,9 +17,7 @@ import torch
 from .. import functional
 from ..settings import backend
 from .fallback import fell_back
-from .gates import fused_gates, gate_kind
-
-_compiled: Callable | None = None
+from .gates import _compiled, fused_gates, gate_kind
 
 
 def lstm_pointwise(
@@ -35,7 +33,6 @@ def lstm_pointwise(
     """``functional.lstm_pointwise`` (same arguments and results) as a fused loop where
     ``backend.allows_fast`` says so, else in plain ops. A failure of the fused loop falls
     back to plain ops for this call, with a warning."""
-    global _compiled
     options = {
         "peephole": peephole,
         "gate_norm": gate_norm,
@@ -52,10 +49,8 @@ def lstm_pointwise(
     try:
         if name == "FusedGates":  # the hand-written kernel has no norms
             return fused_gates(gates, c_prev, kind)
-        if _compiled is None:
-            # dynamic=True: one kernel for every batch and frame size (no recompiles)
-            _compiled = torch.compile(functional.lstm_pointwise, dynamic=True)
-        return _compiled(gates, c_prev, **options)
+        # dynamic=True (_torch.compile_kernel): one kernel for every batch and frame size
+        return _compiled("lstm_pointwise", functional.lstm_pointwise)(gates, c_prev, **options)
     except Exception as error:
         fell_back(name, error)
         return functional.lstm_pointwise(gates, c_prev, **options)
