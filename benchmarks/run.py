@@ -59,11 +59,12 @@ COLD, WARM = "first call, cold cache", "first call, warm cache"
 # The "avx2" rows: every library held to AVX2 as on most CPUs (no AVX-512), in the same
 # run as the full-ISA rows. oneDNN (PyTorch's and TensorFlow's convolutions) reads
 # ONEDNN_MAX_CPU_ISA, ATen's kernels and Inductor's generated loops ATEN_CPU_CAPABILITY,
-# and convlstm's hand-written AVX-512 loops are turned off. TensorFlow's own (Eigen)
-# kernels keep the instructions its wheel was compiled for, which exclude AVX-512.
+# MKL (PyTorch's matrix products) MKL_ENABLE_INSTRUCTIONS, and convlstm's hand-written
+# AVX-512 loops are turned off. TensorFlow's own (Eigen) kernels keep the instructions
+# its wheel was compiled for, which exclude AVX-512.
 AVX2 = "avx2"
 ISA_ENV = {AVX2: {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                  "CONVLSTM_SIMD_GATES": "0"}}  # fmt: skip
+                  "MKL_ENABLE_INSTRUCTIONS": "AVX2", "CONVLSTM_SIMD_GATES": "0"}}  # fmt: skip
 
 
 @dataclass(frozen=True)
