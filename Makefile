@@ -13,8 +13,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# setup.py builds the hand-written CPU loops from gates_avx512.cpp: a change reinstalls.
-$(STAMP): $(PY) pyproject.toml setup.py src/convlstm/nn/fast/gates_avx512.cpp
+# setup.py builds the hand-written CPU loops from gates_simd.cpp: a change reinstalls.
+$(STAMP): $(PY) pyproject.toml setup.py src/convlstm/nn/fast/gates_simd.cpp
 	$(PIP) install --quiet $(TORCH_PIN)
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)

@@ -1,15 +1,16 @@
-"""Build the hand-written AVX-512 gate loops (``convlstm/nn/fast/gates_avx512.cpp``) at
-install time, so that their first use in a process needs no compiler and no wait
-(``docs/performance.md``). Everything else is in ``pyproject.toml``.
+"""Build the hand-written gate loops (``convlstm/nn/fast/gates_simd.cpp``) at install
+time, for AVX-512 BF16 and for AVX2, so that their first use in a process needs no
+compiler and no wait (``docs/performance.md``). Everything else is in
+``pyproject.toml``.
 
-The loops are a plain shared library with C entry points (loaded with ``ctypes``): the
-build needs a C++ compiler with OpenMP, not torch. It is optional: where it fails (no
+Each build is a plain shared library with C entry points (loaded with ``ctypes``): it
+needs a C++ compiler with OpenMP, not torch. Both are optional: where one fails (no
 compiler, a compiler without AVX-512 BF16, another platform) the install goes on and
 the loops are built on first use by PyTorch's Inductor instead. The flags are
 Inductor's for its CPU loops, with the instruction sets named instead of
-``-march=native``, so that the two builds give the same bits, and the library runs on
-any CPU with AVX-512 BF16 whatever the machine it was built on (``fast.simd`` checks
-the CPU before loading it). ``CONVLSTM_BUILD_LOOPS=0`` skips it.
+``-march=native``, so that the two builds give the same bits, and each library runs on
+any CPU with its instruction set whatever the machine it was built on (``fast.simd``
+picks the one for the CPU before loading it). ``CONVLSTM_BUILD_LOOPS=0`` skips them.
 """
 
 import hashlib
@@ -20,7 +21,6 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 FAST = "src/convlstm/nn/fast"
-ENTRY_POINTS = ("forward", "backward", "transpose", "weight_grad")
 # As Inductor builds its CPU loops; -w: the compiler's warnings about its own
 # intrinsics' headers are no news to the user installing the package.
 BASE_FLAGS = ["-std=c++17", "-O3", "-fno-tree-loop-vectorize", "-fopenmp", "-w", "-g0"]
@@ -36,29 +36,31 @@ FLOAT_FLAGS = [
     "-fmath-errno",
     "-ffp-contract=off",
 ]
-ISA_FLAGS = ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl",
-             "-mavx512bf16"]  # fmt: skip
+AVX2_FLAGS = ["-mavx2", "-mfma"]
+ISA_FLAGS = {"avx512": [*AVX2_FLAGS, "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl",
+                        "-mavx512bf16"],
+             "avx2": AVX2_FLAGS}  # fmt: skip
 
 
 def extensions() -> list[Extension]:
     wanted = os.environ.get("CONVLSTM_BUILD_LOOPS", "1") != "0"
     if not (wanted and os.name == "posix" and platform.machine() in ("x86_64", "AMD64")):
         return []
-    # The library says which source it was built from: fast.simd builds the loops at run
+    # A library says which source it was built from: fast.simd builds the loops at run
     # time instead of loading a library older than the source next to it.
-    digest = hashlib.sha256(Path(f"{FAST}/gates_avx512.cpp").read_bytes()).hexdigest()
+    digest = hashlib.sha256(Path(f"{FAST}/gates_simd.cpp").read_bytes()).hexdigest()
     return [
         Extension(
-            "convlstm.nn.fast._gates_avx512",
-            sources=[f"{FAST}/gates_avx512_{name}.cpp" for name in ENTRY_POINTS],
-            depends=[f"{FAST}/gates_avx512.cpp"],
+            f"convlstm.nn.fast._gates_simd_{isa}",
+            sources=[f"{FAST}/gates_simd_{isa}.cpp"],
+            depends=[f"{FAST}/gates_simd.cpp"],
             define_macros=[("CONVLSTM_SOURCE_SHA256", f'"{digest}"')],
-            extra_compile_args=[*BASE_FLAGS, *FLOAT_FLAGS, *ISA_FLAGS],
+            extra_compile_args=[*BASE_FLAGS, *FLOAT_FLAGS, *flags],
             extra_link_args=["-fopenmp"],
             language="c++",
             optional=True,
         )
+        for isa, flags in ISA_FLAGS.items()
     ]
-
 
 setup(ext_modules=extensions())

@@ -60,11 +60,11 @@ COLD, WARM = "first call, cold cache", "first call, warm cache"
 # run as the full-ISA rows. oneDNN (PyTorch's and TensorFlow's convolutions) reads
 # ONEDNN_MAX_CPU_ISA, ATen's kernels and Inductor's generated loops ATEN_CPU_CAPABILITY,
 # MKL (PyTorch's matrix products) MKL_ENABLE_INSTRUCTIONS, and convlstm's hand-written
-# AVX-512 loops are turned off. TensorFlow's own (Eigen) kernels keep the instructions
-# its wheel was compiled for, which exclude AVX-512.
+# loops run their AVX2 build (chosen by ATen's capability). TensorFlow's own (Eigen)
+# kernels keep the instructions its wheel was compiled for, which exclude AVX-512.
 AVX2 = "avx2"
 ISA_ENV = {AVX2: {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                  "MKL_ENABLE_INSTRUCTIONS": "AVX2", "CONVLSTM_SIMD_GATES": "0"}}  # fmt: skip
+                  "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}  # fmt: skip
 
 
 @dataclass(frozen=True)

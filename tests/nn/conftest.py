@@ -41,3 +41,27 @@ def kink_values(dtype: torch.dtype) -> torch.Tensor:
             high = torch.nextafter(high, torch.tensor(10.0, dtype=dtype))
             values += [low, high]
     return torch.stack(values)
+
+
+def simd_isas() -> list[str]:
+    """The instruction sets whose hand-written loops this CPU runs (``fast.simd``): the
+    one it picks and the narrower ones, widest first."""
+    from convlstm.nn import backend
+    from convlstm.nn.fast import simd
+    from convlstm.nn.fast._torch import cpu_vector_isa
+
+    names, native = list(simd.ISAS), cpu_vector_isa()
+    return names[names.index(native) :] if backend.simd and native in names else []
+
+
+@pytest.fixture(params=simd_isas() or [None])
+def isa(request, monkeypatch):
+    """Each instruction set's hand-written loops in turn, as the ones that run."""
+    from convlstm.nn.fast import simd
+
+    if request.param is None:
+        pytest.skip("no hand-written loops for this CPU, or switched off")
+    monkeypatch.setattr(simd, "_isa", lambda: request.param)
+    if simd._kernel("forward") is None:
+        pytest.skip(f"the {request.param} loops are neither installed nor buildable")
+    return request.param

@@ -161,7 +161,7 @@ def test_the_reference_imports_no_speed_code_and_the_speed_code_no_layer():
 
 
 def test_private_torch_apis_are_called_from_one_module():
-    private = ("torch._inductor", "torch._dynamo", "torch.ops.mkldnn", "_is_avx512")
+    private = ("torch._inductor", "torch._dynamo", "torch.ops.mkldnn", "_is_avx512", "_is_avx2")
     for path in NN.rglob("*.py"):
         if path.name != "_torch.py":
             text = path.read_text()

@@ -16,19 +16,19 @@ import torch
 import convlstm
 from convlstm.nn import backend
 from convlstm.nn.fast import simd
-from convlstm.nn.fast._torch import cpu_has_avx512_bf16, load_cpp
+from convlstm.nn.fast._torch import cpu_vector_isa, load_cpp
 
-from .conftest import GATES, gate_kind
+from .conftest import GATES, gate_kind, simd_isas
 
 needs_loops = pytest.mark.skipif(
-    not (backend.simd and cpu_has_avx512_bf16()),
-    reason="needs a CPU with AVX-512 BF16 and the loops switched on",
+    not (backend.simd and cpu_vector_isa()),
+    reason="needs a CPU with AVX-512 BF16 or AVX2 and the loops switched on",
 )
 
 
 def _installed() -> bool:
     try:
-        return cpu_has_avx512_bf16() and simd._library() is not None
+        return bool(simd_isas()) and all(simd._library(isa) for isa in simd_isas())
     except OSError:
         return False
 
@@ -120,13 +120,11 @@ def _kernel_inputs(name: str, dtype: torch.dtype) -> list:
 @needs_loops
 @pytest.mark.parametrize("name", list(simd._ENTRY_POINTS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_installed_loops_give_the_bits_of_the_run_time_build(name, dtype):
+def test_the_installed_loops_give_the_bits_of_the_run_time_build(name, dtype, isa):
     """The same source and flags: every output equal to the bit."""
-    source = simd._SOURCE.read_text()
-    argtypes = simd._argtypes(source)[name]
-    define = simd._ENTRY_POINTS[name]
-    built = load_cpp(argtypes, (f"#define {define} 1\n" if define else "") + source)
-    installed = simd._prebuilt(name, argtypes)
+    argtypes = simd._argtypes(simd._SOURCE.read_text())[name]
+    built = load_cpp(argtypes, simd._run_time_source(name, isa))
+    installed = simd._prebuilt(name, argtypes, isa)
     args = _kernel_inputs(name, dtype)
     copy = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
     built(*args)
@@ -139,8 +137,8 @@ def test_the_installed_loops_give_the_bits_of_the_run_time_build(name, dtype):
 @needs_loops
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize(("channels", "size"), [(16, (118, 158)), (64, (8, 8)), (20, (3, 5))])
-def test_channels_last_copy_equals_movedim(dtype, channels, size):
-    """Whole 16 x 16 blocks and edges, a step of a ``(B, T, F, *S)`` sequence."""
+def test_channels_last_copy_equals_movedim(dtype, channels, size, isa):
+    """Whole blocks of 16 x 16 (8 x 8) and edges, a step of a ``(B, T, F, *S)`` sequence."""
     sequence = torch.randn(3, 4, channels, *size).to(dtype)
     step = sequence[:, 2]
     out = torch.empty(3, *size, channels, dtype=dtype)
@@ -149,7 +147,7 @@ def test_channels_last_copy_equals_movedim(dtype, channels, size):
 
 
 @needs_loops
-def test_channels_last_copy_declines():
+def test_channels_last_copy_declines(isa):
     step = torch.randn(2, 16, 4, 4)
     out = torch.empty(2, 4, 4, 16)
     assert not simd.channels_last_copy(step[:, :, :, :3], out[:, :, :3])  # sample not dense
@@ -160,21 +158,24 @@ def test_channels_last_copy_declines():
 
 @needs_loops
 def test_without_the_installed_library_the_loops_are_built_at_run_time(
-    monkeypatch, fresh_kernels
+    monkeypatch, isa, fresh_kernels
 ):
-    monkeypatch.setattr(simd, "_library", lambda: None)
+    monkeypatch.setattr(simd, "_library", lambda isa: None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert simd._kernel("forward") is not None
     z, c_prev = torch.randn(10, 4, 16), torch.randn(10, 16)
-    assert simd.step_forward(z, c_prev, gate_kind("sigmoid")) is not None
+    h_c = simd.step_forward(z, c_prev, gate_kind("sigmoid"))
+    assert h_c is not None
+    c = torch.sigmoid(z[:, 1]) * c_prev + torch.sigmoid(z[:, 0]) * torch.tanh(z[:, 2])
+    torch.testing.assert_close(h_c[1], c, atol=1e-6, rtol=1e-6)
 
 
 @needs_loops
 def test_a_library_that_does_not_load_warns_and_is_built_at_run_time(
     monkeypatch, fresh_kernels
 ):
-    def broken():
+    def broken(isa):
         raise OSError("invalid ELF header")
 
     monkeypatch.setattr(simd, "_library", broken)
@@ -187,7 +188,7 @@ def test_when_no_build_works_the_generated_loops_give_the_reference(monkeypatch,
     def no_compiler(*args):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(simd, "_library", lambda: None)
+    monkeypatch.setattr(simd, "_library", lambda isa: None)
     monkeypatch.setattr(simd, "load_cpp", no_compiler)
 
     def grads():
@@ -208,18 +209,18 @@ def test_when_no_build_works_the_generated_loops_give_the_reference(monkeypatch,
 
 
 @installed
-def test_a_library_built_from_another_source_is_not_loaded(monkeypatch, tmp_path):
-    """An edited ``gates_avx512.cpp`` not yet rebuilt by ``pip install -e .``: the loops
+def test_a_library_built_from_another_source_is_not_loaded(monkeypatch, tmp_path, isa):
+    """An edited ``gates_simd.cpp`` not yet rebuilt by ``pip install -e .``: the loops
     are built from the edited source at run time instead."""
-    library = next(simd._SOURCE.parent.glob(f"{simd._LIBRARY}.*"))
+    library = next(simd._SOURCE.parent.glob(f"{simd.ISAS[isa][0]}.*"))
     (tmp_path / library.name).write_bytes(library.read_bytes())
     source = tmp_path / simd._SOURCE.name
     source.write_text(simd._SOURCE.read_text() + "\n// edited\n")
     monkeypatch.setattr(simd, "_SOURCE", source)
     with pytest.raises(OSError, match="built from another"):
-        simd._library.__wrapped__()
+        simd._library.__wrapped__(isa)
     source.write_text(simd._SOURCE.read_text()[: -len("\n// edited\n")])
-    assert simd._library.__wrapped__() is not None
+    assert simd._library.__wrapped__(isa) is not None
 
 
 # A forward at the fast path's size through the generated loops (the hand-written ones

@@ -9,8 +9,8 @@ the reference for that call, with a warning (``fallback``). The pieces:
 * ``gates.FusedGates``: one LSTM gate step as one generated loop per direction with
   hand-written derivatives, used by ``pointwise.lstm_pointwise`` in a step-by-step run;
 * ``step_conv.StepConv``: a step's stacked convolution with a backward that skips work;
-* ``simd``: the gate loops and a weight gradient hand-written for AVX-512 BF16 CPUs
-  (``gates_avx512.cpp``);
+* ``simd``: the gate loops and a weight gradient hand-written for x86 vector units,
+  AVX-512 BF16 and AVX2 (``gates_simd.cpp``);
 * ``pool``: memory for what a training sequence keeps, outside malloc's heap;
 * ``_torch``: every private PyTorch API the above use, behind guards.
 

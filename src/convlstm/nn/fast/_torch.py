@@ -8,7 +8,7 @@ instead of failing:
   (``torch.ops.mkldnn._convolution_pointwise_.binary``);
 * ``load_cpp``: Inductor's C++ build and Python binding (``torch._inductor.codecache.
   CppPythonBindingsCodeCache``), which also gives the CPU's vector flags;
-* ``cpu_has_avx512_bf16``: ``torch.cpu._is_avx512_bf16_supported``;
+* ``cpu_vector_isa``: ``torch.cpu._is_avx512_bf16_supported``, ``torch.cpu._is_avx2_supported``;
 * ``compile_kernel``: ``torch.compile`` under a recompile limit of the kernel's own
   (``torch._dynamo.config``: ``recompile_limit``, ``cache_size_limit`` before 2.6) and
   with Inductor's vector width named (``torch._inductor.config.cpp.simdlen``, from
@@ -72,10 +72,20 @@ def load_cpp(argtypes: list[str], source: str) -> Callable:
 
 
 @functools.cache
-def cpu_has_avx512_bf16() -> bool:
-    """Whether the CPU has AVX-512 BF16 (and the loops' POSIX build applies)."""
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check()) and os.name == "posix"
+def cpu_vector_isa() -> str | None:
+    """The widest vector instructions the hand-written loops (``fast.simd``) have a build
+    for that this CPU has and ATen's dispatch uses (``ATEN_CPU_CAPABILITY`` lowers it):
+    ``"avx512"`` (AVX-512 with BF16), ``"avx2"`` (AVX2 and FMA) or ``None`` (another
+    CPU, a lower capability, a platform other than POSIX)."""
+    if os.name != "posix":
+        return None
+    capability = torch.backends.cpu.get_cpu_capability()
+    has = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731
+    if capability == "AVX512" and has("_is_avx512_bf16_supported"):
+        return "avx512"
+    if capability in ("AVX512", "AVX2") and has("_is_avx2_supported"):
+        return "avx2"
+    return None
 
 
 def _vector_width() -> dict[str, int]:

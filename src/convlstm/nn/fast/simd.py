@@ -1,37 +1,42 @@
-"""The gate step's loops, hand-written for CPUs with AVX-512 BF16 (float32 and bfloat16).
+"""The gate step's loops, hand-written for x86 CPUs with AVX-512 BF16 or AVX2
+(float32 and bfloat16).
 
 ``FusedSequence`` and ``FusedGates`` run a step's gate arithmetic as one
 ``torch.compile``-generated loop (``fast.gates``). For bfloat16 gates that loop is
 bound by arithmetic, not memory: it rounds every float32 result to bfloat16 in nine
-vector instructions (PyTorch's vectorised conversion) where the CPU has one
+vector instructions (PyTorch's vectorised conversion) where AVX-512 BF16 has one
 (``vcvtneps2bf16``), and it divides where a reciprocal estimate and a Newton step do.
 And a generated loop writes its results to tensors of its own, which the sequence then
-copies into its output and its kept cells. ``gates_avx512.cpp`` is the loop written
-with those instructions, a degree-6 exponential (relative error about 1e-7), and its
-``h`` and cell written straight to where the caller keeps them. It is built when the
-package is installed (``setup.py``: a plain shared library, ``_gates_avx512``, loaded
-with ``ctypes``), so that its first use costs nothing; where that build is missing
-(no compiler at install time, another platform) or does not load, PyTorch's Inductor
-compiles it on first use instead, as it compiles its own loops (seconds to tens of
-seconds with an empty compile cache). The two builds use the same compiler flags
-(Inductor's, with the ISA named instead of ``-march=native``) and give the same bits
-(tests). Results equal the generated loops' within float32 rounding (tests);
-``docs/performance.md`` has the timings.
+copies into its output and its kept cells. ``gates_simd.cpp`` is the loop written with
+those instructions, a degree-6 exponential (relative error about 1e-7), and its ``h``
+and cell written straight to where the caller keeps them; it is written once over a
+vector layer of 16 AVX-512 lanes or 8 AVX2 lanes. Both builds are made when the package
+is installed (``setup.py``: plain shared libraries, ``_gates_simd_avx512`` and
+``_gates_simd_avx2``, loaded with ``ctypes``), so that their first use costs nothing and
+no training step waits for a compiler; the one used is the widest this CPU has and
+ATen dispatches to (``_torch.cpu_vector_isa``: ``ATEN_CPU_CAPABILITY=avx2`` selects the
+AVX2 loops on an AVX-512 CPU). Where a build is missing (no compiler at install time,
+another platform) or does not load, PyTorch's Inductor compiles it on first use
+instead, as it compiles its own loops (seconds to tens of seconds with an empty compile
+cache). The install-time and run-time builds use the same compiler flags (Inductor's,
+with the ISA named instead of ``-march=native``) and give the same bits (tests). Results
+equal the generated loops' within float32 rounding (tests); ``docs/performance.md`` has
+the timings.
 
 ``input_weight_grad`` is the weight gradient of a convolution of a few input channels
-(the input part of a step's weight, ``fast.sequence``): an FMA per pixel, tap and 16
-outputs into accumulators in registers, instead of a matrix product with the unfolded
-input.
+(the input part of a step's weight, ``fast.sequence``): an FMA per pixel, tap and vector
+of outputs into accumulators in registers, instead of a matrix product with the
+unfolded input.
 
 ``channels_last_copy`` transposes a step of a channels-first output gradient into the
 rows the backward loop reads (``fast.gates._Rows.step_rows``), so that a training step
 needs no generated loop at all on these CPUs.
 
 ``forward`` and ``backward`` return ``False``/``None`` (and write nothing) where the
-loops do not apply: ``backend.simd`` off, gates of another dtype, a CPU without AVX-512
-BF16, a row length that is not a multiple of 16, a tensor whose rows are not laid out
-as described, or a failed build (warned once per loop); the caller then runs the
-generated loop.
+loops do not apply: ``backend.simd`` off, gates of another dtype, a CPU with neither
+instruction set, a row length that is not a multiple of the vector's lanes (16 or 8), a
+tensor whose rows are not laid out as described, or a failed build (warned once per
+loop); the caller then runs the generated loop.
 """
 
 from __future__ import annotations
@@ -49,13 +54,15 @@ import torch
 
 from ...runtime import announce_if_slow
 from ..settings import backend
-from ._torch import cpu_has_avx512_bf16, load_cpp
+from ._torch import cpu_vector_isa, load_cpp
 
-_SOURCE = Path(__file__).with_name("gates_avx512.cpp")
-#: The library ``setup.py`` builds from it: every entry point, as ``convlstm_<name>``.
-_LIBRARY = "_gates_avx512"
-#: The C++ file's three entry points, in the order it defines them; the macro selecting
-#: each one.
+_SOURCE = Path(__file__).with_name("gates_simd.cpp")
+#: The instruction sets the loops are written for, widest first: the library
+#: ``setup.py`` builds for each (every entry point, as ``convlstm_<name>``), the macro
+#: selecting it in a run-time build, and the vector's lanes of float32.
+ISAS = {"avx512": ("_gates_simd_avx512", None, 16),
+        "avx2": ("_gates_simd_avx2", "CONVLSTM_AVX2", 8)}  # fmt: skip
+#: The C++ file's entry points; the macro selecting each one in a run-time build.
 _ENTRY_POINTS = {"forward": None, "backward": "CONVLSTM_BACKWARD",
                  "transpose": "CONVLSTM_TRANSPOSE",
                  "weight_grad": "CONVLSTM_WEIGHT_GRAD"}  # fmt: skip
@@ -64,25 +71,38 @@ _ENTRY_POINTS = {"forward": None, "backward": "CONVLSTM_BACKWARD",
 MAX_COLUMNS = 65
 #: The dtypes of the gates (and of h and the gradients) the loops run for.
 GATE_DTYPES = (torch.bfloat16, torch.float32)
-_kernels: dict[str, Callable | None] = {}  # built once per process, by name
+_kernels: dict[tuple[str, str], Callable | None] = {}  # built once per process
+
+
+def _isa() -> str | None:
+    """The instruction set whose loops run: ``_torch.cpu_vector_isa``."""
+    return cpu_vector_isa()
+
+
+def lanes() -> int:
+    """The float32 lanes of a vector of the loops that run (16 or 8); 0 where none do."""
+    isa = _isa()
+    return ISAS[isa][2] if isa in ISAS else 0
 
 
 def _argtypes(source: str) -> dict[str, list[str]]:
-    """The parameter types of each ``extern "C" void kernel(...)`` in ``source``, read
-    from the C++ itself (``const float* c_prev`` -> ``const float*``)."""
-    signatures = re.findall(r'extern "C" void kernel\(([^)]*)\)', source)
-    types = [[re.sub(r"\s*\b\w+$", "", p.strip()) for p in s.split(",")] for s in signatures]
-    return dict(zip(_ENTRY_POINTS, types))
+    """The parameter types of each ``extern "C" void ENTRY(name)(...)`` in ``source``,
+    by name, read from the C++ itself (``const float* c_prev`` -> ``const float*``)."""
+    signatures = re.findall(r'extern "C" void ENTRY\((\w+)\)\(([^)]*)\)', source)
+    return {
+        name: [re.sub(r"\s*\b\w+$", "", p.strip()) for p in parameters.split(",")]
+        for name, parameters in signatures
+    }
 
 
 @functools.cache
-def _library() -> ctypes.CDLL | None:
-    """The loops built at install time, ``None`` where they were not built. Raises
-    ``OSError`` where the file is there but does not load, or was built from another
-    ``gates_avx512.cpp`` than the one beside it (an edited source not yet rebuilt by
-    ``pip install -e .``)."""
+def _library(isa: str) -> ctypes.CDLL | None:
+    """The loops for ``isa`` built at install time, ``None`` where they were not built.
+    Raises ``OSError`` where the file is there but does not load, or was built from
+    another ``gates_simd.cpp`` than the one beside it (an edited source not yet rebuilt
+    by ``pip install -e .``)."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = _SOURCE.with_name(_LIBRARY + suffix)
+        path = _SOURCE.with_name(ISAS[isa][0] + suffix)
         if path.is_file():
             # torch is loaded, so the library's OpenMP runtime (libgomp.so.1) resolves
             # to torch's own, as for the loops Inductor builds.
@@ -111,11 +131,11 @@ def _bind(function: Callable, argtypes: list[str]) -> Callable:
     return run
 
 
-def _prebuilt(name: str, argtypes: list[str]) -> Callable | None:
-    """Entry point ``name`` of the library built at install time, or ``None`` where it
-    is missing; one that is there but does not load is warned about."""
+def _prebuilt(name: str, argtypes: list[str], isa: str) -> Callable | None:
+    """Entry point ``name`` of the library for ``isa`` built at install time, or
+    ``None`` where it is missing; one that is there but does not load is warned about."""
     try:
-        library = _library()
+        library = _library(isa)
         return None if library is None else _bind(getattr(library, f"convlstm_{name}"), argtypes)
     except (OSError, AttributeError, TypeError) as error:
         warnings.warn(
@@ -127,21 +147,26 @@ def _prebuilt(name: str, argtypes: list[str]) -> Callable | None:
         return None
 
 
+def _run_time_source(name: str, isa: str) -> str:
+    """``gates_simd.cpp`` with the macros that select entry point ``name`` (as
+    ``kernel``) and ``isa``'s vectors, for Inductor's build."""
+    defines = (d for d in (_ENTRY_POINTS[name], ISAS[isa][1]) if d)
+    return "".join(f"#define {d} 1\n" for d in defines) + _SOURCE.read_text()
+
+
 def _kernel(name: str) -> Callable | None:
-    if name not in _kernels:
-        _kernels[name] = None
-        if cpu_has_avx512_bf16():
+    isa = _isa()
+    key = (name, str(isa))
+    if key not in _kernels:
+        _kernels[key] = None
+        if isa in ISAS:
             try:
-                define = _ENTRY_POINTS[name]
-                source = _SOURCE.read_text()
-                _kernels[name] = _prebuilt(name, _argtypes(source)[name])
-                if _kernels[name] is not None:
-                    return _kernels[name]
+                argtypes = _argtypes(_SOURCE.read_text())[name]
+                _kernels[key] = _prebuilt(name, argtypes, isa)
+                if _kernels[key] is not None:
+                    return _kernels[key]
                 with announce_if_slow(f"building the CPU loop {name!r}"):
-                    _kernels[name] = load_cpp(
-                        _argtypes(source)[name],
-                        (f"#define {define} 1\n" if define else "") + source,
-                    )
+                    _kernels[key] = load_cpp(argtypes, _run_time_source(name, isa))
             except Exception as error:  # no compiler, or another PyTorch's internals
                 warnings.warn(
                     f"convlstm: hand-written CPU loop {name!r} unavailable "
@@ -149,7 +174,7 @@ def _kernel(name: str) -> Callable | None:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-    return _kernels[name]
+    return _kernels[key]
 
 
 def _row_groups(t: torch.Tensor, rows: int, width: int) -> tuple[int, int] | None:
@@ -164,12 +189,12 @@ def _row_groups(t: torch.Tensor, rows: int, width: int) -> tuple[int, int] | Non
 
 
 def _lanes(width: int) -> bool:
-    """Rows of ``width`` elements split into whole 16-lane vectors."""
-    return width > 0 and width % 16 == 0
+    """Rows of ``width`` elements split into whole vectors."""
+    return width > 0 and lanes() > 0 and width % lanes() == 0
 
 
 def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
-    return backend.simd and cpu_has_avx512_bf16() and dtypes[0] in GATE_DTYPES and all(
+    return backend.simd and _isa() is not None and dtypes[0] in GATE_DTYPES and all(
         t.device.type == "cpu" and t.dtype == d for t, d in zip(tensors, dtypes)
     )
 
@@ -258,7 +283,7 @@ def channels_last_copy(source: torch.Tensor, out: torch.Tensor) -> bool:
     """``out`` ``(B, *S, F)`` = ``source`` ``(B, F, *S)`` (every sample of ``source``
     dense, ``out`` contiguous, of the same dtype of 2, 4 or 8 bytes); ``False`` where not
     applicable, nothing written."""
-    if not (backend.simd and cpu_has_avx512_bf16() and source.dim() >= 3):
+    if not (backend.simd and _isa() is not None and source.dim() >= 3):
         return False
     batch, channels, spatial = source.shape[0], source.shape[1], source.shape[2:]
     if not (
@@ -288,8 +313,8 @@ def input_weight_grad(
     """Weight and bias gradients ``(O, C, kh, kw)``, ``(O,)`` (float32) of the 2-D
     stride-1 convolution ``dz = conv(inputs)`` of a few channels: ``dz`` ``(B, O, H, W)``
     channels-last, ``inputs`` ``(B, C, H + kh - 1, W + kw - 1)`` of ``dz``'s dtype, any
-    strides; ``None`` where not applicable (``O`` not a multiple of 16, more than
-    ``MAX_COLUMNS`` taps and bias)."""
+    strides; ``None`` where not applicable (``O`` not a multiple of the lanes, more
+    than ``MAX_COLUMNS`` taps and bias)."""
     if dz.dim() != 4 or inputs.dim() != 4 or len(kernel_size) != 2:
         return None
     batch, outputs, height, width = dz.shape
@@ -298,7 +323,7 @@ def input_weight_grad(
     columns = channels * kh * kw + int(bias)
     if not (
         _applies(dz, inputs, dtypes=(dz.dtype, dz.dtype))
-        and outputs % 16 == 0
+        and _lanes(outputs)
         and columns <= MAX_COLUMNS
         and inputs.shape == (batch, channels, height + kh - 1, width + kw - 1)
         and dz.movedim(1, -1).is_contiguous()
