@@ -25,7 +25,9 @@ def fusion_always():
     [
         dict(),  # hand-written derivatives (FusedGates)
         dict(recurrent_activation="hard_sigmoid", stride=2),  # FusedGates, unfused conv path
-        dict(peephole="channel"),  # compiled autograd kernel
+        # compiled autograd kernel (a compile each, 20 s with a cold cache: the second
+        # case's peepholes are in the third)
+        pytest.param(dict(peephole="channel"), marks=pytest.mark.slow),
         dict(peephole="channel", recurrent_activation="hard_sigmoid", layer_norm=True),
     ],
 )
@@ -141,7 +143,10 @@ def test_second_order_gradients_with_fusion_never():
         convlstm.set_fusion(previous)
 
 
-@pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize(
+    "recurrent_activation",
+    ["sigmoid", pytest.param("hard_sigmoid", marks=pytest.mark.slow)],  # a compile each
+)
 def test_layer_norm_without_peepholes_is_not_skipped_when_fused(recurrent_activation):
     """The hand-written gate kernel has no norms: a layer-normed cell fused with
     set_fusion("always") must not take it (it did, silently dropping the norms)."""

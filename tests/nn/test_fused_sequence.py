@@ -4,8 +4,8 @@ step-by-step path with plain ops (``set_fusion("never")``)."""
 import pytest
 import torch
 
-from convlstm.nn import backend, get_fusion, set_fusion
-from convlstm.nn.fast import _torch, sequence
+from convlstm.nn import backend, functional, get_fusion, set_fusion
+from convlstm.nn.fast import _torch, gates, sequence
 from convlstm.nn.fast import pool as pools
 from convlstm.nn.fast.gates import _Rows
 from convlstm.nn.fast.sequence import FusedSequence
@@ -276,7 +276,11 @@ def test_bfloat16_weight_gradient_in_two_parts_equals_the_joint_one(fusion, monk
     "setting",
     ["lengths", "peephole", "layer_norm", "stride", "relu"],
 )
-def test_other_cases_take_the_step_path(fusion, setting):
+def test_other_cases_take_the_step_path(fusion, setting, monkeypatch):
+    """The choice of path alone: the step path's compiled loop for peepholes, norms and
+    other activations is the plain function here (its values are tested in
+    test_export), which spares a compile per case."""
+    monkeypatch.setitem(gates._kernels, "lstm_pointwise", functional.lstm_pointwise)
     options = {
         "peephole": {"peephole": "channel"},
         "layer_norm": {"layer_norm": True},
