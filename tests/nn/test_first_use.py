@@ -212,7 +212,7 @@ def test_when_no_build_works_the_generated_loops_give_the_reference(monkeypatch,
 def test_a_library_built_from_another_source_is_not_loaded(monkeypatch, tmp_path, isa):
     """An edited ``gates_simd.cpp`` not yet rebuilt by ``pip install -e .``: the loops
     are built from the edited source at run time instead."""
-    library = next(simd._SOURCE.parent.glob(f"{simd.ISAS[isa][0]}.*"))
+    library = next(simd._SOURCE.parent.glob(f"{simd.ISAS[isa].library}.*"))
     (tmp_path / library.name).write_bytes(library.read_bytes())
     source = tmp_path / simd._SOURCE.name
     source.write_text(simd._SOURCE.read_text() + "\n// edited\n")

@@ -80,7 +80,10 @@ def cpu_vector_isa() -> str | None:
     if os.name != "posix":
         return None
     capability = torch.backends.cpu.get_cpu_capability()
-    has = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731
+
+    def has(check: str) -> bool:  # absent from this PyTorch: no
+        return bool(getattr(torch.cpu, check, lambda: False)())
+
     if capability == "AVX512" and has("_is_avx512_bf16_supported"):
         return "avx512"
     if capability in ("AVX512", "AVX2") and has("_is_avx2_supported"):

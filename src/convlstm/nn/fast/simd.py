@@ -49,6 +49,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -57,11 +58,19 @@ from ..settings import backend
 from ._torch import cpu_vector_isa, load_cpp
 
 _SOURCE = Path(__file__).with_name("gates_simd.cpp")
-#: The instruction sets the loops are written for, widest first: the library
-#: ``setup.py`` builds for each (every entry point, as ``convlstm_<name>``), the macro
-#: selecting it in a run-time build, and the vector's lanes of float32.
-ISAS = {"avx512": ("_gates_simd_avx512", None, 16),
-        "avx2": ("_gates_simd_avx2", "CONVLSTM_AVX2", 8)}  # fmt: skip
+
+
+class Build(NamedTuple):
+    """The loops for one instruction set."""
+
+    library: str  # what setup.py builds (every entry point, as convlstm_<name>)
+    macro: str | None  # what selects these vectors in a run-time build
+    lanes: int  # float32 lanes of a vector
+
+
+#: The instruction sets the loops are written for, widest first.
+ISAS = {"avx512": Build("_gates_simd_avx512", None, 16),
+        "avx2": Build("_gates_simd_avx2", "CONVLSTM_AVX2", 8)}  # fmt: skip
 #: The C++ file's entry points; the macro selecting each one in a run-time build.
 _ENTRY_POINTS = {"forward": None, "backward": "CONVLSTM_BACKWARD",
                  "transpose": "CONVLSTM_TRANSPOSE",
@@ -82,7 +91,7 @@ def _isa() -> str | None:
 def lanes() -> int:
     """The float32 lanes of a vector of the loops that run (16 or 8); 0 where none do."""
     isa = _isa()
-    return ISAS[isa][2] if isa in ISAS else 0
+    return ISAS[isa].lanes if isa in ISAS else 0
 
 
 def _argtypes(source: str) -> dict[str, list[str]]:
@@ -102,7 +111,7 @@ def _library(isa: str) -> ctypes.CDLL | None:
     another ``gates_simd.cpp`` than the one beside it (an edited source not yet rebuilt
     by ``pip install -e .``)."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = _SOURCE.with_name(ISAS[isa][0] + suffix)
+        path = _SOURCE.with_name(ISAS[isa].library + suffix)
         if path.is_file():
             # torch is loaded, so the library's OpenMP runtime (libgomp.so.1) resolves
             # to torch's own, as for the loops Inductor builds.
@@ -150,7 +159,7 @@ def _prebuilt(name: str, argtypes: list[str], isa: str) -> Callable | None:
 def _run_time_source(name: str, isa: str) -> str:
     """``gates_simd.cpp`` with the macros that select entry point ``name`` (as
     ``kernel``) and ``isa``'s vectors, for Inductor's build."""
-    defines = (d for d in (_ENTRY_POINTS[name], ISAS[isa][1]) if d)
+    defines = (d for d in (_ENTRY_POINTS[name], ISAS[isa].macro) if d)
     return "".join(f"#define {d} 1\n" for d in defines) + _SOURCE.read_text()
 
 
@@ -190,7 +199,8 @@ def _row_groups(t: torch.Tensor, rows: int, width: int) -> tuple[int, int] | Non
 
 def _lanes(width: int) -> bool:
     """Rows of ``width`` elements split into whole vectors."""
-    return width > 0 and lanes() > 0 and width % lanes() == 0
+    n = lanes()
+    return width > 0 and n > 0 and width % n == 0
 
 
 def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
