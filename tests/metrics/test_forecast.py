@@ -175,3 +175,37 @@ def test_zero_and_persistence_baselines_by_hand():
     assert "baseline_mse_zero" not in no_baseline.compute()
     with pytest.raises(ValueError, match=r"last_input must have shape \(1, 1, 3, 3\)"):
         ForecastMetrics().update(target, target, torch.ones(1, 3, 3))
+
+
+def test_sharpness_by_hand_and_blur():
+    """``sharpness`` is the forecast's summed squared neighbour differences (rows and
+    columns) over the truth's: 1 for the truth itself, below 1 for a blurred forecast."""
+    truth = torch.zeros(1, 2, 1, 4, 4)
+    truth[0, :, 0, 1, 1] = 1.0  # one bright pixel: 4 differences of 1 -> energy 4 a frame
+    pred = truth.clone()
+    pred[0, 1, 0, 1, 1] = 0.5  # lead 2 at half contrast: energy 4 * 0.25 = 1
+    metrics = ForecastMetrics()
+    metrics.update(pred, truth)
+    out = metrics.compute()
+    assert out["sharpness_per_lead"] == pytest.approx([1.0, 0.25])
+    assert out["sharpness"] == pytest.approx((4 + 1) / (4 + 4))
+    # a real blur of a real pattern: well below 1, and the truth scores 1 exactly
+    rng = torch.Generator().manual_seed(0)
+    frames = (torch.rand(2, 3, 1, 32, 32, generator=rng) > 0.8).float()
+    blurred = torch.nn.functional.avg_pool2d(frames.flatten(0, 1), 3, 1, 1).view_as(frames)
+    for forecast, expected in ((frames, 1.0), (blurred, None)):
+        metrics = ForecastMetrics()
+        metrics.update(forecast, frames)
+        value = metrics.compute()["sharpness"]
+        if expected is None:
+            assert value < 0.3
+        else:
+            assert value == pytest.approx(expected)
+
+
+def test_sharpness_of_blank_truth_is_nan():
+    metrics = ForecastMetrics()
+    metrics.update(torch.rand(2, 3, 1, 8, 8), torch.zeros(2, 3, 1, 8, 8))
+    out = metrics.compute()
+    assert math.isnan(out["sharpness"])
+    assert all(math.isnan(v) for v in out["sharpness_per_lead"])

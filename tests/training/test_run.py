@@ -8,6 +8,7 @@ import torch
 
 import convlstm
 from convlstm.training.errors import NonFiniteLossError
+from convlstm.training.evaluation import metric_lines
 from convlstm.training.run import Run, check_checkpoint
 
 
@@ -52,6 +53,9 @@ def test_forecasting_run_and_metrics(forecasting_config):
     m = run.metrics
     assert m["mse"] == pytest.approx(m["mse_per_pixel"] * 16 * 16, rel=1e-5)
     assert len(m["mse_per_lead"]) == 2 and "csi@0.5" in m
+    assert len(m["sharpness_per_lead"]) == 2 and m["sharpness"] > 0
+    # the summary printed at the end of training names the sharpness beside the SSIM
+    assert any("sharpness" in line and "ssim" in line for line in metric_lines(m))
     prediction = Run.open(run.run_dir).predict(torch.rand(2, 3, 1, 16, 16))
     assert prediction.shape == (2, 2, 1, 16, 16)
 

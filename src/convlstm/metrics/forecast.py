@@ -21,8 +21,8 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.utilities import dim_zero_cat
 
 
-def _ratio(num: int, den: int) -> float:
-    """``num / den`` with the undefined ``0 / 0`` case returned as ``nan``."""
+def _ratio(num: float, den: float) -> float:
+    """``num / den`` with the undefined ``x / 0`` case returned as ``nan``."""
     return num / den if den else math.nan
 
 
@@ -122,8 +122,16 @@ def fractions_skill_score(pred: Tensor, target: Tensor, threshold: float, scale:
     return 1.0 - num / den if den else math.nan
 
 
+def _gradient_energy(frames: Tensor) -> Tensor:
+    """Squared differences of neighbouring pixels along rows and columns, summed per
+    frame: ``(B, T, C, H, W)`` -> ``(B, T)``."""
+    rows = (frames[..., 1:, :] - frames[..., :-1, :]).square().sum(dim=(2, 3, 4))
+    return rows + (frames[..., 1:] - frames[..., :-1]).square().sum(dim=(2, 3, 4))
+
+
 class ForecastMetrics(Metric):
-    """MSE, MAE, SSIM, PSNR, per-lead-time curves and CSI/POD/FAR over a forecast set.
+    """MSE, MAE, SSIM, PSNR, sharpness, per-lead-time curves and CSI/POD/FAR over a
+    forecast set.
 
     Args:
         data_range: value range of the frames (``max - min``), used by SSIM and PSNR.
@@ -151,6 +159,12 @@ class ForecastMetrics(Metric):
         * for each threshold and FSS scale ``s``: ``fss@thr_spx`` (e.g. ``fss@1.0_5px``)
           over the set and ``fss@thr_spx_per_lead`` (see :func:`fractions_skill_score`).
         * ``mae_per_pixel_per_lead``: the mean absolute error per value at each lead.
+        * ``sharpness`` and ``sharpness_per_lead``: the forecasts' gradient energy (squared
+          differences of neighbouring pixels along rows and columns, summed) over the
+          truths': 1 as sharp as the truth, below 1 blurred (a forecast that hedges
+          between places spreads its contrast), above 1 noisier. A low MSE and a
+          sharpness near 1 together mean the detail is there and in the right place;
+          ``nan`` where the truth is uniform.
         * with ``last_input`` given to every ``update``: ``baseline_mse_zero`` and
           ``baseline_mse_persistence``, the ``mse`` of two trivial forecasts (all-zero
           frames, and the last input frame repeated), to judge ``mse`` against.
@@ -179,7 +193,8 @@ class ForecastMetrics(Metric):
         # per update: (1, thresholds, T_out, 3) counts and (1, thresholds, scales, T_out, 2)
         self.add_state("lead_contingency", default=[], dist_reduce_fx="cat")
         self.add_state("lead_fss", default=[], dist_reduce_fx="cat")
-        for name in ("frame_se", "frame_ae", "frame_ssim", "frame_psnr", "zero_se", "last_se"):
+        for name in ("frame_se", "frame_ae", "frame_ssim", "frame_psnr", "zero_se", "last_se",
+                     "frame_energy"):  # fmt: skip
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.add_state("pixels", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         counts = torch.zeros(len(self.thresholds), 3, dtype=torch.long)
@@ -217,6 +232,8 @@ class ForecastMetrics(Metric):
         self.frame_se.append(frame_se)
         self.frame_ae.append(diff.abs().sum(dim=(2, 3, 4)))
         self.frame_ssim.append(self._ssim(pred, target))
+        energies = [_gradient_energy(pred), _gradient_energy(target)]
+        self.frame_energy.append(torch.stack(energies, dim=-1))
         range2 = self.data_range**2
         frame_mse = (frame_se / diff[0, 0].numel()).clamp_min(1e-10 * range2)
         self.frame_psnr.append(10 * torch.log10(range2 / frame_mse))
@@ -276,6 +293,9 @@ class ForecastMetrics(Metric):
             "ssim_per_lead": ssim.mean(dim=0).tolist(),
             "mae_per_pixel_per_lead": (ae.sum(dim=0) * se.shape[1] / int(self.pixels)).tolist(),
         }
+        energy = dim_zero_cat(self.frame_energy).cpu().double().sum(0)  # (T_out, 2)
+        out["sharpness"] = _ratio(*energy.sum(0).tolist())
+        out["sharpness_per_lead"] = [_ratio(p, t) for p, t in energy.tolist()]
         zero_se, last_se = (
             dim_zero_cat(s).cpu().double() if not (isinstance(s, list) and not s) else None
             for s in (self.zero_se, self.last_se)

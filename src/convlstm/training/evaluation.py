@@ -248,7 +248,7 @@ def headline_metrics(metrics: dict) -> dict:
     """The metrics a summary shows (classification scores, forecast errors and baselines,
     nowcasting skill)."""
     keys = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "mse", "mae", "ssim", "psnr",
-            "baseline_mse_zero", "baseline_mse_persistence")  # fmt: skip
+            "sharpness", "baseline_mse_zero", "baseline_mse_persistence")  # fmt: skip
     return {k: metrics[k] for k in keys if k in metrics} | {
         k: v for k, v in metrics.items() if k.startswith(("csi@", "pod@", "far@"))
     }
@@ -271,7 +271,7 @@ def metric_lines(metrics: dict) -> list[str]:
             if mse >= min(zero, last):
                 line += ": worse than a baseline, the model has not learnt the task yet"
         lines.append(line)
-        others = [f"{k} {head[k]:.4g}" for k in ("mae", "ssim", "psnr")
+        others = [f"{k} {head[k]:.4g}" for k in ("mae", "ssim", "psnr", "sharpness")
                   if isinstance(head.get(k), (int, float))]  # fmt: skip
         if others:
             lines.append(", ".join(others))
