@@ -44,10 +44,11 @@ class Backend:
         mapped_min_bytes: tensors that a training sequence keeps for its backward come
             from the mapped pool (``fast.pool``) from this size, else from the heap.
         fresh_gate_bytes: inference on a CPU convolves each step's gates into a fresh
-            tensor up to this size, and above it into one slot of the mapped pool that
-            every step and call reuses. glibc's default malloc maps a tensor above 32
-            MiB afresh and page-faults it in at every step; below that, or once malloc
-            keeps freed memory (``convlstm.runtime.configure_malloc``,
+            tensor below this size, and from it on into one slot of the mapped pool that
+            every step and call reuses. glibc's default malloc maps a tensor of 32 MiB
+            or more afresh (its header makes the block larger than the 32 MiB its heap
+            takes at most) and page-faults it in at every step; below that, or once
+            malloc keeps freed memory (``convlstm.runtime.configure_malloc``,
             ``MALLOC_MMAP_MAX_=0``: no limit then), a fresh tensor costs nothing and
             saves zeroing the slot.
         small_unfold: weight gradients of inputs with at most this many channels x

@@ -281,10 +281,13 @@ def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, kind: int):
     return result if result is not None else _compiled("forward", _step_forward)(z, c_prev, kind)
 
 
-def _backward_rows(dh, dc_out, z, c, c_prev, kind: int, dtype: torch.dtype, dh_more=None):
+def _backward_rows(
+    dh, dc_out, z, c, c_prev, kind: int, dtype: torch.dtype, dh_more=None, dz_out=None
+):  # fmt: skip
     """``(dz, dc_prev)`` rows of one step (``_step_backward``'s arguments): the
-    hand-written loop where it applies, else the generated one."""
-    result = simd.backward(dh, dc_out, z, c, c_prev, kind, dh_more)
+    hand-written loop where it applies (writing ``dz`` into ``dz_out`` when given), else
+    the generated one."""
+    result = simd.backward(dh, dc_out, z, c, c_prev, kind, dh_more, dz_out)
     if result is not None:
         return result
     return _compiled("backward", _step_backward)(dh, dc_out, z, c, c_prev, kind, dtype, dh_more)

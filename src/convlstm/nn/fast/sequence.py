@@ -261,7 +261,7 @@ def _forward(
     # Training keeps every step's gates and cell for the backward (which recomputes the
     # activations): the convolution adds a step's gates into its slot of one block; the
     # cells go to another. Inference of large gates on a CPU reuses one slot for every
-    # step (``backend.fresh_gate_bytes``: W2's gates are 33.5 MiB); a checkpointed
+    # step (``backend.fresh_gate_bytes``: W2's gates are exactly 32 MiB); a checkpointed
     # forward keeps taking them from the heap, which frees them for the backward.
     size = [n - k + 1 for n, k in zip(stacked.buffer.shape[2:], weight.shape[2:])]
     gate_shape = (x.shape[0], weight.shape[0], *size)
@@ -269,7 +269,7 @@ def _forward(
     if train:
         block = _step_block(gate_shape, dtype, x.device, layout, steps)
     elif x.device.type == "cpu" and not keep_every and (
-        math.prod(gate_shape) * dtype.itemsize > backend.fresh_gate_bytes
+        math.prod(gate_shape) * dtype.itemsize >= backend.fresh_gate_bytes
     ):
         block = _step_block(gate_shape, dtype, x.device, layout, 1)
     kernel = _compiled("forward", _step_forward)
@@ -472,6 +472,10 @@ class FusedSequence(torch.autograd.Function):
         d_weight = torch.zeros_like(weight, dtype=sum_dtype) if need_w else None
         d_bias = weight.new_zeros(weight.shape[0], dtype=sum_dtype) if need_b and has_bias else None
         split = _split_weight_grad(weight, channels)
+        # A step's gate gradient is used up within the step: from the size glibc's
+        # default malloc maps afresh, every step writes it into one slot (as inference
+        # does its gates, ``backend.fresh_gate_bytes``).
+        dz_slot = None
         d_inputs: list[torch.Tensor] = [None] * steps
         d_step: list[torch.Tensor] = []  # the output's gradient at a step, if transposed
         index = 0  # steps gone back through
@@ -487,7 +491,11 @@ class FusedSequence(torch.autograd.Function):
                 else:
                     z = view.rows(recompute.gates(x, t, h_before(t)), 4)
                 d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
-                dz, dc = _backward_rows(dh, dc, z, cells[t], c_prev, kind, dtype, d_out)
+                if dz_slot is None and x.device.type == "cpu" and (
+                    z.numel() * z.element_size() >= backend.fresh_gate_bytes
+                ):
+                    dz_slot = _empty(z.shape, z.stride(), z.dtype, x.device)
+                dz, dc = _backward_rows(dh, dc, z, cells[t], c_prev, kind, dtype, d_out, dz_slot)
                 del dh, d_out, z  # (see the forward loop)
                 dz = view.ungates(dz)
                 if index < steps - 1 or need_h:

@@ -242,12 +242,14 @@ def backward(
     c_prev: torch.Tensor,
     kind: int,
     dh_more: torch.Tensor | None,
+    dz_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """One step backward (``fast.gates._step_backward``): ``z`` ``(R, 4, K)``
     (bfloat16 or float32), ``dh`` ``(R, K)`` and ``dh_more`` (``None``, or a ``(B,
     ...)`` tensor of ``R`` rows of ``K``) of ``z``'s dtype, ``dc_out``, ``c`` and
     ``c_prev`` ``(R, K)`` float32. Returns ``(dz, dc_prev)`` (``(R, 4, K)`` of ``z``'s
-    dtype, float32 ``(R, K)``), or ``None`` where not applicable."""
+    dtype, written into ``dz_out`` when given, and float32 ``(R, K)``), or ``None``
+    where not applicable."""
     rows, width = c.shape if c.dim() == 2 else (0, 0)
     gate, f32 = z.dtype, torch.float32
     if not (
@@ -256,7 +258,9 @@ def backward(
         and z.shape == (rows, 4, width)
         and dh.shape == dc_out.shape == c_prev.shape == c.shape
         and all(t.is_contiguous() for t in (dh, dc_out, z, c, c_prev))
-    ):
+        and (dz_out is None or (dz_out.shape == z.shape and dz_out.dtype == gate
+                                and dz_out.is_contiguous()))
+    ):  # fmt: skip
         return None
     groups: tuple[int, int] | None = (rows, 0)
     if dh_more is not None:
@@ -264,7 +268,7 @@ def backward(
     kernel = _kernel("backward")
     if groups is None or kernel is None:
         return None
-    dz = torch.empty_like(z)
+    dz = torch.empty_like(z) if dz_out is None else dz_out
     dc_prev = torch.empty_like(c)
     more = dh if dh_more is None else dh_more
     kernel(
