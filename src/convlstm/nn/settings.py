@@ -45,12 +45,13 @@ class Backend:
             from the mapped pool (``fast.pool``) from this size, else from the heap.
         fresh_gate_bytes: inference on a CPU convolves each step's gates into a fresh
             tensor below this size, and from it on into one slot of the mapped pool that
-            every step and call reuses. glibc's default malloc maps a tensor of 32 MiB
-            or more afresh (its header makes the block larger than the 32 MiB its heap
-            takes at most) and page-faults it in at every step; below that, or once
-            malloc keeps freed memory (``convlstm.runtime.configure_malloc``,
-            ``MALLOC_MMAP_MAX_=0``: no limit then), a fresh tensor costs nothing and
-            saves zeroing the slot.
+            every step and call reuses; a training backward likewise writes every
+            step's gate gradient into one slot from this size on. glibc's default
+            malloc maps a tensor of 32 MiB or more afresh (its header makes the block
+            larger than the 32 MiB its heap takes at most) and page-faults it in at
+            every step; below that, or once malloc keeps freed memory
+            (``convlstm.runtime.configure_malloc``, ``MALLOC_MMAP_MAX_=0``: no limit
+            then), a fresh tensor costs nothing and saves zeroing the slot.
         small_unfold: weight gradients of inputs with at most this many channels x
             kernel taps are computed as a matrix product with the unfolded input.
         split_input_columns: in float16/bfloat16, a stacked input whose input part
