@@ -97,6 +97,13 @@ def _add_conv_(out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, bi
         out.add_(CONV[ndim](inputs, weight, bias))
 
 
+def _takes_slot(nbytes: int, device: torch.device) -> bool:
+    """Whether a step's tensor of ``nbytes`` that the step uses up (inference gates, a
+    backward's gate gradient) goes into one reused slot of the mapped pool instead of a
+    fresh tensor per step (``backend.fresh_gate_bytes``)."""
+    return device.type == "cpu" and nbytes >= backend.fresh_gate_bytes
+
+
 def _weight_grad(
     dz: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, has_bias: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -268,9 +275,7 @@ def _forward(
     block = None
     if train:
         block = _step_block(gate_shape, dtype, x.device, layout, steps)
-    elif x.device.type == "cpu" and not keep_every and (
-        math.prod(gate_shape) * dtype.itemsize >= backend.fresh_gate_bytes
-    ):
+    elif not keep_every and _takes_slot(math.prod(gate_shape) * dtype.itemsize, x.device):
         block = _step_block(gate_shape, dtype, x.device, layout, 1)
     kernel = _compiled("forward", _step_forward)
     cells: list[torch.Tensor] = [None] * steps
@@ -491,9 +496,7 @@ class FusedSequence(torch.autograd.Function):
                 else:
                     z = view.rows(recompute.gates(x, t, h_before(t)), 4)
                 d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
-                if dz_slot is None and x.device.type == "cpu" and (
-                    z.numel() * z.element_size() >= backend.fresh_gate_bytes
-                ):
+                if dz_slot is None and _takes_slot(z.numel() * z.element_size(), x.device):
                     dz_slot = _empty(z.shape, z.stride(), z.dtype, x.device)
                 dz, dc = _backward_rows(dh, dc, z, cells[t], c_prev, kind, dtype, d_out, dz_slot)
                 del dh, d_out, z  # (see the forward loop)
