@@ -335,9 +335,10 @@ def test_a_cell_step_at_the_fast_path_size_runs_them(calls, auto_fusion, gate, a
         (1, (3, 3), True, torch.contiguous_format),
         (3, (3, 5), True, torch.channels_last),
         (7, (3, 3), False, torch.contiguous_format),  # 63 taps: 8 passes of 8 and 7
+        (17, (3, 3), True, torch.channels_last),  # a stacked step: 154 columns
     ],
 )
-def test_input_weight_grad_equals_the_exact_one(dtype, channels, kernel, bias, layout, isa):
+def test_weight_grad_equals_the_exact_one(dtype, channels, kernel, bias, layout, isa):
     """Against float64 ``conv2d_weight`` of the same (rounded) values: float32 sums of
     ~600 products per sample."""
     batch, outputs, height, width = 3, 32, 6, 11
@@ -345,7 +346,7 @@ def test_input_weight_grad_equals_the_exact_one(dtype, channels, kernel, bias, l
     inputs = inputs.to(dtype).contiguous(memory_format=layout)
     dz = torch.randn(batch, outputs, height, width).to(dtype)
     dz = dz.contiguous(memory_format=torch.channels_last)
-    dw, db = simd.input_weight_grad(dz, inputs, kernel, bias)
+    dw, db = simd.weight_grad(dz, inputs, kernel, bias)
     shape = (outputs, channels, *kernel)
     exact = torch.nn.grad.conv2d_weight(inputs.double(), shape, dz.double())
     assert dw.dtype == torch.float32 and dw.shape == shape
@@ -356,13 +357,42 @@ def test_input_weight_grad_equals_the_exact_one(dtype, channels, kernel, bias, l
         assert db is None
 
 
-def test_input_weight_grad_declines(isa):
+def test_weight_grad_declines(isa):
     dz = torch.randn(2, 32, 4, 4).contiguous(memory_format=torch.channels_last)
     inputs = torch.randn(2, 1, 6, 6)
-    assert simd.input_weight_grad(dz, inputs, (3, 3), False) is not None
-    assert simd.input_weight_grad(dz[:, :20], inputs, (3, 3), False) is None  # O % lanes
-    assert simd.input_weight_grad(dz.contiguous(), inputs, (3, 3), False) is None
-    many = torch.randn(2, 8, 6, 6)  # 72 taps
-    assert simd.input_weight_grad(dz, many, (3, 3), False) is None
-    assert simd.input_weight_grad(dz, inputs[..., :5], (3, 3), False) is None
-    assert simd.input_weight_grad(dz.double(), inputs.double(), (3, 3), False) is None
+    assert simd.weight_grad(dz, inputs, (3, 3), False) is not None
+    assert simd.weight_grad(dz[:, :20], inputs, (3, 3), False) is None  # O % lanes
+    assert simd.weight_grad(dz.contiguous(), inputs, (3, 3), False) is None
+    assert simd.weight_grad(dz, inputs[..., :5], (3, 3), False) is None
+    assert simd.weight_grad(dz.double(), inputs.double(), (3, 3), False) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_w1_stacked_weight_grad_takes_the_avx2_loop(monkeypatch, isa, dtype):
+    """A W1 training step's stacked weight gradient (17 channels x 9 taps, 4 x 118 x 158
+    outputs of 64 channels): with the AVX2 loops it takes the hand-written loop (oneDNN's
+    AVX2 weight gradient took twice as long), with AVX-512 oneDNN's; both equal the
+    float32 sums within their rounding (oneDNN's bfloat16 result: one bfloat16 rounding)."""
+    from convlstm.nn.fast.sequence import _weight_grad
+
+    taken = []
+    loop = simd.weight_grad
+    monkeypatch.setattr(simd, "weight_grad", lambda *a: taken.append(loop(*a)) or taken[-1])
+    inputs = torch.randn(4, 17, 120, 160).to(dtype).contiguous(memory_format=torch.channels_last)
+    dz = torch.randn(4, 64, 118, 158).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.empty(64, 17, 3, 3, dtype=dtype)
+    dw, db = _weight_grad(dz, inputs, weight, True)
+    assert len(taken) == (1 if isa == "avx2" else 0)
+    assert all(result is not None for result in taken)
+    _, ref_dw, ref_db = torch.ops.aten.convolution_backward(
+        dz.float(), inputs.float(), weight.float(), [64], [1, 1], [0, 0], [1, 1], False,
+        [0, 0], 1, [False, True, True],
+    )  # fmt: skip
+    for actual, expected in ((dw, ref_dw), (db, ref_db)):
+        scale = expected.abs().max().item()
+        rounding = 2.0**-8 if actual.dtype == BF16 else 0.0
+        torch.testing.assert_close(actual.float(), expected, atol=2e-5 * scale, rtol=rounding)
+    if isa == "avx2":
+        with backend.override(avx2_weight_grad=False):
+            _weight_grad(dz, inputs, weight, True)
+        assert len(taken) == 1  # switched off: oneDNN's

@@ -53,7 +53,11 @@ class Backend:
             (``convlstm.runtime.configure_malloc``, ``MALLOC_MMAP_MAX_=0``: no limit
             then), a fresh tensor costs nothing and saves zeroing the slot.
         small_unfold: weight gradients of inputs with at most this many channels x
-            kernel taps are computed as a matrix product with the unfolded input.
+            kernel taps take the hand-written loop (``fast.simd.weight_grad``) or else
+            a matrix product with the unfolded input, not oneDNN's weight gradient.
+        avx2_weight_grad: where the hand-written loops are AVX2's (no AVX-512 BF16), the
+            weight gradients of larger inputs take the loop as well: oneDNN's AVX2
+            weight gradient took twice its time (``docs/performance.md``).
         split_input_columns: in float16/bfloat16, a stacked input whose input part
             unfolds to at most this many columns has its weight gradient in two parts.
         recompile_limit: graphs each compiled kernel may compile (one per dtype and gate
@@ -69,6 +73,7 @@ class Backend:
     mapped_min_bytes: int = 1 << 20
     fresh_gate_bytes: int = 32 << 20
     small_unfold: int = 64
+    avx2_weight_grad: bool = True
     split_input_columns: int = 16
     recompile_limit: int = 32
 

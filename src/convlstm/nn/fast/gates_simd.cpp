@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <omp.h>
 
+#include <vector>
+
 #ifdef CONVLSTM_LIBRARY
 #define ENTRY(name) convlstm_##name
 #else
@@ -407,14 +409,14 @@ void transpose(const T* in, T* out, int64_t B, int64_t F, int64_t N, int64_t bat
   }
 }
 
-// The weight (and bias) gradient of a 2-D stride-1 convolution of a few input channels,
+// The weight (and bias) gradient of a 2-D stride-1 convolution,
 // dw[o, n] = sum over samples b and output pixels (h, w) of dz[b, h, w, o] * x_n[b, h, w],
 // where x_n is tap n = (c, i, j) of the padded float32 input, x[b, c, h + i, w + j], or 1
 // for the bias: per output row (b, h) and kLanes outputs, an FMA per pixel and tap into an
-// accumulator in a register, the row's gradient staying in L1 across the passes (a
-// matrix product with the unfolded input, 9 columns for one channel and a 3x3 kernel,
-// leaves the vector units mostly idle).
-constexpr int64_t kMaxColumns = 65;  // the taps and bias, at most (simd.MAX_COLUMNS)
+// accumulator in a register, the row's gradient staying in L1 across the passes. For a
+// few input channels a matrix product with the unfolded input (9 columns for one channel
+// and a 3x3 kernel) leaves the vector units mostly idle; with AVX2, oneDNN's weight
+// gradient is slower than this loop at any channel count (docs/performance.md).
 constexpr int kGroup = 8;  // taps per pass: 8 accumulators, their input and the gradient
 
 template <typename T, int N>
@@ -456,7 +458,7 @@ void weight_grad(const T* dz, const float* x, float* dw, int64_t B, int64_t H, i
                  int64_t O, int64_t C, int64_t kh, int64_t kw, int64_t sb, int64_t sc,
                  int64_t sh, int64_t sw, bool bias, int threads) {
   const int64_t taps = C * kh * kw, columns = taps + (bias ? 1 : 0);
-  int64_t offsets[kMaxColumns];
+  std::vector<int64_t> offsets(columns);  // the bias column's is never read
   for (int64_t c = 0, n = 0; c < C; ++c)
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) offsets[n++] = c * sc + i * sh + j * sw;
@@ -473,7 +475,7 @@ void weight_grad(const T* dz, const float* x, float* dw, int64_t B, int64_t H, i
       for (int64_t group = 0; group < columns; group += size) {
         const int n = static_cast<int>(columns - group < size ? columns - group : size);
         const bool bias_last = bias && group + n == columns;
-        accumulator<T>(n)(dz_row, x_row, offsets + group, bias_last, W, sw, O,
+        accumulator<T>(n)(dz_row, x_row, offsets.data() + group, bias_last, W, sw, O,
                           partial + group * O);
       }
     }

@@ -110,11 +110,18 @@ def _weight_grad(
     """Weight and bias gradients of the stride-1 convolution ``z = weight * inputs + b``
     from ``dz``: ``inputs`` ``(B, C, *S_padded)``, ``dz`` ``(B, O, *S)``. Inputs of at most
     ``backend.small_unfold`` channels x kernel taps take the hand-written loop where it
-    applies (``simd.input_weight_grad``), else a matrix product with the unfolded input:
-    oneDNN's weight gradient of a 1-channel input costs as much as of a 65-channel one."""
+    applies (``simd.weight_grad``), else a matrix product with the unfolded input:
+    oneDNN's weight gradient of a 1-channel input costs as much as of a 65-channel one.
+    Larger inputs take oneDNN's, or the loop where it is the faster one at every size
+    (``simd.weight_grad_at_any_size``: AVX2)."""
     kernel = weight.shape[2:]
     channels, taps = inputs.shape[1], math.prod(kernel)
-    if channels * taps > backend.small_unfold:
+    small = channels * taps <= backend.small_unfold
+    if small or simd.weight_grad_at_any_size():
+        fast = simd.weight_grad(dz, inputs, kernel, has_bias)
+        if fast is not None:
+            return fast
+    if not small:
         ndim = dz.dim() - 2
         ones, zeros = [1] * ndim, [0] * ndim
         _, dw, db = torch.ops.aten.convolution_backward(
@@ -122,9 +129,6 @@ def _weight_grad(
             ones, zeros, ones, False, zeros, 1, [False, True, has_bias],
         )  # fmt: skip
         return dw, db
-    fast = simd.input_weight_grad(dz, inputs, kernel, has_bias)
-    if fast is not None:
-        return fast
     batch, size = dz.shape[0], dz.shape[2:]
     shifted = [
         inputs[(slice(None), slice(None), *(slice(o, o + s) for o, s in zip(offset, size)))]

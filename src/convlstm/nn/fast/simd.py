@@ -23,10 +23,10 @@ with the ISA named instead of ``-march=native``) and give the same bits (tests).
 equal the generated loops' within float32 rounding (tests); ``docs/performance.md`` has
 the timings.
 
-``input_weight_grad`` is the weight gradient of a convolution of a few input channels
-(the input part of a step's weight, ``fast.sequence``): an FMA per pixel, tap and vector
-of outputs into accumulators in registers, instead of a matrix product with the
-unfolded input.
+``weight_grad`` is the weight gradient of a step's convolution (``fast.sequence``): an
+FMA per pixel, tap and vector of outputs into accumulators in registers, instead of a
+matrix product with the unfolded input (for a few input channels) or oneDNN's weight
+gradient (for any number with AVX2, ``backend.avx2_weight_grad``).
 
 ``channels_last_copy`` transposes a step of a channels-first output gradient into the
 rows the backward loop reads (``fast.gates._Rows.step_rows``), so that a training step
@@ -75,9 +75,6 @@ ISAS = {"avx512": Build("_gates_simd_avx512", None, 16),
 _ENTRY_POINTS = {"forward": None, "backward": "CONVLSTM_BACKWARD",
                  "transpose": "CONVLSTM_TRANSPOSE",
                  "weight_grad": "CONVLSTM_WEIGHT_GRAD"}  # fmt: skip
-#: Taps (input channels x kernel positions), and the bias, that ``input_weight_grad``
-#: takes at most (``kMaxColumns`` in the C++).
-MAX_COLUMNS = 65
 #: The dtypes of the gates (and of h and the gradients) the loops run for.
 GATE_DTYPES = (torch.bfloat16, torch.float32)
 _kernels: dict[tuple[str, str], Callable | None] = {}  # built once per process
@@ -321,14 +318,20 @@ def channels_last_copy(source: torch.Tensor, out: torch.Tensor) -> bool:
     return True
 
 
-def input_weight_grad(
+def weight_grad_at_any_size() -> bool:
+    """Whether ``weight_grad`` is the one to take at any number of input channels, not
+    only a few: with the AVX2 loops (``backend.avx2_weight_grad``), where oneDNN's AVX2
+    weight gradient is the slower one (``docs/performance.md``)."""
+    return backend.simd and backend.avx2_weight_grad and _isa() == "avx2"
+
+
+def weight_grad(
     dz: torch.Tensor, inputs: torch.Tensor, kernel_size: Sequence[int], bias: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """Weight and bias gradients ``(O, C, kh, kw)``, ``(O,)`` (float32) of the 2-D
-    stride-1 convolution ``dz = conv(inputs)`` of a few channels: ``dz`` ``(B, O, H, W)``
-    channels-last, ``inputs`` ``(B, C, H + kh - 1, W + kw - 1)`` of ``dz``'s dtype, any
-    strides; ``None`` where not applicable (``O`` not a multiple of the lanes, more
-    than ``MAX_COLUMNS`` taps and bias)."""
+    stride-1 convolution ``dz = conv(inputs)``: ``dz`` ``(B, O, H, W)`` channels-last,
+    ``inputs`` ``(B, C, H + kh - 1, W + kw - 1)`` of ``dz``'s dtype, any strides;
+    ``None`` where not applicable (``O`` not a multiple of the lanes)."""
     if dz.dim() != 4 or inputs.dim() != 4 or len(kernel_size) != 2:
         return None
     batch, outputs, height, width = dz.shape
@@ -338,7 +341,6 @@ def input_weight_grad(
     if not (
         _applies(dz, inputs, dtypes=(dz.dtype, dz.dtype))
         and _lanes(outputs)
-        and columns <= MAX_COLUMNS
         and inputs.shape == (batch, channels, height + kh - 1, width + kw - 1)
         and dz.movedim(1, -1).is_contiguous()
     ):
