@@ -373,7 +373,7 @@ def test_w1_stacked_weight_grad_takes_the_avx2_loop(monkeypatch, isa, dtype):
     outputs of 64 channels): with the AVX2 loops it takes the hand-written loop (oneDNN's
     AVX2 weight gradient took twice as long), with AVX-512 oneDNN's; both equal the
     float32 sums within their rounding (oneDNN's bfloat16 result: one bfloat16 rounding)."""
-    from convlstm.nn.fast.sequence import _weight_grad
+    from convlstm.nn.fast.sequence import step_weight_grad
 
     taken = []
     loop = simd.weight_grad
@@ -381,7 +381,7 @@ def test_w1_stacked_weight_grad_takes_the_avx2_loop(monkeypatch, isa, dtype):
     inputs = torch.randn(4, 17, 120, 160).to(dtype).contiguous(memory_format=torch.channels_last)
     dz = torch.randn(4, 64, 118, 158).to(dtype).contiguous(memory_format=torch.channels_last)
     weight = torch.empty(64, 17, 3, 3, dtype=dtype)
-    dw, db = _weight_grad(dz, inputs, weight, True)
+    dw, db = step_weight_grad(dz, inputs, weight, True)
     assert len(taken) == (1 if isa == "avx2" else 0)
     assert all(result is not None for result in taken)
     _, ref_dw, ref_db = torch.ops.aten.convolution_backward(
@@ -394,5 +394,26 @@ def test_w1_stacked_weight_grad_takes_the_avx2_loop(monkeypatch, isa, dtype):
         torch.testing.assert_close(actual.float(), expected, atol=2e-5 * scale, rtol=rounding)
     if isa == "avx2":
         with backend.override(avx2_weight_grad=False):
-            _weight_grad(dz, inputs, weight, True)
+            step_weight_grad(dz, inputs, weight, True)
         assert len(taken) == 1  # switched off: oneDNN's
+
+
+def test_a_cell_stepped_alone_takes_the_avx2_weight_grad_loop(monkeypatch, isa, auto_fusion):
+    """A cell stepped on its own (``FusedGates`` and ``StepConv``, as a forecaster's
+    decoder steps it) at W1's size: its stacked weight gradient takes the hand-written
+    loop with the AVX2 loops, as ``FusedSequence``'s does, and equals the reference."""
+    taken = []
+    loop = simd.weight_grad
+    monkeypatch.setattr(simd, "weight_grad", lambda *a: taken.append(loop(*a)) or taken[-1])
+    cell = ConvLSTMCell2d(1, 16, 3, recurrent_activation="hard_sigmoid")
+    x = torch.randn(4, 1, 120, 160, requires_grad=True)
+    state = tuple(torch.randn(4, 16, 120, 160) for _ in range(2))
+
+    def run():
+        h, c = cell(x, state)
+        loss = (h.square().sum() + c.square().sum()) / h.numel()
+        return (h, c), torch.autograd.grad(loss, [x, *cell.parameters()])
+
+    _against_the_reference(run, 2e-5)
+    assert len(taken) == (1 if isa == "avx2" else 0)  # the eager reference takes none
+    assert all(result is not None for result in taken)

@@ -104,7 +104,7 @@ def _takes_slot(nbytes: int, device: torch.device) -> bool:
     return device.type == "cpu" and nbytes >= backend.fresh_gate_bytes
 
 
-def _weight_grad(
+def step_weight_grad(
     dz: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, has_bias: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Weight and bias gradients of the stride-1 convolution ``z = weight * inputs + b``
@@ -153,7 +153,7 @@ def _split_weight_grad(weight: torch.Tensor, channels: int) -> bool:
     float16/bfloat16 on a CPU, for a stacked input whose channel count is not a multiple
     of 16 while its hidden part's is, and whose input part unfolds to at most
     ``backend.split_input_columns`` columns, the hidden part by oneDNN from a dense
-    buffer of its own and the input part as a matrix product (``_weight_grad``): oneDNN's
+    buffer of its own and the input part as a matrix product (``step_weight_grad``): oneDNN's
     reduced-precision weight gradient is slower for 17 channels than for 16. In float32
     17 channels are not slower, and it is off."""
     hidden = weight.shape[1] - channels
@@ -365,7 +365,7 @@ def _add_weight_grad(
     else:
         pieces = [(slice(None), stacked.fill(x, t, h_prev))]
     for k, (parts, inputs) in enumerate(pieces):
-        dw, db = _weight_grad(dz, inputs, weight[:, parts], has_bias and k == 0)
+        dw, db = step_weight_grad(dz, inputs, weight[:, parts], has_bias and k == 0)
         if d_weight is not None:
             d_weight[:, parts] += dw
         if d_bias is not None and db is not None:

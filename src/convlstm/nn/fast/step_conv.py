@@ -6,7 +6,8 @@ all ``C_in + F`` channels at once, and with the odd channel counts this stacking
 (``1 + 16``, ``1 + 64`` in the benchmarks) oneDNN takes a much slower path than for the
 ``F`` hidden channels alone. ``StepConv`` therefore differentiates the pieces
 separately: the hidden state's gradient through ``W_h`` (``F`` channels), the input's
-only when the input needs one, and the weight gradient from the saved stacked buffer.
+only when the input needs one, and the weight gradient from the saved stacked buffer
+(``sequence.step_weight_grad``, as ``FusedSequence`` takes it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from .._utils import CONV, conv_dtype, interior, memory_format, stack_input
 from ..settings import backend
 from .gates import first_derivatives_only
+from .sequence import step_weight_grad
 
 
 class StepConv(torch.autograd.Function):
@@ -62,11 +64,8 @@ class StepConv(torch.autograd.Function):
         if need_x:
             dx = input_grad(buffer[:, :channels], weight[:, :channels]).to(x_dtype)
         if need_w or need_b:
-            _, dw, db = torch.ops.aten.convolution_backward(
-                dz, buffer, weight, [weight.shape[0]] if has_bias else None,
-                ones, zeros, ones, False, zeros, 1, [False, need_w, need_b and has_bias],
-            )  # fmt: skip
-            dw = None if dw is None else dw.to(w_dtype)
+            dw, db = step_weight_grad(dz, buffer, weight, has_bias and need_b)
+            dw = dw.to(w_dtype) if need_w else None
             db = None if db is None else db.to(w_dtype)
         return dx, dh, dw, db, None
 
