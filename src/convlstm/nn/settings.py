@@ -57,7 +57,7 @@ class Backend:
             a matrix product with the unfolded input, not oneDNN's weight gradient.
         avx2_weight_grad: where the hand-written loops are AVX2's (no AVX-512 BF16), the
             weight gradients of larger inputs take the loop as well: oneDNN's AVX2
-            weight gradient took twice its time (``docs/performance.md``).
+            weight gradient took twice as long as the loop (``docs/performance.md``).
         split_input_columns: in float16/bfloat16, a stacked input whose input part
             unfolds to at most this many columns has its weight gradient in two parts.
         recompile_limit: graphs each compiled kernel may compile (one per dtype and gate
