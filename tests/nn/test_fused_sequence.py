@@ -685,3 +685,45 @@ def test_w2_training_backward_reuses_one_gate_gradient_slot(fusion, monkeypatch)
         held[limit] = pool.held()
     assert len(pointers) == 3 and len(set(pointers)) == 1
     assert held[Backend().fresh_gate_bytes] - held[sys.maxsize] == 32 << 20
+
+
+
+@pytest.mark.parametrize("encoder", [False, True])
+@pytest.mark.parametrize("steps", [1, 10])
+def test_a_stack_feeding_a_head_takes_the_loops_alone(fusion, monkeypatch, isa, steps, encoder):
+    """A two-layer stack as encoder-forecasters use it (8 x 32 x 16 x 16 cell elements
+    a step, a MovingDigits forecaster's, above the fast path's threshold), its last
+    outputs or (``encoder``) only its final states read by a head. In the encoder
+    case the lower layer's output gradient is the upper layer's input gradient alone,
+    laid out with each pixel's steps together, so a step's rows are not back to back:
+    before, the backward then compiled a generated loop in its first step (14 s with
+    an empty cache). The hand-written loops take every step, and the gradients equal
+    the step path's."""
+    torch.manual_seed(0)
+    layer = ConvLSTMNd(16, [32, 32], 3, ndim=2, return_all_layers=True)
+    head = torch.nn.Conv2d(64, 16, 1)
+    x = torch.randn(8, steps, 16, 16, 16, requires_grad=True)
+    assert backend.min_fast_elements <= 8 * 32 * 16 * 16
+    generated = []
+    original = gates._compiled
+
+    def spy(name, fn):
+        generated.append(name)
+        return original(name, fn)
+
+    monkeypatch.setattr(gates, "_compiled", spy)
+
+    def grads():
+        outputs, states = layer(x)
+        if encoder:  # only the final states go on, to a forecaster
+            features = torch.cat([h for h, _ in states], 1)
+        else:
+            features = torch.cat([o[:, -1] for o in outputs], 1)
+        loss = head(features).square().mean()
+        return torch.autograd.grad(loss, [x, *layer.parameters()])
+
+    fused = fusion("always", grads)
+    assert generated == []
+    plain = fusion("never", grads)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)

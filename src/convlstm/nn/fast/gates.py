@@ -250,9 +250,17 @@ class _Rows:
         layout) is first transposed into ``buffer`` (a one-element list, filled on first
         use) by a loop, faster than reading it strided inside the gate loop and than
         PyTorch's own copy: the hand-written one (``fast.simd``) where it applies, else a
-        generated one."""
+        generated one. A step whose samples do not hold their rows back to back (e.g. a
+        channel slice of wider channels-last features, or of a gradient that keeps each
+        pixel's steps together) is copied into ``buffer`` as it is: the loops read rows
+        back to back."""
         if not self.last or t.stride(1) == 1:
-            return self.strided_rows(t)
+            rows = self.strided_rows(t)
+            if rows[0].is_contiguous():
+                return rows
+            if not buffer or buffer[0].shape != rows.shape:
+                buffer[:] = [torch.empty(rows.shape, dtype=t.dtype, device=t.device)]
+            return buffer[0].copy_(rows)
         if not buffer:
             shape = (t.shape[0], *t.shape[2:], t.shape[1])
             buffer.append(torch.empty(shape, dtype=t.dtype, device=t.device))
