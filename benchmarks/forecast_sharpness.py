@@ -20,11 +20,18 @@ patches:
 * ``dna``: Finn et al. (2016)'s dynamic neural advection: every pixel a softmax-weighted
   sum of a ``--kernel`` square neighbourhood of the previous frame; ``--generate`` mixes
   in generated pixels through a learnt mask.
+* ``motion-dna``: ``dna`` whose ConvLSTMs also see, per 4x4 cell, a softmax over how well
+  each displacement of the kernel square matches a frame to the previous one (a cost
+  volume, as optical-flow networks correlate frames); ``--pixels`` generates the frames
+  with ``ef``'s head instead of moving pixels.
 * ``cdna``: Finn et al.'s CDNA: ``--kernels`` kernels per step, each applied to the
   whole previous frame, composited per pixel with a black background.
 * ``advection``: the package's ``AdvectionForecaster`` with pysteps' Lucas-Kanade motion
   as a prior and a learnt correction (``convlstm[radar]``); ``--steps 0`` scores the
   untrained model, i.e. optical-flow extrapolation.
+
+``--hard`` (``dna``, ``motion-dna``) also scores the forecast that copies every pixel
+from its likeliest tap instead of the softmax-weighted sum.
 
 ``--multiscale 1,4,8`` adds the MSE of 4x4 and 8x8 average-pooled frames to the loss,
 which reaches further than a bilinear warp's one-pixel gradient.
@@ -63,12 +70,12 @@ class _Stacks(nn.Module):
     """An encoder and a forecaster ConvLSTM stack over patched frames, and the loop that
     feeds the forecaster its own previous frame; subclasses make each frame."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, channels: int = PATCH**2) -> None:
         super().__init__()
         widths = [width, width]
 
         def stack() -> ConvLSTMNd:
-            return ConvLSTMNd(PATCH**2, widths, [3, 3], ndim=2, return_all_layers=True)
+            return ConvLSTMNd(channels, widths, [3, 3], ndim=2, return_all_layers=True)
 
         self.encoder, self.forecaster = stack(), stack()
         self.features = sum(widths)
@@ -124,8 +131,8 @@ class DNA(_Stacks):
     """Every pixel a softmax-weighted sum of a K x K neighbourhood of the previous frame,
     optionally mixed with generated pixels."""
 
-    def __init__(self, width: int, kernel: int, generate: bool) -> None:
-        super().__init__(width)
+    def __init__(self, width: int, kernel: int, generate: bool, channels: int = PATCH**2) -> None:
+        super().__init__(width, channels)
         self.kernel = kernel
         self.head = nn.Conv2d(self.features, kernel**2 * PATCH**2, 1)
         nn.init.zeros_(self.head.weight)
@@ -134,11 +141,14 @@ class DNA(_Stacks):
             bias[kernel**2 // 2] = 4.0
             self.head.bias.copy_(bias.flatten())
         self.generate = nn.Conv2d(self.features, 2 * PATCH**2, 1) if generate else None
+        self.hard = False
 
     def frame(self, features: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         b, _, h, w = previous.shape
         k = self.kernel
         weights = torch.softmax(unpatchify(self.head(features), PATCH, 2), 1)
+        if self.hard and not self.training:  # each pixel copied from its likeliest tap
+            weights = F.one_hot(weights.argmax(1), k * k).movedim(-1, 1).to(weights.dtype)
         neighbours = F.unfold(previous, k, padding=k // 2).view(b, k * k, h, w)
         frame = (weights * neighbours).sum(1, keepdim=True)
         if self.generate is not None:
@@ -146,6 +156,48 @@ class DNA(_Stacks):
             mask = torch.sigmoid(generated[:, :1] + 4.0)
             frame = mask * frame + (1 - mask) * generated[:, 1:]
         return straight_through_clamp(frame, self.training)
+
+
+class MotionDNA(DNA):
+    """``DNA`` whose ConvLSTM stacks also see, per 4x4 cell, how well each displacement
+    of a ``kernel`` square matches each frame to the previous one (a cost volume, as
+    optical-flow networks correlate frames), as a softmax over the displacements."""
+
+    def __init__(self, width: int, kernel: int, pixels: bool, temperature: float = 0.02) -> None:
+        super().__init__(width, kernel, False, PATCH**2 + kernel**2)
+        self.temperature = temperature  # a cell's mean squared difference, in [0, 1]
+        # --pixels: the frame generated per cell (the ``ef`` head) instead of moved
+        self.pixels = nn.Conv2d(self.features, PATCH**2, 1) if pixels else None
+
+    def frame(self, features: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        if self.pixels is None:
+            return super().frame(features, previous)
+        return straight_through_clamp(unpatchify(self.pixels(features), PATCH, 2), self.training)
+
+    def cost(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = frame.shape
+        k = self.kernel
+        neighbours = F.unfold(previous, k, padding=k // 2).view(b, k * k, h, w)
+        cost = F.avg_pool2d((frame - neighbours).square(), PATCH)
+        return torch.softmax(-cost / self.temperature, 1)
+
+    def inputs(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        return torch.cat([patchify(frame, PATCH, 2), self.cost(frame, previous)], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        previous_frames = torch.cat([x[:, :1], x[:, :-1]], 1)
+        xs = torch.stack([self.inputs(x[:, t], previous_frames[:, t])
+                          for t in range(x.shape[1])], 1)  # fmt: skip
+        _, state = self.encoder(xs)
+        frames, inp, previous = [], xs[:, -1], x[:, -1]
+        for _ in range(FRAMES):
+            outputs, state = self.forecaster(inp.unsqueeze(1), state)
+            features = torch.cat([o[:, 0] for o in outputs], 1)
+            frame = self.frame(features, previous)
+            frames.append(frame)
+            inp = self.inputs(frame, previous)
+            previous = frame
+        return torch.stack(frames, 1)
 
 
 class CDNA(_Stacks):
@@ -184,6 +236,8 @@ def build(args: argparse.Namespace) -> nn.Module:
         return Flow(args.width, args.pixel_motion)
     if args.model == "dna":
         return DNA(args.width, args.kernel, args.generate)
+    if args.model == "motion-dna":
+        return MotionDNA(args.width, args.kernel, args.pixels)
     if args.model == "cdna":
         return CDNA(args.width, args.kernel, args.kernels)
     return AdvectionForecaster(1, [args.width, args.width], 3, FRAMES, FRAMES,
@@ -198,13 +252,16 @@ def gradient_energy(frames: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=("ef", "flow", "dna", "cdna", "advection"), required=True)
+    models = ("ef", "flow", "dna", "motion-dna", "cdna", "advection")
+    p.add_argument("--model", choices=models, required=True)
     p.add_argument("--steps", type=int, default=1100, help="training steps (the demo's)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--pixel-motion", action="store_true", help="flow: a motion per pixel")
     p.add_argument("--kernel", type=int, default=9, help="dna, cdna: kernel side")
     p.add_argument("--generate", action="store_true", help="dna: mix in generated pixels")
+    p.add_argument("--hard", action="store_true", help="dna: also score each pixel's likeliest tap")
+    p.add_argument("--pixels", action="store_true", help="motion-dna: generate the frames")
     p.add_argument("--kernels", type=int, default=2, help="cdna: kernels per step")
     p.add_argument("--multiscale", default="1", help="pooling factors the loss compares at")
     p.add_argument("--seed", type=int, default=0)
@@ -251,26 +308,32 @@ def main() -> None:
             if step >= args.steps:
                 break
     model.eval()
-    with torch.no_grad():
-        preds = torch.cat([model(test_x[i : i + 32]) for i in range(0, len(test), 32)]).clamp(0, 1)
-    mse = ((preds - test_y) ** 2).sum((-1, -2, -3)).mean(0)
-    leads = range(FRAMES)
-    result = {
-        "tag": args.tag, "args": vars(args) | {"out": str(args.out)},
-        "seconds": time.time() - start, "steps": step,
-        "mse": float(mse.mean()),
-        "sharpness": float(gradient_energy(preds) / gradient_energy(test_y)),
-        "mse_per_lead": [round(float(v), 1) for v in mse],
-        "ssim_per_lead": [round(float(ssim(preds[:, k], test_y[:, k])), 3) for k in leads],
-        "sharpness_per_lead": [
-            round(float(gradient_energy(preds[:, k]) / gradient_energy(test_y[:, k])), 2)
-            for k in leads
-        ],
-    }  # fmt: skip
-    print(json.dumps(result), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.tag}.json").write_text(json.dumps(result, indent=1))
-    np.save(args.out / f"{args.tag}_forecasts.npy", preds[:4].numpy())  # for a strip
+    torch.save(model.state_dict(), args.out / f"{args.tag}.pt")
+    seconds = time.time() - start
+    for hard in (False, True) if args.hard else (False,):
+        model.hard = hard
+        with torch.no_grad():
+            preds = torch.cat([model(test_x[i : i + 32]) for i in range(0, len(test), 32)])
+        preds = preds.clamp(0, 1)
+        tag = args.tag + ("_hard" if hard else "")
+        mse = ((preds - test_y) ** 2).sum((-1, -2, -3)).mean(0)
+        leads = range(FRAMES)
+        result = {
+            "tag": tag, "args": vars(args) | {"out": str(args.out)},
+            "seconds": seconds, "steps": step,
+            "mse": float(mse.mean()),
+            "sharpness": float(gradient_energy(preds) / gradient_energy(test_y)),
+            "mse_per_lead": [round(float(v), 1) for v in mse],
+            "ssim_per_lead": [round(float(ssim(preds[:, k], test_y[:, k])), 3) for k in leads],
+            "sharpness_per_lead": [
+                round(float(gradient_energy(preds[:, k]) / gradient_energy(test_y[:, k])), 2)
+                for k in leads
+            ],
+        }  # fmt: skip
+        print(json.dumps(result), flush=True)
+        (args.out / f"{tag}.json").write_text(json.dumps(result, indent=1))
+        np.save(args.out / f"{tag}_forecasts.npy", preds[:4].numpy())  # for a strip
 
 
 if __name__ == "__main__":
