@@ -208,6 +208,40 @@ def test_bfloat16_autocast_follows_the_step_path(fusion):
         torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
 
 
+
+@pytest.mark.parametrize("read", ["output", "h_n"])
+def test_bfloat16_training_takes_the_loops_from_the_last_step(fusion, monkeypatch, isa, read):
+    """bfloat16 autocast at the fast path's size (8 x 16 x 32 x 32 cell elements a step),
+    the loss on the output or, as classifiers read it, on the final hidden state: the
+    backward's first step (the sequence's last) takes the hand-written loop as every
+    other step does; before, its incoming hidden-state gradient was float32, the loop
+    declined it and the first step compiled the generated loop. The gradients follow
+    the step path's."""
+    torch.manual_seed(0)
+    layer = ConvLSTMNd(2, 16, 3, ndim=2)
+    x = torch.randn(8, 3, 2, 32, 32)
+    assert backend.min_fast_elements <= 8 * 16 * 32 * 32
+    generated = []
+    original = gates._compiled
+
+    def spy(name, fn):
+        generated.append(name)
+        return original(name, fn)
+
+    monkeypatch.setattr(gates, "_compiled", spy)
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, (h_n, _) = layer(x)
+        loss = (out if read == "output" else h_n).float().square().sum()
+        return torch.autograd.grad(loss, list(layer.parameters()))
+
+    fused = fusion("always", run)
+    assert generated == []
+    plain = fusion("never", run)
+    for a, b in zip(fused, plain):  # sums of 24,576 bfloat16 products: within 1 % of the largest
+        torch.testing.assert_close(a, b, atol=1e-2 * float(b.abs().max()), rtol=0)
+
 @pytest.mark.parametrize("channels_innermost", [False, True])
 def test_the_output_gradient_in_either_layout(fusion, monkeypatch, channels_innermost):
     """The output is channels-innermost, while a loss usually hands back a contiguous

@@ -470,11 +470,10 @@ class FusedSequence(torch.autograd.Function):
 
         hidden_pairs, input_pairs = _pairs(hidden_pad), _pairs(input_pad)
         acc_dtype = c_first.dtype
-        dh = (
-            torch.zeros_like(c_first, dtype=acc_dtype)
-            if d_h_n is None
-            else view.rows(d_h_n.to(acc_dtype))
-        )
+        # The hidden state's gradient in the convolutions' dtype, as every later step's
+        # is (a convolution of the gate gradient) and as the loop reads it; the cell's
+        # in float32.
+        dh = torch.zeros_like(c_first, dtype=dtype) if d_h_n is None else view.rows(d_h_n.to(dtype))
         dc = torch.zeros_like(c_first) if d_c_n is None else view.rows(d_c_n.to(acc_dtype))
         # Summed over the steps in float32 also for float16/bfloat16 convolutions.
         sum_dtype = torch.promote_types(dtype, torch.float32)
