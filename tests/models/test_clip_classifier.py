@@ -195,3 +195,10 @@ def test_fish_presets_follow_the_published_layers():
     assert model.pool_mode == "max" and model.head[-1].out_features == 1
     one = create_model("fish-1layer")
     assert len(one.layers) == 1 and not one.final_norm.affine
+
+
+@pytest.mark.parametrize("attention", [True, 1, {"sam": True}.items()])
+def test_attention_of_another_type_is_named_in_one_line(attention):
+    """``attention: true`` in a config gave "'bool' object is not iterable"."""
+    with pytest.raises(ValueError, match=r"^attention must be None, one of \['sam', 'spatial', "):
+        ClipClassifier(1, attention=attention)

@@ -28,7 +28,15 @@ ATTENTION_KINDS = ("sam", "spatial", "temporal")
 def _attention_set(attention: str | Sequence[str] | None) -> set[str]:
     if attention is None:
         return set()
-    kinds = [attention] if isinstance(attention, str) else list(attention)
+    if isinstance(attention, str):
+        kinds = [attention]
+    elif isinstance(attention, Sequence):
+        kinds = list(attention)
+    else:
+        raise ValueError(
+            f"attention must be None, one of {list(ATTENTION_KINDS)} or a list of them, "
+            f"got {attention!r}"
+        )
     for kind in kinds:
         check_choice("attention", kind, ATTENTION_KINDS)
     return set(kinds)
