@@ -272,6 +272,19 @@ def test_the_output_gradient_in_either_layout(fusion, monkeypatch, channels_inne
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
 
 
+def test_an_empty_batch_with_a_channels_innermost_gradient(fusion):
+    layer = ConvLSTMNd(1, 16, 3, ndim=2)
+    x = torch.randn(0, 3, 1, 8, 8, requires_grad=True)
+    grad = torch.randn(0, 3, 8, 8, 16).permute(0, 1, 4, 2, 3)
+
+    def run():
+        out, _ = layer(x)
+        return torch.autograd.grad(out, [x, *layer.parameters()], grad)
+
+    for a, b in zip(fusion("always", run), fusion("never", run)):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_bfloat16_weight_gradient_in_two_parts_equals_the_joint_one(fusion, monkeypatch, bias):
     """One input channel and 16 hidden ones (17 stacked, a 3x3 kernel): in bfloat16 the

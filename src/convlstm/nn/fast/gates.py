@@ -256,7 +256,7 @@ class _Rows:
         back to back."""
         if not self.last or t.stride(1) == 1:
             rows = self.strided_rows(t)
-            if rows[0].is_contiguous():
+            if not len(rows) or rows[0].is_contiguous():
                 return rows
             if not buffer or buffer[0].shape != rows.shape:
                 buffer[:] = [torch.empty(rows.shape, dtype=t.dtype, device=t.device)]
