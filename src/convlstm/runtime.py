@@ -48,14 +48,17 @@ def configure_malloc() -> bool:
 
 def quiet_libraries() -> None:
     """Keep the command's output to what it says itself: Lightning's start-up notes (the
-    accelerator lines, the logger advert) and a deprecation warning Lightning triggers
-    inside PyTorch are left out (``--debug`` shows them)."""
+    accelerator lines, the logger advert), a deprecation warning Lightning triggers
+    inside PyTorch, and the ONNX exporter's note that torchvision (which no model here
+    uses) is not installed are left out (``--debug`` shows them)."""
+    import logging
     import warnings
 
     # Lightning sets its loggers to INFO when it is imported, which the commands do only
     # when they need it (not for --help or a config error): quiet them after that.
     _after_import("lightning", _quiet_lightning)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def _quiet_lightning() -> None:
