@@ -38,3 +38,21 @@ def fused_cells(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(layer, "run_fast_path", counted)
     return ran
+
+
+@pytest.fixture
+def generated_loops(monkeypatch) -> list[str]:
+    """The names of the generated gate loops asked for (``fast.gates._compiled``, which
+    compiles each at its first call in a process): empty where the hand-written loops
+    took every step."""
+    from convlstm.nn.fast import gates
+
+    asked: list[str] = []
+    real = gates._compiled
+
+    def spy(name, fn):
+        asked.append(name)
+        return real(name, fn)
+
+    monkeypatch.setattr(gates, "_compiled", spy)
+    return asked
