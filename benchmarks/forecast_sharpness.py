@@ -81,18 +81,23 @@ class _Stacks(nn.Module):
         self.features = sum(widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        xs = patchify(x.flatten(0, 1), PATCH, 2).unflatten(0, (b, -1))
+        before = torch.cat([x[:, :1], x[:, :-1]], 1)  # each input's previous frame
+        xs = torch.stack([self.inputs(x[:, t], before[:, t]) for t in range(x.shape[1])], 1)
         _, state = self.encoder(xs)
         self.start(x)
         frames, inp, previous = [], xs[:, -1], x[:, -1]
         for _ in range(FRAMES):
             outputs, state = self.forecaster(inp.unsqueeze(1), state)
             features = torch.cat([o[:, 0] for o in outputs], 1)
-            previous = self.frame(features, previous)
-            frames.append(previous)
-            inp = patchify(previous, PATCH, 2)
+            frame = self.frame(features, previous)
+            frames.append(frame)
+            inp = self.inputs(frame, previous)
+            previous = frame
         return torch.stack(frames, 1)
+
+    def inputs(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """What the ConvLSTMs read of ``frame`` (``previous``: the frame before it)."""
+        return patchify(frame, PATCH, 2)
 
     def start(self, x: torch.Tensor) -> None:
         """Called once per forecast with the inputs ``(B, T, 1, H, W)``."""
@@ -183,21 +188,6 @@ class MotionDNA(DNA):
 
     def inputs(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         return torch.cat([patchify(frame, PATCH, 2), self.cost(frame, previous)], 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        previous_frames = torch.cat([x[:, :1], x[:, :-1]], 1)
-        xs = torch.stack([self.inputs(x[:, t], previous_frames[:, t])
-                          for t in range(x.shape[1])], 1)  # fmt: skip
-        _, state = self.encoder(xs)
-        frames, inp, previous = [], xs[:, -1], x[:, -1]
-        for _ in range(FRAMES):
-            outputs, state = self.forecaster(inp.unsqueeze(1), state)
-            features = torch.cat([o[:, 0] for o in outputs], 1)
-            frame = self.frame(features, previous)
-            frames.append(frame)
-            inp = self.inputs(frame, previous)
-            previous = frame
-        return torch.stack(frames, 1)
 
 
 class CDNA(_Stacks):
