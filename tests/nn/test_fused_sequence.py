@@ -234,6 +234,7 @@ def test_bfloat16_training_takes_the_loops_from_the_last_step(fusion, generated_
     for a, b in zip(fused, plain):  # sums of 24,576 bfloat16 products: within 1 % of the largest
         torch.testing.assert_close(a, b, atol=1e-2 * float(b.abs().max()), rtol=0)
 
+
 @pytest.mark.parametrize("channels_innermost", [False, True])
 def test_the_output_gradient_in_either_layout(fusion, monkeypatch, channels_innermost):
     """The output is channels-innermost, while a loss usually hands back a contiguous
@@ -265,6 +266,7 @@ def test_the_output_gradient_in_either_layout(fusion, monkeypatch, channels_inne
 
 
 def test_an_empty_batch_with_a_channels_innermost_gradient(fusion):
+    """A step whose rows are checked for being back to back may have no sample."""
     layer = ConvLSTMNd(1, 16, 3, ndim=2)
     x = torch.randn(0, 3, 1, 8, 8, requires_grad=True)
     grad = torch.randn(0, 3, 8, 8, 16).permute(0, 1, 4, 2, 3)
