@@ -56,6 +56,7 @@ FIRST_CALL = {"warmup": 0, "min_iters": 4, "iters": 4, "budget": 0.0}
 QUICK_FIRST_CALL = {"warmup": 0, "min_iters": 2, "iters": 2, "budget": 0.0}
 FIRST_CALL_IMPLS = (OURS, "convgru", *PEERS)
 COLD, WARM = "first call, cold cache", "first call, warm cache"
+BF16 = "bf16 autocast"
 # The "avx2" rows: every library held to AVX2 as on most CPUs (no AVX-512), in the same
 # run as the full-ISA rows. oneDNN (PyTorch's and TensorFlow's convolutions) reads
 # ONEDNN_MAX_CPU_ISA, ATen's kernels and Inductor's generated loops ATEN_CPU_CAPABILITY,
@@ -105,6 +106,9 @@ def plan_cases(
                 for impl in (i for i in FIRST_CALL_IMPLS if i in impls):
                     cases += [Case(impl, wl, "train", v, group="first-call", isa=isa)
                               for v in (COLD, WARM)]  # fmt: skip
+            if OURS in impls:  # bfloat16 autocast, where its loops are built for it
+                cases += [Case(OURS, wl, "train", f"{BF16}, {v}", ("--bf16",), group="first-call")
+                          for v in (COLD, WARM)]  # fmt: skip
     if not speed:
         return cases
     for wl in workloads:
@@ -112,7 +116,7 @@ def plan_cases(
             cases += [Case(impl, wl, mode, isa=isa) for isa in isas for impl in IMPLS
                       if impl in impls]  # fmt: skip
             if OURS in impls:
-                cases.append(Case(OURS, wl, mode, "bf16 autocast", ("--bf16",)))
+                cases.append(Case(OURS, wl, mode, BF16, ("--bf16",)))
             if OURS in impls and ablations:
                 cases += [
                     Case(OURS, wl, mode, "fusion=never", ("--fusion", "never"), group="ablation"),
@@ -208,8 +212,9 @@ class CompileCaches:
         self.root = Path(tempfile.mkdtemp(prefix="convlstm-bench-cache-"))
 
     def env(self, case: Case) -> dict[str, str]:
-        path = self.root / f"{case.impl}-{case.workload}-{case.isa or 'native'}"
-        if case.variant == COLD:
+        dtype = "-bf16" if case.variant.startswith(BF16) else ""
+        path = self.root / f"{case.impl}{dtype}-{case.workload}-{case.isa or 'native'}"
+        if case.variant.endswith(COLD):
             shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
         # Inductor's (and so torch.compile's and convlstm's run-time C++ builds') cache.
@@ -245,7 +250,7 @@ def paired_bf16_speedups(rounds: list[list[dict[str, Any]]]) -> dict[str, float]
         by_key = {(r["workload"], r["mode"], r["variant"]): r for r in ours}
         for (wl, mode, variant), r in by_key.items():
             fp32 = by_key.get((wl, mode, ""))
-            if variant == "bf16 autocast" and fp32 is not None:
+            if variant == BF16 and fp32 is not None:
                 ratios.setdefault(f"{wl} {mode}", []).append(fp32["median_s"] / r["median_s"])
     return {key: sorted(v)[(len(v) - 1) // 2] for key, v in ratios.items()}
 
@@ -371,7 +376,8 @@ def first_call_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for r in first:
         isa = r.get("isa", "").upper() or "all"
-        cells = [r["workload"], r["impl"], isa, r["variant"].rsplit(", ", 1)[-1]]
+        impl = f"{r['impl']} ({BF16})" if r["variant"].startswith(BF16) else r["impl"]
+        cells = [r["workload"], impl, isa, r["variant"].rsplit(", ", 1)[-1]]
         keys = (("setup_s", ".1f"), ("first_s", ".2f"), ("later_s", ".2f"),
                 ("first_ratio", ".1f"), ("load1_before", ".1f"))  # fmt: skip
         cells += [fmt(r.get(k), spec) for k, spec in keys]
