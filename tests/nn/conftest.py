@@ -54,6 +54,19 @@ def simd_isas() -> list[str]:
     return names[names.index(native) :] if backend.simd and native in names else []
 
 
+def _loops_run() -> bool:
+    from convlstm.nn import backend
+    from convlstm.nn.fast._torch import cpu_vector_isa
+
+    return bool(backend.simd and cpu_vector_isa())
+
+
+#: Skips a test where no hand-written loops run (another CPU, or switched off).
+needs_loops = pytest.mark.skipif(
+    not _loops_run(), reason="needs a CPU with AVX-512 BF16 or AVX2 and the loops switched on"
+)
+
+
 @pytest.fixture(params=simd_isas() or [None])
 def isa(request, monkeypatch):
     """Each instruction set's hand-written loops in turn, as the ones that run."""

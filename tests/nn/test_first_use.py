@@ -16,14 +16,9 @@ import torch
 import convlstm
 from convlstm.nn import backend
 from convlstm.nn.fast import simd
-from convlstm.nn.fast._torch import cpu_vector_isa, load_cpp
+from convlstm.nn.fast._torch import load_cpp
 
-from .conftest import GATES, gate_kind, simd_isas
-
-needs_loops = pytest.mark.skipif(
-    not (backend.simd and cpu_vector_isa()),
-    reason="needs a CPU with AVX-512 BF16 or AVX2 and the loops switched on",
-)
+from .conftest import GATES, gate_kind, needs_loops, simd_isas
 
 
 def _installed() -> bool:

@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from convlstm.nn import backend
-from convlstm.nn.fast._torch import cpu_vector_isa
 from convlstm.training.config import config_from_dict, deep_merge, resolve_config
 from convlstm.training.run import _prepare, load_yaml
-
-needs_loops = pytest.mark.skipif(
-    not (backend.simd and cpu_vector_isa()),
-    reason="needs a CPU with AVX-512 BF16 or AVX2 and the loops switched on",
-)
+from tests.nn.conftest import needs_loops
 
 # Few samples, the configs' batch and frame sizes; the schedule over steps, since a
 # time schedule needs the trainer's time budget.
