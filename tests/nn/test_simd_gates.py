@@ -367,23 +367,29 @@ def test_weight_grad_declines(isa):
     assert simd.weight_grad(dz.double(), inputs.double(), (3, 3), False) is None
 
 
+@pytest.fixture
+def weight_grad_results(monkeypatch) -> list:
+    """What each call of ``simd.weight_grad`` returned (``None`` where it declined)."""
+    results = []
+    loop = simd.weight_grad
+    monkeypatch.setattr(simd, "weight_grad", lambda *a: results.append(loop(*a)) or results[-1])
+    return results
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, BF16])
-def test_w1_stacked_weight_grad_takes_the_avx2_loop(monkeypatch, isa, dtype):
+def test_w1_stacked_weight_grad_takes_the_avx2_loop(weight_grad_results, isa, dtype):
     """A W1 training step's stacked weight gradient (17 channels x 9 taps, 4 x 118 x 158
     outputs of 64 channels): with the AVX2 loops it takes the hand-written loop (oneDNN's
     AVX2 weight gradient took twice as long), with AVX-512 oneDNN's; both equal the
     float32 sums within their rounding (oneDNN's bfloat16 result: one bfloat16 rounding)."""
     from convlstm.nn.fast.sequence import step_weight_grad
 
-    taken = []
-    loop = simd.weight_grad
-    monkeypatch.setattr(simd, "weight_grad", lambda *a: taken.append(loop(*a)) or taken[-1])
     inputs = torch.randn(4, 17, 120, 160).to(dtype).contiguous(memory_format=torch.channels_last)
     dz = torch.randn(4, 64, 118, 158).to(dtype).contiguous(memory_format=torch.channels_last)
     weight = torch.empty(64, 17, 3, 3, dtype=dtype)
     dw, db = step_weight_grad(dz, inputs, weight, True)
-    assert len(taken) == (1 if isa == "avx2" else 0)
-    assert all(result is not None for result in taken)
+    assert len(weight_grad_results) == (1 if isa == "avx2" else 0)
+    assert all(result is not None for result in weight_grad_results)
     _, ref_dw, ref_db = torch.ops.aten.convolution_backward(
         dz.float(), inputs.float(), weight.float(), [64], [1, 1], [0, 0], [1, 1], False,
         [0, 0], 1, [False, True, True],
@@ -395,16 +401,15 @@ def test_w1_stacked_weight_grad_takes_the_avx2_loop(monkeypatch, isa, dtype):
     if isa == "avx2":
         with backend.override(avx2_weight_grad=False):
             step_weight_grad(dz, inputs, weight, True)
-        assert len(taken) == 1  # switched off: oneDNN's
+        assert len(weight_grad_results) == 1  # switched off: oneDNN's
 
 
-def test_a_cell_stepped_alone_takes_the_avx2_weight_grad_loop(monkeypatch, isa, auto_fusion):
+def test_a_cell_stepped_alone_takes_the_avx2_weight_grad_loop(
+    weight_grad_results, isa, auto_fusion
+):
     """A cell stepped on its own (``FusedGates`` and ``StepConv``, as a forecaster's
     decoder steps it) at W1's size: its stacked weight gradient takes the hand-written
     loop with the AVX2 loops, as ``FusedSequence``'s does, and equals the reference."""
-    taken = []
-    loop = simd.weight_grad
-    monkeypatch.setattr(simd, "weight_grad", lambda *a: taken.append(loop(*a)) or taken[-1])
     cell = ConvLSTMCell2d(1, 16, 3, recurrent_activation="hard_sigmoid")
     x = torch.randn(4, 1, 120, 160, requires_grad=True)
     state = tuple(torch.randn(4, 16, 120, 160) for _ in range(2))
@@ -415,5 +420,5 @@ def test_a_cell_stepped_alone_takes_the_avx2_weight_grad_loop(monkeypatch, isa, 
         return (h, c), torch.autograd.grad(loss, [x, *cell.parameters()])
 
     _against_the_reference(run, 2e-5)
-    assert len(taken) == (1 if isa == "avx2" else 0)  # the eager reference takes none
-    assert all(result is not None for result in taken)
+    assert len(weight_grad_results) == (1 if isa == "avx2" else 0)  # the eager reference takes none
+    assert all(result is not None for result in weight_grad_results)
