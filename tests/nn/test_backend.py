@@ -171,6 +171,7 @@ def test_private_torch_apis_are_called_from_one_module():
 def test_the_loops_argument_types_come_from_the_cpp():
     types = simd._argtypes(simd._SOURCE.read_text())
     assert list(types) == ["forward", "backward", "transpose", "weight_grad"]
-    assert [len(t) for t in types.values()] == [11, 16, 8, 17]
-    assert types["forward"][:4] == ["const void*", "const float*", "void*", "float*"]
+    assert [len(t) for t in types.values()] == [13, 19, 8, 17]
+    pointers = ["const void*", "const float*", "const float*", "void*", "float*"]
+    assert types["forward"][:5] == pointers
     assert set(types["weight_grad"][3:]) == {"int64_t"}

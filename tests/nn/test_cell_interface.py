@@ -82,8 +82,10 @@ def test_the_lstm_cell_declares_its_fast_path_only_for_the_plain_cell():
         return cell.fast_path(cell.plan((8, 8)))
 
     assert path() is not None and path(recurrent_activation="hard_sigmoid") is not None
-    others = [{"peephole": "channel"}, {"layer_norm": True}, {"attention": "sam"},
-              {"stride": 2}, {"activation": "relu"}, {"recurrent_activation": "relu"}]  # fmt: skip
+    assert path(peephole="channel") is not None
+    assert path(peephole="pixel", spatial_size=(8, 8)) is not None
+    others = [{"layer_norm": True}, {"attention": "sam"}, {"stride": 2},
+              {"activation": "relu"}, {"recurrent_activation": "relu"}]  # fmt: skip
     for options in others:
         assert path(**options) is None, options
 

@@ -40,10 +40,11 @@ def fresh_kernels(monkeypatch):
     monkeypatch.setattr(simd, "_kernels", {})
 
 
-# One training step of two layers at the fast path's size (2 x 16 x 48 x 48 state
+# One training step of four layers at the fast path's size (2 x 16 x 48 x 48 state
 # elements per step, above backend.min_fast_elements): W1's kind (valid padding, hard
-# sigmoid, no bias) and W2's (same padding, sigmoid, bias), with fusion "auto" and
-# with the reference ("never"), in a fresh process with an empty compile cache.
+# sigmoid, no bias), W2's (same padding, sigmoid, bias) and Shi et al.'s, with
+# peepholes per channel and per pixel, with fusion "auto" and with the reference
+# ("never"), in a fresh process with an empty compile cache.
 _FIRST_STEP = textwrap.dedent(
     """
     import json, sys, torch, convlstm
@@ -52,6 +53,9 @@ _FIRST_STEP = textwrap.dedent(
     def step(**options):
         torch.manual_seed(0)
         layer = convlstm.ConvLSTM2d(1, 16, 3, **options)
+        with torch.no_grad():  # non-zero peepholes
+            for p in layer.parameters():
+                p.add_(torch.randn(p.shape) * 0.3)
         x = torch.randn(2, 3, 1, 50, 50, requires_grad=True)
         out = layer(x)[0]
         loss = torch.nn.functional.mse_loss(out, torch.zeros(out.shape))
@@ -59,7 +63,9 @@ _FIRST_STEP = textwrap.dedent(
         return [out, *grads]
 
     configs = [dict(padding="valid", bias=False, recurrent_activation="hard_sigmoid"),
-               dict(padding="same", bias=True, recurrent_activation="sigmoid")]
+               dict(padding="same", bias=True, recurrent_activation="sigmoid"),
+               dict(peephole="channel"),
+               dict(peephole="pixel", spatial_size=(50, 50), padding="valid")]
     assert 2 * 16 * 48 * 48 >= backend.min_fast_elements
     fast = [step(**c) for c in configs]
     compiler = [m for m in ("torch._dynamo", "torch._inductor.codecache") if m in sys.modules]
@@ -93,14 +99,15 @@ def _kernel_inputs(name: str, dtype: torch.dtype) -> list:
     bf16 = int(dtype == torch.bfloat16)
     z = (torch.randn(rows, 4, width) * 3).to(dtype)
     c = torch.randn(rows, width)
+    peep = torch.randn(3, 35, width)  # peepholes per pixel: rows of 6 samples of 35
     if name == "forward":
-        return [z, c, torch.empty(rows, width, dtype=dtype), torch.empty(rows, width),
-                rows, width, rows, 0, int(gate_kind("sigmoid")), bf16, threads]  # fmt: skip
+        return [z, c, peep, torch.empty(rows, width, dtype=dtype), torch.empty(rows, width),
+                rows, width, 35, rows, 0, int(gate_kind("sigmoid")), bf16, threads]  # fmt: skip
     if name == "backward":
         dh, more = torch.randn(rows, width).to(dtype), torch.randn(rows, width).to(dtype)
-        return [dh, torch.randn(rows, width), z, c, torch.randn(rows, width), more,
-                torch.empty_like(z), torch.empty(rows, width), rows, width, rows, 0, 1,
-                int(gate_kind("hard_sigmoid")), bf16, threads]  # fmt: skip
+        return [dh, torch.randn(rows, width), z, c, torch.randn(rows, width), peep, more,
+                torch.empty_like(z), torch.empty(rows, width), torch.zeros_like(peep), rows,
+                width, 35, rows, 0, 1, int(gate_kind("hard_sigmoid")), bf16, threads]  # fmt: skip
     if name == "transpose":
         source = torch.randn(3, width, 5, 7).to(dtype)
         return [source, torch.empty(3, 5, 7, width, dtype=dtype), 3, width, 35, source.stride(0),

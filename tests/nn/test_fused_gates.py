@@ -48,6 +48,27 @@ def test_values_and_gradients_equal_the_plain_equations(layout, gate):
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-7)
 
 
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("peephole", ["channel", "pixel"])
+def test_peepholes_equal_the_plain_equations(layout, gate, peephole):
+    """Shi et al.'s peepholes, one weight per channel or per pixel, in every layout (the
+    generated loops in float64): values and the gradients of gates, cell and weights."""
+    gates, c_prev = _inputs(layout)
+    spatial = c_prev.shape[2:] if peephole == "pixel" else (1,) * (c_prev.dim() - 2)
+    weights = torch.randn(3, c_prev.shape[1], *spatial, dtype=torch.float64, requires_grad=True)
+    h, c = fused_gates(gates, c_prev, gate_kind(gate), weights)
+    values = lstm_gate_values(gates, c_prev, weights, None, None, torch.tanh, ACTIVATIONS[gate])
+    torch.testing.assert_close(h, values["h"], atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(c, values["c"], atol=1e-12, rtol=1e-12)
+    scale = torch.randn_like(h), torch.randn_like(c)
+    inputs = (gates, c_prev, weights)
+    ours = torch.autograd.grad((h * scale[0]).sum() + (c * scale[1]).sum(), inputs)
+    loss = (values["h"] * scale[0]).sum() + (values["c"] * scale[1]).sum()
+    for a, b in zip(ours, torch.autograd.grad(loss, inputs)):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-7)
+
+
 def _format(layout: str) -> torch.memory_format:
     return {
         "channels_last": torch.channels_last,
@@ -61,7 +82,13 @@ def _format(layout: str) -> torch.memory_format:
 def test_gradcheck_float64(layout, gate):
     gates, c_prev = _inputs(layout, features=2)
     kind = gate_kind(gate)
-    assert torch.autograd.gradcheck(lambda g, c: FusedGates.apply(g, c, kind), (gates, c_prev))
+    assert torch.autograd.gradcheck(
+        lambda g, c: FusedGates.apply(g, c, None, kind), (gates, c_prev)
+    )
+    peephole = torch.randn(3, 2, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda g, c, w: FusedGates.apply(g, c, w, kind), (gates, c_prev, peephole)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])

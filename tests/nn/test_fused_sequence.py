@@ -82,10 +82,13 @@ def _compare(fusion, layer, x, state=None, mode="always", **forward):
         {"num_layers": 2},  # the second layer's input needs a gradient
         # more channels x taps than SMALL_UNFOLD: oneDNN's weight gradient
         {"num_layers": 2, "hidden_channels": 8},
+        {"peephole": "channel"},
+        {"peephole": "pixel", "spatial_size": (6, 7), "padding": "valid",
+         "recurrent_activation": "hard_sigmoid"},
     ],
     ids=[
         "same", "valid-hard-nobias", "valid-keras2-nobias", "int-padding", "even-kernel",
-        "stacked", "wide",
+        "stacked", "wide", "peephole-channel", "peephole-pixel",
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("reverse", [False, True])
@@ -98,11 +101,14 @@ def test_equals_the_step_path_2d(fusion, options, reverse):
 
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("checkpoint", [False, True])
-def test_the_fast_path_size_takes_it_in_float64(fusion, fused_cells, gate, checkpoint):
+@pytest.mark.parametrize("peephole", [False, "channel"])
+def test_the_fast_path_size_takes_it_in_float64(fusion, fused_cells, gate, checkpoint, peephole):
     """In "auto" mode (the default) a layer at the fast path's size, 2 x 16 channels x
     48 x 48 = 73,728 cell elements per step, runs ``FusedSequence`` for every gate kind
-    of the hand-written kernels, also checkpointed, and equals the step path."""
-    layer = _layer(hidden_channels=16, recurrent_activation=gate, padding="valid")
+    of the hand-written kernels, with or without peepholes, also checkpointed, and
+    equals the step path."""
+    layer = _layer(hidden_channels=16, recurrent_activation=gate, padding="valid",
+                   peephole=peephole)  # fmt: skip
     layer.checkpoint = checkpoint
     x = torch.randn(2, 3, 2, 50, 50, dtype=torch.float64, requires_grad=True)
     grad_fn = _compare(fusion, layer, x, mode="auto")
@@ -142,6 +148,12 @@ def test_gradcheck_float64():
         return FusedSequence.apply(x, None, None, weight, bias, pad, pad, True, True)
 
     assert torch.autograd.gradcheck(zero_state, (x, weight, bias))
+
+    def peepholes(x, h_0, c_0, weight, peephole):  # per pixel; checkpointed in 2 segments
+        return FusedSequence.apply(x, h_0, c_0, weight, None, pad, pad, False, False, 2, peephole)
+
+    peephole = torch.randn(3, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(peepholes, (x, h_0, c_0, weight, peephole))
 
 
 @pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
@@ -318,15 +330,14 @@ def test_bfloat16_weight_gradient_in_two_parts_equals_the_joint_one(fusion, monk
 
 @pytest.mark.parametrize(
     "setting",
-    ["lengths", "peephole", "layer_norm", "stride", "relu"],
+    ["lengths", "layer_norm", "stride", "relu"],
 )
 def test_other_cases_take_the_step_path(fusion, setting, monkeypatch):
-    """The choice of path alone: the step path's compiled loop for peepholes, norms and
-    other activations is the plain function here (its values are tested in
-    test_export), which spares a compile per case."""
+    """The choice of path alone: the step path's compiled loop for norms and other
+    activations is the plain function here (its values are tested in test_export),
+    which spares a compile per case."""
     monkeypatch.setitem(gates._kernels, "lstm_pointwise", functional.lstm_pointwise)
     options = {
-        "peephole": {"peephole": "channel"},
         "layer_norm": {"layer_norm": True},
         "stride": {"stride": 2},
         "relu": {"activation": "relu"},
@@ -357,9 +368,9 @@ def test_inference_runs_the_same_forward(fusion, monkeypatch, options, with_stat
     calls = []
     forward = sequence._forward
 
-    def spy(*args, train):
+    def spy(*args, train, **options):
         calls.append(train)
-        return forward(*args, train=train)
+        return forward(*args, train=train, **options)
 
     monkeypatch.setattr(sequence, "_forward", spy)
     with torch.inference_mode():
@@ -574,11 +585,11 @@ def test_checkpointed_sequence_equals_the_kept_one(
     layer.checkpoint = True
     recomputed, recomputed_grads, _ = fusion("always", _outputs_and_grads, layer, x, state)
     if not options.get("bidirectional") and not options.get("num_layers"):
-        # x, h_0, output, weight, bias, c_0, then the cell before every later segment
-        # (instead of every step's cell and gates)
+        # x, h_0, output, weight, bias, peepholes, c_0, then the cell before every later
+        # segment (instead of every step's cell and gates)
         segments = -(-steps // segment)
-        assert saved(True) == ("FusedSequenceBackward", 6 + segments - 1)
-        assert saved(False) == ("FusedSequenceBackward", 6 + 2 * steps)
+        assert saved(True) == ("FusedSequenceBackward", 7 + segments - 1)
+        assert saved(False) == ("FusedSequenceBackward", 7 + 2 * steps)
     for a, b in zip(recomputed, kept):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
     for a, b in zip(recomputed_grads, kept_grads):

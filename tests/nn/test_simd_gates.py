@@ -7,7 +7,14 @@ import torch
 from convlstm.nn import ConvLSTMCell2d, backend, get_fusion, set_fusion
 from convlstm.nn.fast import simd
 from convlstm.nn.fast._torch import cpu_vector_isa
-from convlstm.nn.fast.gates import _compiled, _step_backward, _step_forward, fused_gates
+from convlstm.nn.fast.gates import (
+    _compiled,
+    _peephole_backward,
+    _peephole_forward,
+    _step_backward,
+    _step_forward,
+    fused_gates,
+)
 from convlstm.nn.layer import ConvLSTMNd
 
 from .conftest import GATES, gate_kind, kink_values
@@ -108,6 +115,54 @@ def test_backward_equals_the_generated_loop(dtype, gate, more, kinks, isa):
     torch.testing.assert_close(dc_prev, dc_ref, atol=1e-5, rtol=1e-5)
     _close(dz, dz_ref)
     assert torch.equal(dz == 0, dz_ref == 0)
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("weight_rows", [1, 35])
+@pytest.mark.parametrize("more", [False, True])
+def test_peephole_loops_equal_the_generated_ones(dtype, gate, weight_rows, more, isa):
+    """With peepholes, rows taking weight row ``r % P``: one row for all (channels-first
+    rows) or the 35 pixels of a sample (channels-last). Forward, backward and the
+    weights' gradient, which the loop adds into what it is given, summed over the 3
+    samples in float32."""
+    kind = gate_kind(gate)
+    z, c_prev = _step_inputs(dtype=dtype)
+    peep = torch.randn(3, weight_rows, 32)
+    h = _sequence_step(3, (5, 7), 32, dtype=dtype)
+    c = torch.empty_like(c_prev)
+    assert simd.forward(z, c_prev, kind, h, c, peep)
+    h_ref, c_ref = _compiled("peephole forward", _peephole_forward)(z, c_prev, kind, peep)
+    torch.testing.assert_close(c, c_ref, atol=2e-6, rtol=2e-6)
+    _close(h.reshape(h_ref.shape), h_ref)
+    dh, dc_out = torch.randn(c.shape).to(dtype), torch.randn(c.shape)
+    dh_more = None
+    if more:
+        dh_more = _sequence_step(3, (5, 7), 32, dtype=dtype)
+        dh_more.copy_(torch.randn(dh_more.shape))
+    earlier = torch.randn(peep.shape)  # a gradient summed over earlier steps
+    d_peep = earlier.clone()
+    dz, dc_prev = simd.backward(dh, dc_out, z, c, c_prev, kind, dh_more, None, peep, d_peep)
+    dz_ref, dc_ref, d_peep_ref = _compiled("peephole backward", _peephole_backward)(
+        dh, dc_out, z, c, c_prev, kind, dtype, peep, dh_more
+    )
+    torch.testing.assert_close(dc_prev, dc_ref, atol=1e-5, rtol=1e-5)
+    _close(dz, dz_ref)
+    torch.testing.assert_close(d_peep, earlier + d_peep_ref, atol=1e-4, rtol=1e-5)
+    no_peepholes = simd.backward(dh, dc_out, z, c, c_prev, kind, dh_more)
+    assert not torch.allclose(no_peepholes[1], dc_prev)  # the weights' paths count
+
+
+def test_peephole_weights_that_do_not_fit_are_declined(isa):
+    z, c_prev = _step_inputs(width=16)
+    h, c = _sequence_step(3, (5, 7), 16), torch.empty_like(c_prev)
+    peep = torch.randn(3, 35, 16)
+    assert not simd.forward(z, c_prev, 0, h, c, peep[:, :34])  # 34 does not divide 105
+    assert not simd.forward(z, c_prev, 0, h, c, peep.double())
+    assert not simd.forward(z, c_prev, 0, h, c, peep.transpose(1, 2).contiguous().mT)
+    dh = torch.zeros(c.shape, dtype=BF16)
+    assert simd.backward(dh, c, z, c, c_prev, 0, None, None, peep, None) is None
+    assert simd.backward(dh, c, z, c, c_prev, 0, None, None, peep, peep.double()) is None
 
 
 def test_saturation_and_nan(isa):
@@ -310,10 +365,51 @@ def test_a_layer_at_the_fast_path_size_runs_them(
 
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("autocast", [False, True])
-def test_a_cell_step_at_the_fast_path_size_runs_them(calls, auto_fusion, gate, autocast):
-    """A cell stepped on its own at the fast path's size (``FusedGates``): forward and
-    backward run the hand-written loops and equal the eager reference."""
-    cell = ConvLSTMCell2d(1, CHANNELS, 3, recurrent_activation=gate)
+@pytest.mark.parametrize("peephole", ["channel", "pixel"])
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_a_peephole_layer_at_the_fast_path_size_runs_them(
+    fused_cells, calls, generated_loops, auto_fusion, gate, autocast, peephole, checkpoint
+):
+    """Shi et al.'s cell, with peepholes per channel or per pixel, at the fast path's size:
+    it trains through ``FusedSequence`` on the hand-written loops alone (no loop is
+    generated, so a first step compiles nothing), and equals the eager reference; the
+    peepholes' gradient included."""
+    steps = 4
+    options = {"spatial_size": (SIZE, SIZE)} if peephole == "pixel" else {}
+    layer = ConvLSTMNd(1, CHANNELS, 3, ndim=2, recurrent_activation=gate, peephole=peephole,
+                       checkpoint=checkpoint, **options)  # fmt: skip
+    with torch.no_grad():
+        layer.cell(0).peephole_weight.normal_(0, 0.5)
+    x = torch.randn(BATCH, steps, 1, SIZE, SIZE, requires_grad=True)
+
+    def run():
+        with torch.autocast("cpu", dtype=BF16, enabled=autocast):
+            out, (h_n, c_n) = layer(x)
+        loss = (out.float().square().sum() + c_n.square().sum()) / out.numel()
+        return (out, h_n, c_n), torch.autograd.grad(loss, [x, *layer.parameters()])
+
+    _against_the_reference(run, 2e-2 if autocast else 2e-5)
+    assert fused_cells == [id(layer.cell(0))]
+    forward = 2 * steps if checkpoint else steps
+    assert calls == {"forward": forward, "backward": steps}
+    assert generated_loops == []
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("peephole", [False, "channel", "pixel"])
+def test_a_cell_step_at_the_fast_path_size_runs_them(
+    calls, generated_loops, auto_fusion, gate, autocast, peephole
+):
+    """A cell stepped on its own at the fast path's size (``FusedGates``), with or
+    without peepholes: forward and backward run the hand-written loops and equal the
+    eager reference."""
+    options = {"spatial_size": (SIZE, SIZE)} if peephole == "pixel" else {}
+    cell = ConvLSTMCell2d(1, CHANNELS, 3, recurrent_activation=gate, peephole=peephole,
+                          **options)  # fmt: skip
+    if peephole:
+        with torch.no_grad():
+            cell.peephole_weight.normal_(0, 0.5)
     x = torch.randn(BATCH, 1, SIZE, SIZE, requires_grad=True)
     state = tuple(torch.randn(BATCH, CHANNELS, SIZE, SIZE) for _ in range(2))
 
@@ -325,6 +421,7 @@ def test_a_cell_step_at_the_fast_path_size_runs_them(calls, auto_fusion, gate, a
 
     _against_the_reference(run, 2e-2 if autocast else 2e-5)
     assert calls == {"forward": 1, "backward": 1}
+    assert generated_loops == []
 
 
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])

@@ -260,9 +260,10 @@ class ConvLSTMCellNd(ConvRNNCellBase):
     def fast_path(self, plan: StepPlan) -> FastPath | None:
         """``FusedSequence`` (``convlstm.nn.fast.sequence``) for the usual cell: ``tanh``
         with gates of a ``GateKind`` (the sigmoid, Keras 3's or Keras 2's hard sigmoid),
-        no peepholes, layer norm or attention, a stacked plan, and this class's step."""
+        with or without peepholes, no layer norm or attention, a stacked plan, and this
+        class's step."""
         kind = gate_kind(self.activation, self.recurrent_activation)
-        plain = self.peephole_weight is None and not self.layer_norm and self.attention is None
+        plain = not self.layer_norm and self.attention is None
         if kind is None or not plain or not plan.stacked or not self._steps_like(ConvLSTMCellNd):
             return None
         return LSTMSequence(self, plan, kind)

@@ -444,8 +444,8 @@ class ConvLSTMNd(ConvRNNBase):
             backward recomputes one segment's cell states at a time and each step's
             gates when it reaches the step (two more convolutions per step), so memory
             beyond the output grows as ``sqrt(T)`` cell states. Other cells (masks,
-            recurrent dropout, attention, peepholes, layer norm) recompute every step
-            from its state.
+            recurrent dropout, attention, layer norm) recompute every step from its
+            state.
         attention: ``None`` or ``"sam"`` (SA-ConvLSTM's self-attention memory in every
             cell; the state gains a memory: ``(h, c, m)``).
         attention_options: ``SelfAttentionMemory`` keyword arguments (``key_channels``,

@@ -1,7 +1,7 @@
 """The common ConvLSTM gate step as one autograd function with hand-written derivatives.
 
 For the usual cell (``tanh`` activation, gates of a ``GateKind``: the sigmoid, Keras 3's
-or Keras 2's hard sigmoid; no peepholes, no layer norm) one step's gate arithmetic is
+or Keras 2's hard sigmoid; no layer norm) one step's gate arithmetic is
 
     i, f, o = σ(z_i), σ(z_f), σ(z_o);   g = tanh(z_g)
     c = f ∘ c_prev + i ∘ g;             h = o ∘ tanh(c)
@@ -12,6 +12,11 @@ and its derivatives, with ``dc`` the total gradient reaching ``c``::
     dz_i   = dc ∘ g ∘ σ'(z_i)    dz_f = dc ∘ c_prev ∘ σ'(z_f)
     dz_g   = dc ∘ i ∘ (1 - g²)   dz_o = dh ∘ tanh(c) ∘ σ'(z_o)
     dc_prev = dc ∘ f
+
+With peepholes (Shi et al. 2015) ``z_i``, ``z_f`` and ``z_o`` stand for ``z_i + w_i ∘
+c_prev``, ``z_f + w_f ∘ c_prev`` and ``z_o + w_o ∘ c``, and their paths add to the
+derivatives: ``dc += dz_o ∘ w_o``, ``dc_prev += dz_i ∘ w_i + dz_f ∘ w_f``, and ``dw_i``,
+``dw_f``, ``dw_o`` are the sums of ``dz_i ∘ c_prev``, ``dz_f ∘ c_prev`` and ``dz_o ∘ c``.
 
 where ``σ'`` is ``σ (1 - σ)`` for the sigmoid, and a hard sigmoid's slope (``1/6`` for
 Keras 3's, ``0.2`` for Keras 2's) on its linear part, else 0, its ends included or not
@@ -26,8 +31,8 @@ pre-activations are half the size of float32 activations. Each direction is one
 The loops run over "rows": a channels-last ``(B, 4F, *S)`` gate tensor is viewed (no
 copy) as ``(B·N, 4, F)`` and a contiguous one as ``(B, 4, F·N)``, so the inner loop is
 always unit-stride and vectorises; generated from the generic ``(B, 4F, *S)`` form it
-does not. On CPUs with AVX-512 BF16, float32 and bfloat16 gates with rows of a multiple
-of 16 run hand-written loops instead (``fast.simd``).
+does not. On x86 CPUs with AVX-512 BF16 or AVX2, float32 and bfloat16 gates with rows of
+a multiple of the vector's lanes run hand-written loops instead (``fast.simd``).
 """
 
 from __future__ import annotations
@@ -196,6 +201,49 @@ def _step_backward(
     return torch.stack([d.to(dtype) for d in dz], dim=-2), dc * f
 
 
+def _peephole_values(z, c_prev, kind: int, peep, c=None):
+    """A step with peepholes ``peep`` ``(3, P, K)`` (``w_i, w_f, w_o``; row ``r`` of ``z``
+    ``(R, 4, K)`` and ``c_prev`` ``(R, K)`` takes their row ``r % P``), each result
+    ``(R / P, P, K)``: the pre-activations with the peepholes' terms ``(z_i, z_f, z_o)``,
+    the gates ``(i, f, g, o)``, ``c_prev`` and ``c`` (computed, or the given one)."""
+    weight_rows, width = peep.shape[1:]
+    z = z.to(_compute_dtype(z.dtype)).reshape(-1, weight_rows, 4, width)
+    c_prev = c_prev.reshape(-1, weight_rows, width)
+    w_i, w_f, w_o = peep.unbind(0)
+    z_i, z_f, z_g, z_o = z.unbind(-2)
+    z_i, z_f = z_i + w_i * c_prev, z_f + w_f * c_prev
+    i, f, g = _gate(z_i, kind), _gate(z_f, kind), _tanh(z_g)
+    c = f * c_prev + i * g if c is None else c.reshape(c_prev.shape)
+    z_o = z_o + w_o * c
+    return (z_i, z_f, z_o), (i, f, g, _gate(z_o, kind)), c_prev, c
+
+
+def _peephole_forward(z: torch.Tensor, c_prev: torch.Tensor, kind: int, peep: torch.Tensor):
+    """``_step_forward`` with peepholes (``_peephole_values``)."""
+    _, (_, _, _, o), _, c = _peephole_values(z, c_prev, kind, peep)
+    rows = c_prev.shape
+    return (o * _tanh(c)).reshape(rows).to(z.dtype), c.reshape(rows)
+
+
+def _peephole_backward(dh, dc_out, z, c, c_prev, kind: int, dtype, peep, dh_more=None):
+    """``_step_backward`` with peepholes: also the step's gradient of ``peep``."""
+    (z_i, z_f, z_o), (i, f, g, o), c_prev, c = _peephole_values(z, c_prev, kind, peep, c)
+    w_i, w_f, w_o = peep.unbind(0)
+    dh = dh.reshape(c.shape).to(i.dtype)
+    if dh_more is not None:
+        dh = dh + dh_more.reshape(c.shape).to(i.dtype)
+    tanh_c = _tanh(c)
+    d_o = dh * tanh_c * _slope(z_o, o, kind)
+    dc = dc_out.reshape(c.shape) + dh * o * (1 - tanh_c * tanh_c) + d_o * w_o
+    d_i = dc * g * _slope(z_i, i, kind)
+    d_f = dc * c_prev * _slope(z_f, f, kind)
+    dz = (d_i, d_f, dc * i * (1 - g * g), d_o)
+    dz = torch.stack([d.to(dtype) for d in dz], dim=-2).reshape(z.shape)
+    dc_prev = (dc * f + d_i * w_i + d_f * w_f).reshape(-1, c.shape[-1])
+    d_peep = torch.stack([(d_i * c_prev).sum(0), (d_f * c_prev).sum(0), (d_o * c).sum(0)])
+    return dz, dc_prev, d_peep
+
+
 def _channels_last_copy(source: torch.Tensor, out: torch.Tensor) -> None:
     """``out`` ``(B, *S, F)`` = ``source`` ``(B, F, *S)``."""
     out.copy_(source.movedim(1, -1))
@@ -268,6 +316,29 @@ class _Rows:
             _compiled("channels_last_copy", _channels_last_copy)(t, buffer[0])
         return buffer[0]
 
+    def peephole_rows(self, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Peephole weights ``(3, F, 1, ...)`` (per channel) or ``(3, F, *S)`` (per pixel)
+        as the loops read them, ``(3, P, K)`` of ``dtype``: row ``r`` of the rows takes
+        row ``r % P`` (channels-last: ``(3, N, F)``, ``P`` the pixels; contiguous: ``(3,
+        1, F·N)``). Per-channel weights are spread over the pixels, so that one loop
+        serves both; ``peephole_grad`` sums their gradient back."""
+        full = weight.to(dtype).expand(3, *self.shape[1:])
+        if self.last:
+            return full.movedim(1, -1).reshape(3, -1, self.shape[1]).contiguous()
+        return full.reshape(3, 1, -1).contiguous()
+
+    def peephole_grad(
+        self, grad: torch.Tensor, shape: torch.Size, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """The gradient of peephole weights of ``shape`` and ``dtype`` from that of their
+        ``peephole_rows``."""
+        channels, spatial = self.shape[1], self.shape[2:]
+        if self.last:
+            grad = grad.reshape(3, *spatial, channels).movedim(-1, 1)
+        else:
+            grad = grad.reshape(3, channels, *spatial)
+        return grad.sum_to_size(shape).to(dtype)
+
     def unrows(self, t: torch.Tensor) -> torch.Tensor:
         """``(R, K)`` -> ``(B, F, *S)`` in this layout (a view)."""
         if self.last:
@@ -282,41 +353,57 @@ class _Rows:
         return t.reshape(batch, 4 * channels, *spatial)
 
 
-def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, kind: int):
-    """``(h, c)`` rows of one step: the hand-written loop where it applies, else the
-    generated one."""
-    result = simd.step_forward(z, c_prev, kind)
-    return result if result is not None else _compiled("forward", _step_forward)(z, c_prev, kind)
+def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, kind: int, peep=None):
+    """``(h, c)`` rows of one step (``peep``: peephole weights as ``_Rows.peephole_rows``
+    gives them, or ``None``): the hand-written loop where it applies, else the generated
+    one."""
+    result = simd.step_forward(z, c_prev, kind, peep)
+    if result is not None:
+        return result
+    if peep is None:
+        return _compiled("forward", _step_forward)(z, c_prev, kind)
+    return _compiled("peephole forward", _peephole_forward)(z, c_prev, kind, peep)
 
 
 def _backward_rows(
-    dh, dc_out, z, c, c_prev, kind: int, dtype: torch.dtype, dh_more=None, dz_out=None
+    dh, dc_out, z, c, c_prev, kind: int, dtype: torch.dtype, dh_more=None, dz_out=None,
+    peep=None, d_peep=None,
 ):  # fmt: skip
-    """``(dz, dc_prev)`` rows of one step (``_step_backward``'s arguments): the
-    hand-written loop where it applies (writing ``dz`` into ``dz_out`` when given), else
-    the generated one."""
-    result = simd.backward(dh, dc_out, z, c, c_prev, kind, dh_more, dz_out)
+    """``(dz, dc_prev)`` rows of one step (``_step_backward``'s arguments; with
+    peepholes ``peep``, their gradient added into ``d_peep`` of its shape and the compute
+    dtype): the hand-written loop where it applies (writing ``dz`` into ``dz_out`` when
+    given), else the generated one."""
+    result = simd.backward(dh, dc_out, z, c, c_prev, kind, dh_more, dz_out, peep, d_peep)
     if result is not None:
         return result
-    return _compiled("backward", _step_backward)(dh, dc_out, z, c, c_prev, kind, dtype, dh_more)
+    if peep is None:
+        backward = _compiled("backward", _step_backward)
+        return backward(dh, dc_out, z, c, c_prev, kind, dtype, dh_more)
+    backward = _compiled("peephole backward", _peephole_backward)
+    dz, dc_prev, step = backward(dh, dc_out, z, c, c_prev, kind, dtype, peep, dh_more)
+    d_peep += step
+    return dz, dc_prev
 
 
 class FusedGates(torch.autograd.Function):
-    """``(h, c) = FusedGates.apply(gates, c_prev, kind)``; see the module docstring.
+    """``(h, c) = FusedGates.apply(gates, c_prev, peephole, kind)``; see the module
+    docstring.
 
     ``gates`` ``(B, 4F, *S)`` (float16/bfloat16 gates are computed in float32),
-    ``c_prev`` ``(B, F, *S)``; returns ``h`` in the dtype of ``gates`` and ``c`` in
-    float32 (float64 for float64 gates), in the memory layout of ``gates``.
+    ``c_prev`` ``(B, F, *S)``, ``peephole`` ``(3, F, 1, ...)`` or ``(3, F, *S)`` or
+    ``None``; returns ``h`` in the dtype of ``gates`` and ``c`` in float32 (float64 for
+    float64 gates), in the memory layout of ``gates``.
     """
 
     @staticmethod
-    def forward(ctx, gates: torch.Tensor, c_prev: torch.Tensor, kind: int):
+    def forward(ctx, gates: torch.Tensor, c_prev: torch.Tensor, peephole, kind: int):
         view = _Rows(gates)
         z, c0 = view.inputs(gates, c_prev)
-        h, c = _forward_rows(z, c0, kind)
+        peep = None if peephole is None else view.peephole_rows(peephole, c0.dtype)
+        h, c = _forward_rows(z, c0, kind, peep)
         # c is kept anyway (the next step's c_prev, or c_n), so tanh(c) is recomputed
         # in the backward instead of stored, as are the activations.
-        ctx.save_for_backward(z, c, c0)
+        ctx.save_for_backward(z, c, c0, peep, peephole)
         ctx.view, ctx.kind, ctx.dtype = view, kind, gates.dtype
         ctx.c_dtype = c_prev.dtype
         return view.unrows(h), view.unrows(c)
@@ -324,21 +411,35 @@ class FusedGates(torch.autograd.Function):
     @staticmethod
     @first_derivatives_only
     def backward(ctx, dh: torch.Tensor, dc: torch.Tensor):
-        z, c, c0 = ctx.saved_tensors
+        z, c, c0, peep, peephole = ctx.saved_tensors
         view = ctx.view
+        d_peep = None if peep is None else torch.zeros_like(peep)
         dz, dc_prev = _backward_rows(
-            view.rows(dh), view.rows(dc.to(c.dtype)), z, c, c0, ctx.kind, ctx.dtype
-        )
-        return view.ungates(dz), view.unrows(dc_prev).to(ctx.c_dtype), None
+            view.rows(dh), view.rows(dc.to(c.dtype)), z, c, c0, ctx.kind, ctx.dtype,
+            peep=peep, d_peep=d_peep,
+        )  # fmt: skip
+        d_peephole = None
+        if peephole is not None and ctx.needs_input_grad[2]:
+            d_peephole = view.peephole_grad(d_peep, peephole.shape, peephole.dtype)
+        return view.ungates(dz), view.unrows(dc_prev).to(ctx.c_dtype), d_peephole, None
 
 
-def fused_gates(gates: torch.Tensor, c_prev: torch.Tensor, kind: int = GateKind.SIGMOID):
+def fused_gates(
+    gates: torch.Tensor,
+    c_prev: torch.Tensor,
+    kind: int = GateKind.SIGMOID,
+    peephole: torch.Tensor | None = None,
+):
     """One LSTM gate step (see the module docstring): ``(h, c)`` from ``gates``
     ``(B, 4F, *S)`` in order i, f, g, o and ``c_prev`` ``(B, F, *S)``, with gates of
-    ``kind`` (a ``GateKind``)."""
+    ``kind`` (a ``GateKind``) and peephole weights ``(3, F, 1, ...)`` (per channel) or
+    ``(3, F, *S)`` (per pixel) in order ``w_i, w_f, w_o``, or ``None``."""
     kind = GateKind(kind)
-    if torch.is_grad_enabled() and (gates.requires_grad or c_prev.requires_grad):
-        return FusedGates.apply(gates, c_prev, kind)
+    tensors = (gates, c_prev) if peephole is None else (gates, c_prev, peephole)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return FusedGates.apply(gates, c_prev, peephole, kind)
     view = _Rows(gates)
-    h, c = _forward_rows(*view.inputs(gates, c_prev), kind)
+    z, c0 = view.inputs(gates, c_prev)
+    peep = None if peephole is None else view.peephole_rows(peephole, c0.dtype)
+    h, c = _forward_rows(z, c0, kind, peep)
     return view.unrows(h), view.unrows(c)

@@ -15,6 +15,14 @@
 //             dz_f = dc c_prev s'(z_f);  dz_g = dc i (1 - g^2);  dz_o = dh tanh(c) s'(z_o);
 //             dc_prev = dc f
 //
+// With peepholes (Shi et al.'s cell; `peep_rows` P > 0, else `peep` is not read) z_i, z_f and z_o above stand for
+// z_i + w_i c_prev, z_f + w_f c_prev and z_o + w_o c, and the backward adds their paths:
+// dc += dz_o w_o, dc_prev += dz_i w_i + dz_f w_f, and it adds dz_i c_prev, dz_f c_prev and
+// dz_o c (float32, before any rounding of dz) into their weights' gradient `dpeep`. The
+// weights and their gradient are float32 (3, P, K) in order w_i, w_f, w_o: row r takes row
+// r % P of each (per pixel: P the rows of a sample; the caller spreads per-channel
+// weights over the pixels and sums their gradient back).
+//
 // s is one of the gate kinds of gates.GateKind: the sigmoid, Keras 3's hard sigmoid
 // relu6(x + 3) / 6 (s' = 1/6 for -3 < x < 3, else 0) or Keras 2's clip(0.2 x + 0.5, 0, 1)
 // (s' = 0.2 where 0 <= 0.2 x + 0.5 <= 1, else 0): at the kinks as autograd differentiates
@@ -293,82 +301,156 @@ inline int64_t strided_row(int64_t r, int64_t rows_per_batch, int64_t batch_stri
   return (r / rows_per_batch) * batch_stride + (r % rows_per_batch) * K;
 }
 
-template <typename T, int kind>
-void forward_rows(const T* z, const float* c_prev, T* h, float* c, int64_t rows, int64_t K,
-                  int64_t rows_per_batch, int64_t batch_stride, int threads) {
+template <typename T, int kind, bool peep>
+void forward_rows(const T* z, const float* c_prev, const float* w, T* h, float* c, int64_t rows,
+                  int64_t K, int64_t P, int64_t rows_per_batch, int64_t batch_stride,
+                  int threads) {
   // Over rows and vectors of them: a few long rows (channels-first) also split.
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t k = 0; k < K; k += kLanes) {
       const T* zr = z + r * 4 * K;
       T* hr = h + strided_row(r, rows_per_batch, batch_stride, K);
-      vec i = gate_ps<kind>(load(zr + k));
-      vec f = gate_ps<kind>(load(zr + K + k));
+      const float* wr = peep ? w + (r % P) * K + k : nullptr;
+      vec cp = load(c_prev + r * K + k);
+      vec z_i = load(zr + k), z_f = load(zr + K + k), z_o = load(zr + 3 * K + k);
+      if (peep) {
+        z_i = fmadd(load(wr), cp, z_i);
+        z_f = fmadd(load(wr + P * K), cp, z_f);
+      }
+      vec i = gate_ps<kind>(z_i);
+      vec f = gate_ps<kind>(z_f);
       vec g = tanh_ps(load(zr + 2 * K + k));
-      vec o = gate_ps<kind>(load(zr + 3 * K + k));
-      vec cell = fmadd(f, load(c_prev + r * K + k), mul(i, g));
+      vec cell = fmadd(f, cp, mul(i, g));
+      if (peep) z_o = fmadd(load(wr + 2 * P * K), cell, z_o);
+      vec o = gate_ps<kind>(z_o);
       store(c + r * K + k, cell);
       store(hr + k, mul(o, tanh_ps(cell)));
     }
   }
 }
 
-template <typename T, int kind, bool more>
-void backward_rows(const T* dh, const float* dc_out, const T* z, const float* c,
-                   const float* c_prev, const T* dh_more, T* dz, float* dc_prev, int64_t rows,
-                   int64_t K, int64_t rows_per_batch, int64_t batch_stride, int threads) {
+// One vector of one row backward; with peepholes it adds the row's terms of the weights'
+// gradient into acc[3].
+template <typename T, int kind, bool more, bool peep>
+inline void backward_vector(const T* dh, const float* dc_out, const T* z, const float* c,
+                            const float* c_prev, const float* w, const T* dh_more, T* dz,
+                            float* dc_prev, int64_t r, int64_t k, int64_t K, int64_t P,
+                            int64_t rows_per_batch, int64_t batch_stride, vec acc[3]) {
   const vec one = set1(1.0f);
+  const T* zr = z + r * 4 * K;
+  T* dzr = dz + r * 4 * K;
+  const int64_t at = r * K + k;
+  const float* wr = peep ? w + (r % P) * K + k : nullptr;
+  vec cp = load(c_prev + at), cell = load(c + at);
+  vec z_i = load(zr + k), z_f = load(zr + K + k), z_o = load(zr + 3 * K + k);
+  if (peep) {
+    z_i = fmadd(load(wr), cp, z_i);
+    z_f = fmadd(load(wr + P * K), cp, z_f);
+    z_o = fmadd(load(wr + 2 * P * K), cell, z_o);
+  }
+  vec i = gate_ps<kind>(z_i);
+  vec f = gate_ps<kind>(z_f);
+  vec g = tanh_ps(load(zr + 2 * K + k));
+  vec o = gate_ps<kind>(z_o);
+  vec grad_h = load(dh + at);
+  if (more) {
+    grad_h = add(grad_h, load(dh_more + strided_row(r, rows_per_batch, batch_stride, K) + k));
+  }
+  vec tanh_c = tanh_ps(cell);
+  vec d_o = mul(mul(grad_h, tanh_c), slope_ps<kind>(z_o, o));
+  vec dc = fmadd(mul(grad_h, o), fnmadd(tanh_c, tanh_c, one), load(dc_out + at));
+  if (peep) dc = fmadd(d_o, load(wr + 2 * P * K), dc);
+  vec d_i = mul(mul(dc, g), slope_ps<kind>(z_i, i));
+  vec d_f = mul(mul(dc, cp), slope_ps<kind>(z_f, f));
+  store(dzr + k, d_i);
+  store(dzr + K + k, d_f);
+  store(dzr + 2 * K + k, mul(mul(dc, i), fnmadd(g, g, one)));
+  store(dzr + 3 * K + k, d_o);
+  vec d_prev = mul(dc, f);
+  if (peep) {
+    d_prev = fmadd(d_i, load(wr), d_prev);
+    d_prev = fmadd(d_f, load(wr + P * K), d_prev);
+    acc[0] = fmadd(d_i, cp, acc[0]);
+    acc[1] = fmadd(d_f, cp, acc[1]);
+    acc[2] = fmadd(d_o, cell, acc[2]);
+  }
+  store(dc_prev + at, d_prev);
+}
+
+template <typename T, int kind, bool more, bool peep>
+void backward_rows(const T* dh, const float* dc_out, const T* z, const float* c,
+                   const float* c_prev, const float* w, const T* dh_more, T* dz,
+                   float* dc_prev, float* dw, int64_t rows, int64_t K, int64_t P,
+                   int64_t rows_per_batch, int64_t batch_stride, int threads) {
+  if (!peep) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t k = 0; k < K; k += kLanes) {
+        vec unused[3];
+        backward_vector<T, kind, more, false>(dh, dc_out, z, c, c_prev, w, dh_more, dz,
+                                              dc_prev, r, k, K, P, rows_per_batch,
+                                              batch_stride, unused);
+      }
+    }
+    return;
+  }
+  // Each (row of the weights, vector) goes over the samples that share it, so that its
+  // gradient is summed in registers and written by one thread: no reduction across
+  // threads.
+  const int64_t samples = rows / P;
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+  for (int64_t p = 0; p < P; ++p) {
     for (int64_t k = 0; k < K; k += kLanes) {
-      const T* zr = z + r * 4 * K;
-      T* dzr = dz + r * 4 * K;
-      const T* mr = more ? dh_more + strided_row(r, rows_per_batch, batch_stride, K) : nullptr;
-      const int64_t at = r * K + k;
-      vec z_i = load(zr + k), z_f = load(zr + K + k), z_o = load(zr + 3 * K + k);
-      vec i = gate_ps<kind>(z_i);
-      vec f = gate_ps<kind>(z_f);
-      vec g = tanh_ps(load(zr + 2 * K + k));
-      vec o = gate_ps<kind>(z_o);
-      vec grad_h = load(dh + at);
-      if (more) grad_h = add(grad_h, load(mr + k));
-      vec tanh_c = tanh_ps(load(c + at));
-      vec dc = fmadd(mul(grad_h, o), fnmadd(tanh_c, tanh_c, one), load(dc_out + at));
-      store(dzr + k, mul(mul(dc, g), slope_ps<kind>(z_i, i)));
-      store(dzr + K + k, mul(mul(dc, load(c_prev + at)), slope_ps<kind>(z_f, f)));
-      store(dzr + 2 * K + k, mul(mul(dc, i), fnmadd(g, g, one)));
-      store(dzr + 3 * K + k, mul(mul(grad_h, tanh_c), slope_ps<kind>(z_o, o)));
-      store(dc_prev + at, mul(dc, f));
+      vec acc[3] = {zero(), zero(), zero()};
+      for (int64_t b = 0; b < samples; ++b)
+        backward_vector<T, kind, more, true>(dh, dc_out, z, c, c_prev, w, dh_more, dz, dc_prev,
+                                             b * P + p, k, K, P, rows_per_batch, batch_stride,
+                                             acc);
+      for (int j = 0; j < 3; ++j) {
+        float* out = dw + j * P * K + p * K + k;
+        store(out, add(load(out), acc[j]));
+      }
     }
   }
 }
 
+template <typename T, int kind>
+auto forward_for(bool peep) {
+  return peep ? forward_rows<T, kind, true> : forward_rows<T, kind, false>;
+}
+
 template <typename T>
-void forward(const void* z, const float* c_prev, void* h, float* c, int64_t rows, int64_t K,
-             int64_t rows_per_batch, int64_t batch_stride, int64_t kind, int threads) {
-  auto run = kind == kHardSigmoidKeras2 ? forward_rows<T, kHardSigmoidKeras2>
-             : kind == kHardSigmoid     ? forward_rows<T, kHardSigmoid>
-                                        : forward_rows<T, kSigmoid>;
-  run(static_cast<const T*>(z), c_prev, static_cast<T*>(h), c, rows, K, rows_per_batch,
+void forward(const void* z, const float* c_prev, const float* w, void* h, float* c,
+             int64_t rows, int64_t K, int64_t P, int64_t rows_per_batch, int64_t batch_stride,
+             int64_t kind, int threads) {
+  const bool peep = P > 0;
+  auto run = kind == kHardSigmoidKeras2 ? forward_for<T, kHardSigmoidKeras2>(peep)
+             : kind == kHardSigmoid     ? forward_for<T, kHardSigmoid>(peep)
+                                        : forward_for<T, kSigmoid>(peep);
+  run(static_cast<const T*>(z), c_prev, w, static_cast<T*>(h), c, rows, K, P, rows_per_batch,
       batch_stride, threads);
 }
 
 template <typename T, int kind>
-auto backward_for(bool more) {
-  return more ? backward_rows<T, kind, true> : backward_rows<T, kind, false>;
+auto backward_for(bool more, bool peep) {
+  if (peep) return more ? backward_rows<T, kind, true, true> : backward_rows<T, kind, false, true>;
+  return more ? backward_rows<T, kind, true, false> : backward_rows<T, kind, false, false>;
 }
 
 template <typename T>
 void backward(const void* dh, const float* dc_out, const void* z, const float* c,
-              const float* c_prev, const void* dh_more, void* dz, float* dc_prev, int64_t rows,
-              int64_t K, int64_t rows_per_batch, int64_t batch_stride, bool more, int64_t kind,
+              const float* c_prev, const float* w, const void* dh_more, void* dz,
+              float* dc_prev, float* dw, int64_t rows, int64_t K, int64_t P,
+              int64_t rows_per_batch, int64_t batch_stride, bool more, int64_t kind,
               int threads) {
-  auto run = kind == kHardSigmoidKeras2 ? backward_for<T, kHardSigmoidKeras2>(more)
-             : kind == kHardSigmoid     ? backward_for<T, kHardSigmoid>(more)
-                                        : backward_for<T, kSigmoid>(more);
-  run(static_cast<const T*>(dh), dc_out, static_cast<const T*>(z), c, c_prev,
-      static_cast<const T*>(dh_more), static_cast<T*>(dz), dc_prev, rows, K, rows_per_batch,
-      batch_stride, threads);
+  const bool peep = P > 0;
+  auto run = kind == kHardSigmoidKeras2 ? backward_for<T, kHardSigmoidKeras2>(more, peep)
+             : kind == kHardSigmoid     ? backward_for<T, kHardSigmoid>(more, peep)
+                                        : backward_for<T, kSigmoid>(more, peep);
+  run(static_cast<const T*>(dh), dc_out, static_cast<const T*>(z), c, c_prev, w,
+      static_cast<const T*>(dh_more), static_cast<T*>(dz), dc_prev, dw, rows, K, P,
+      rows_per_batch, batch_stride, threads);
 }
 
 // out[b, n, k] = in[b, k, n]: a step (B, F, N) of a channels-first gradient (each sample
@@ -492,24 +574,27 @@ void weight_grad(const T* dz, const float* x, float* dw, int64_t B, int64_t H, i
 // float32); `kind`: the gate kind; `threads`: OpenMP threads.
 #if defined(CONVLSTM_LIBRARY) || \
     (!defined(CONVLSTM_BACKWARD) && !defined(CONVLSTM_WEIGHT_GRAD) && !defined(CONVLSTM_TRANSPOSE))
-extern "C" void ENTRY(forward)(const void* z, const float* c_prev, void* h, float* c,
-                               int64_t rows, int64_t K, int64_t rows_per_batch,
-                               int64_t batch_stride, int64_t kind, int64_t bfloat16,
-                               int64_t threads) {
+extern "C" void ENTRY(forward)(const void* z, const float* c_prev, const float* peep, void* h,
+                               float* c, int64_t rows, int64_t K, int64_t peep_rows,
+                               int64_t rows_per_batch, int64_t batch_stride, int64_t kind,
+                               int64_t bfloat16, int64_t threads) {
   auto run = bfloat16 ? forward<uint16_t> : forward<float>;
-  run(z, c_prev, h, c, rows, K, rows_per_batch, batch_stride, kind, static_cast<int>(threads));
+  run(z, c_prev, peep, h, c, rows, K, peep_rows, rows_per_batch, batch_stride, kind,
+      static_cast<int>(threads));
 }
 #endif
 
 #if defined(CONVLSTM_LIBRARY) || defined(CONVLSTM_BACKWARD)
+// dpeep: added into (the caller zeroes it, or sums steps in it); unused without peepholes.
 extern "C" void ENTRY(backward)(const void* dh, const float* dc_out, const void* z,
-                                const float* c, const float* c_prev, const void* dh_more,
-                                void* dz, float* dc_prev, int64_t rows, int64_t K,
+                                const float* c, const float* c_prev, const float* peep,
+                                const void* dh_more, void* dz, float* dc_prev, float* dpeep,
+                                int64_t rows, int64_t K, int64_t peep_rows,
                                 int64_t rows_per_batch, int64_t batch_stride, int64_t has_more,
                                 int64_t kind, int64_t bfloat16, int64_t threads) {
   auto run = bfloat16 ? backward<uint16_t> : backward<float>;
-  run(dh, dc_out, z, c, c_prev, dh_more, dz, dc_prev, rows, K, rows_per_batch, batch_stride,
-      has_more, kind, static_cast<int>(threads));
+  run(dh, dc_out, z, c, c_prev, peep, dh_more, dz, dc_prev, dpeep, rows, K, peep_rows,
+      rows_per_batch, batch_stride, has_more, kind, static_cast<int>(threads));
 }
 #endif
 

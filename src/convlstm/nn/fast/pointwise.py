@@ -4,8 +4,8 @@ Written as separate tensor ops, the arithmetic of ``functional.lstm_pointwise`` 
 and writes the ``4F``-channel gate tensor about a dozen times per step, which costs as
 much as the convolution itself. Here it runs as ``FusedGates`` with hand-written
 derivatives for the usual cell (tanh; sigmoid, Keras 3's or Keras 2's hard-sigmoid
-gates; no peepholes or norms), otherwise as ``torch.compile`` of the reference with
-autograd's derivatives.
+gates; with or without peepholes; no norms), otherwise as ``torch.compile`` of the
+reference with autograd's derivatives.
 """
 
 from __future__ import annotations
@@ -44,11 +44,10 @@ def lstm_pointwise(
     if not backend.allows_fast(c_prev.numel(), c_prev.device, normalized):
         return functional.lstm_pointwise(gates, c_prev, **options)
     kind = gate_kind(activation, recurrent_activation)
-    plain = peephole is None and not normalized
-    name = "FusedGates" if plain and kind is not None else "compiled lstm_pointwise"
+    name = "FusedGates" if kind is not None and not normalized else "compiled lstm_pointwise"
     try:
         if name == "FusedGates":  # the hand-written kernel has no norms
-            return fused_gates(gates, c_prev, kind)
+            return fused_gates(gates, c_prev, kind, peephole)
         # dynamic=True (_torch.compile_kernel): one kernel for every batch and frame size
         return _compiled("lstm_pointwise", functional.lstm_pointwise)(gates, c_prev, **options)
     except Exception as error:

@@ -5,7 +5,8 @@ step convolution and the gates) and every step pays for glue between them: a fre
 ``[x_t, pad(h)]`` buffer zeroed and filled, the hidden state's gradient copied out of
 its padded form, the two gradients reaching ``h`` (from the output and from the next
 step) added in a separate pass, and at the end the steps' outputs stacked into one
-tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM:
+tensor. ``FusedSequence`` does what cuDNN's RNN functions do for the plain LSTM (here
+also with Shi et al.'s peepholes, whose gradient the gate loop sums over the steps):
 
 * forward: one ``[x_t, pad(h)]`` buffer, its zero padding written once, is refilled
   and convolved at every step (the first step of a zero state convolves ``x_t``
@@ -46,7 +47,15 @@ from .._utils import CONV, conv_dtype, empty_steps, interior, memory_format
 from ..settings import backend
 from . import simd
 from ._torch import convolution_add_
-from .gates import GateKind, _backward_rows, _compiled, _Rows, _step_forward, first_derivatives_only
+from .gates import (
+    GateKind,
+    _backward_rows,
+    _compiled,
+    _peephole_forward,
+    _Rows,
+    _step_forward,
+    first_derivatives_only,
+)
 from .pool import _empty, _step_block
 
 if TYPE_CHECKING:
@@ -95,6 +104,15 @@ def _add_conv_(out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, bi
         and convolution_add_(out, inputs, weight, bias)
     ):
         out.add_(CONV[ndim](inputs, weight, bias))
+
+
+def _generated_forward(peep: torch.Tensor | None):
+    """The generated forward loop ``(z, c_prev, kind) -> (h, c)`` rows, with the
+    peepholes ``peep`` (``_Rows.peephole_rows``) or without (``None``)."""
+    if peep is None:
+        return _compiled("forward", _step_forward)
+    kernel = _compiled("peephole forward", _peephole_forward)
+    return lambda z, c_prev, kind: kernel(z, c_prev, kind, peep)
 
 
 def _takes_slot(nbytes: int, device: torch.device) -> bool:
@@ -253,16 +271,18 @@ class _Run:
     cells: list[torch.Tensor]  # rows, per step (training only)
     gates: list[torch.Tensor]  # (R, 4, K) pre-activations per step (training only)
     boundaries: list[torch.Tensor]  # rows: the cell after every ``keep_every`` steps
+    peep: torch.Tensor | None  # the peephole weights as the loops read them
 
 
 def _forward(
     x, h_0, c_0, weight, bias, input_pad, hidden_pad, kind, reverse, train,
-    *, keep_every: int | None = None,
+    *, keep_every: int | None = None, peephole: torch.Tensor | None = None,
 ) -> _Run:  # fmt: skip
     """The sequence's forward (see ``FusedSequence``) in the convolutions' dtype
     (autocast's or ``x``'s); ``train`` keeps what the backward needs, every step's gates
     and cell; ``keep_every=k`` keeps only the cell after every ``k`` steps (in processing
-    order) and the output in the mapped pool, for a backward that recomputes the rest."""
+    order) and the output in the mapped pool, for a backward that recomputes the rest;
+    ``peephole``: the cell's peephole weights, or ``None``."""
     steps = x.shape[1]
     dtype = conv_dtype(x)
     stacked = _Stacked(x, weight, input_pad, hidden_pad, dtype)
@@ -281,11 +301,10 @@ def _forward(
         block = _step_block(gate_shape, dtype, x.device, layout, steps)
     elif not keep_every and _takes_slot(math.prod(gate_shape) * dtype.itemsize, x.device):
         block = _step_block(gate_shape, dtype, x.device, layout, 1)
-    kernel = _compiled("forward", _step_forward)
     cells: list[torch.Tensor] = [None] * steps
     saved_gates: list[torch.Tensor] = [None] * steps
     boundaries: list[torch.Tensor] = []
-    view = c_first = output = cell_block = None
+    view = c_first = output = cell_block = peep = kernel = None
     h = h_0
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for index, t in enumerate(order):
@@ -302,6 +321,9 @@ def _forward(
                 ).zero_()
             gates, c_first = view.inputs(z, c_0)
             c_prev = c_first
+            if peephole is not None:
+                peep = view.peephole_rows(peephole, c_first.dtype)
+            kernel = _generated_forward(peep)
         else:
             gates = view.rows(z, 4)
         if output is None:
@@ -320,7 +342,7 @@ def _forward(
             c_next = torch.empty_like(c_prev) if c_prev is c_first else c_prev
         # The next step reads h back from the output: each step's h goes straight there.
         h = output[:, t]
-        if not simd.forward(gates, c_prev, kind, view.strided_rows(h), c_next):
+        if not simd.forward(gates, c_prev, kind, view.strided_rows(h), c_next, peep):
             h_rows, c_new = kernel(gates, c_prev, kind)
             h.copy_(view.unrows(h_rows))
             if train:
@@ -338,8 +360,9 @@ def _forward(
     c_n = view.unrows(c_prev)
     h_n = h.clone()  # not a view of the output, which the caller may modify in place
     return _Run(
-        output, h_n, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates, boundaries
-    )
+        output, h_n, c_n, conv_weight, view, c_first, c_0.dtype, cells, saved_gates, boundaries,
+        peep,
+    )  # fmt: skip
 
 
 def checkpoint_segment(steps: int) -> int:
@@ -379,13 +402,13 @@ class _Recompute:
     the forward's kept tensors), and the gates of one step at a time, convolved again
     when the backward reaches the step."""
 
-    def __init__(self, stacked, weight, bias, dtype, c_first, kind, segment: int) -> None:
+    def __init__(self, stacked, weight, bias, dtype, c_first, kind, segment: int, peep) -> None:
         self.gates = _GateConv(stacked, weight, bias, dtype)
-        self.kind = kind
+        self.kind, self.peep = kind, peep
         device = weight.device
         self.block = _step_block(c_first.shape, c_first.dtype, device, _DENSE, segment)
         self.h = _empty(c_first.shape, c_first.stride(), dtype, device)  # recomputed, unused
-        self.kernel = _compiled("forward", _step_forward)
+        self.kernel = _generated_forward(peep)
 
     def cells(self, x, seg: list[int], c_start, h_before, view: _Rows, cells: list) -> None:
         """Fills ``cells[t]`` for every step ``t`` of ``seg`` (in processing order), from
@@ -394,7 +417,7 @@ class _Recompute:
         for j, t in enumerate(seg):
             z = view.rows(self.gates(x, t, h_before(t)), 4)
             c_next = self.block[j]
-            if not simd.forward(z, c_prev, self.kind, self.h, c_next):
+            if not simd.forward(z, c_prev, self.kind, self.h, c_next, self.peep):
                 c_next.copy_(self.kernel(z, c_prev, self.kind)[1])
             cells[t] = c_prev = c_next
             del z
@@ -402,12 +425,13 @@ class _Recompute:
 
 class FusedSequence(torch.autograd.Function):
     """``output, h_n, c_n = FusedSequence.apply(x, h_0, c_0, weight, bias, input_pad,
-    hidden_pad, kind, reverse, segment=None)``.
+    hidden_pad, kind, reverse, segment=None, peephole=None)``.
 
     ``x`` ``(B, T, C, *S_in)``; ``h_0``, ``c_0`` ``(B, F, *S)`` or ``None`` (zeros);
     ``weight`` ``(4F, C + F, *k)`` (``[W_x, W_h]``), ``bias`` ``(4F,)`` or ``None``;
     ``input_pad`` and ``hidden_pad`` in ``F.pad`` order; stride 1, no dilation; gates
-    ``tanh`` and those of ``kind`` (a ``GateKind``). Returns ``output``
+    ``tanh`` and those of ``kind`` (a ``GateKind``); ``peephole`` ``(3, F, 1, ...)`` or
+    ``(3, F, *S)`` (per channel or per pixel, ``w_i, w_f, w_o``) or ``None``. Returns ``output``
     ``(B, T, F, *S)`` (time order also when ``reverse``), ``h_n`` and ``c_n`` (float32
     for reduced-precision inputs) ``(B, F, *S)``.
 
@@ -418,29 +442,35 @@ class FusedSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, kind, reverse, segment=None):
+    def forward(
+        ctx, x, h_0, c_0, weight, bias, input_pad, hidden_pad, kind, reverse, segment=None,
+        peephole=None,
+    ):  # fmt: skip
         ctx.set_materialize_grads(False)
         kind = GateKind(kind)
         args = (x, h_0, c_0, weight, bias, input_pad, hidden_pad, kind, reverse)
         if segment is None:
-            run = _forward(*args, True)
+            run = _forward(*args, True, peephole=peephole)
             kept = (*run.cells, *run.gates)
         else:
-            run = _forward(*args, False, keep_every=segment)
+            run = _forward(*args, False, keep_every=segment, peephole=peephole)
             kept = run.boundaries
         # The output holds every h, so it is saved (as tanh's backward saves its result)
         # instead of a copy of every step's stacked input.
         # The bias only for the recomputation: saved, it may no longer change in place.
         recompute_bias = None if segment is None else bias
-        ctx.save_for_backward(x, h_0, run.output, run.weight, recompute_bias, run.c_0, *kept)
+        ctx.save_for_backward(
+            x, h_0, run.output, run.weight, recompute_bias, run.peep, run.c_0, *kept
+        )  # fmt: skip
         ctx.meta = (run.view, kind, reverse, input_pad, hidden_pad, bias is not None, segment)
+        ctx.peephole = None if peephole is None else (peephole.shape, peephole.dtype)
         ctx.dtypes = (x.dtype, None if h_0 is None else h_0.dtype, run.c_dtype, weight.dtype)
         return run.output, run.h_n, run.c_n
 
     @staticmethod
     @first_derivatives_only
     def backward(ctx, d_output, d_h_n, d_c_n):
-        x, h_0, output, weight, bias, c_first, *saved = ctx.saved_tensors
+        x, h_0, output, weight, bias, peep, c_first, *saved = ctx.saved_tensors
         view, kind, reverse, input_pad, hidden_pad, has_bias, segment = ctx.meta
         x_dtype, h_dtype, c_dtype, w_dtype = ctx.dtypes
         steps = x.shape[1]
@@ -458,7 +488,7 @@ class FusedSequence(torch.autograd.Function):
             segments = [order[i : i + segment] for i in range(0, steps, segment)]
             starts = [c_first, *saved]  # the cell before each segment
             cells, gates = [None] * steps, None
-            recompute = _Recompute(stacked, weight, bias, dtype, c_first, kind, segment)
+            recompute = _Recompute(stacked, weight, bias, dtype, c_first, kind, segment, peep)
         layout = memory_format(x.dim() - 3, x.device)
         flipped_h = _flipped(weight[:, channels:], layout)
         flipped_x = _flipped(weight[:, :channels], layout) if need_x else None
@@ -479,6 +509,7 @@ class FusedSequence(torch.autograd.Function):
         sum_dtype = torch.promote_types(dtype, torch.float32)
         d_weight = torch.zeros_like(weight, dtype=sum_dtype) if need_w else None
         d_bias = weight.new_zeros(weight.shape[0], dtype=sum_dtype) if need_b and has_bias else None
+        d_peep = None if peep is None else torch.zeros_like(peep)  # summed over the steps
         split = _split_weight_grad(weight, channels)
         # A step's gate gradient is used up within the step: from the size glibc's
         # default malloc maps afresh, every step writes it into one slot (as inference
@@ -501,7 +532,9 @@ class FusedSequence(torch.autograd.Function):
                 d_out = None if d_output is None else view.step_rows(d_output[:, t], d_step)
                 if dz_slot is None and _takes_slot(z.numel() * z.element_size(), x.device):
                     dz_slot = _empty(z.shape, z.stride(), z.dtype, x.device)
-                dz, dc = _backward_rows(dh, dc, z, cells[t], c_prev, kind, dtype, d_out, dz_slot)
+                dz, dc = _backward_rows(
+                    dh, dc, z, cells[t], c_prev, kind, dtype, d_out, dz_slot, peep, d_peep
+                )  # fmt: skip
                 del dh, d_out, z  # (see the forward loop)
                 dz = view.ungates(dz)
                 if index < steps - 1 or need_h:
@@ -515,7 +548,9 @@ class FusedSequence(torch.autograd.Function):
                 del dz
                 index += 1
 
-        d_x = d_h0 = d_c0 = None
+        d_x = d_h0 = d_c0 = d_peephole = None
+        if peep is not None and ctx.needs_input_grad[10]:
+            d_peephole = view.peephole_grad(d_peep, *ctx.peephole)
         if need_x:
             d_x = torch.stack(d_inputs, dim=1).to(x_dtype)
         if need_h:
@@ -526,7 +561,7 @@ class FusedSequence(torch.autograd.Function):
             d_weight = d_weight.to(w_dtype)
         if d_bias is not None:
             d_bias = d_bias.to(w_dtype)
-        return d_x, d_h0, d_c0, d_weight, d_bias, None, None, None, None, None
+        return d_x, d_h0, d_c0, d_weight, d_bias, None, None, None, None, None, d_peephole
 
 
 class LSTMSequence:
@@ -545,10 +580,11 @@ class LSTMSequence:
         weight = cell.step_weight(plan)
         args = (x, h_0, c_0, weight, cell.bias, plan.input_pad, plan.hidden_pad, self.kind)
         tensors = [x, *cell.parameters(), *(state or ())]
+        peephole = cell.peephole_weight
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             segment = checkpoint_segment(x.shape[1]) if checkpoint else None
-            output, h_n, c_n = FusedSequence.apply(*args, reverse, segment)
+            output, h_n, c_n = FusedSequence.apply(*args, reverse, segment, peephole)
         else:
-            run = _forward(*args, reverse, train=False)
+            run = _forward(*args, reverse, train=False, peephole=peephole)
             output, h_n, c_n = run.output, run.h_n, run.c_n
         return output, (h_n, c_n)

@@ -206,14 +206,34 @@ def _applies(*tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
     )
 
 
+def _peephole_rows(peep: torch.Tensor | None, rows: int, width: int) -> int | None:
+    """The weight rows ``P`` of peephole weights ``(3, P, K)`` (float32, contiguous, ``P``
+    dividing ``rows``) for rows of ``width``; 0 for ``None``; ``None`` where they do not
+    fit."""
+    if peep is None:
+        return 0
+    if not (peep.device.type == "cpu" and peep.dtype == torch.float32 and peep.is_contiguous()
+            and peep.dim() == 3 and peep.shape[0] == 3 and peep.shape[2] == width):  # fmt: skip
+        return None
+    weight_rows = peep.shape[1]
+    return weight_rows if weight_rows > 0 and rows % weight_rows == 0 else None
+
+
 def forward(
-    z: torch.Tensor, c_prev: torch.Tensor, kind: int, h: torch.Tensor, c: torch.Tensor
+    z: torch.Tensor,
+    c_prev: torch.Tensor,
+    kind: int,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    peep: torch.Tensor | None = None,
 ) -> bool:
     """One step forward: gates ``z`` ``(R, 4, K)`` (bfloat16 or float32) of ``kind``
     (``fast.gates.GateKind``) and ``c_prev`` ``(R, K)`` float32 give ``c`` ``(R, K)``
     float32 (may be ``c_prev`` itself) and ``h``, a ``(B, ...)`` tensor of ``z``'s dtype
     holding ``R`` rows of ``K`` (a 2-D ``(R, K)`` one, or ``_Rows.strided_rows`` of a
-    sequence's step). ``False``: not applicable, nothing written."""
+    sequence's step). ``peep``: peephole weights ``(3, P, K)`` float32 in order ``w_i,
+    w_f, w_o``, row ``r`` taking their row ``r % P`` (``_Rows.peephole_rows``), or
+    ``None``. ``False``: not applicable, nothing written."""
     rows, width = c_prev.shape if c_prev.dim() == 2 else (0, 0)
     gate, f32 = z.dtype, torch.float32
     if not (_applies(z, c_prev, h, c, dtypes=(gate, f32, gate, f32)) and _lanes(width)):
@@ -221,13 +241,16 @@ def forward(
     groups = _row_groups(h, rows, width)
     if groups is None or not (z.is_contiguous() and c_prev.is_contiguous() and c.is_contiguous()):
         return False
-    if z.shape != (rows, 4, width) or c.shape != c_prev.shape:
+    weight_rows = _peephole_rows(peep, rows, width)
+    if z.shape != (rows, 4, width) or c.shape != c_prev.shape or weight_rows is None:
         return False
     kernel = _kernel("forward")
     if kernel is None:
         return False
-    kernel(z, c_prev, h, c, rows, width, *groups, int(kind), int(gate == torch.bfloat16),
-           torch.get_num_threads())
+    # Without peepholes (0 weight rows) the loop reads no weights: any tensor stands in.
+    weights = c_prev if peep is None else peep
+    kernel(z, c_prev, weights, h, c, rows, width, weight_rows, *groups, int(kind),
+           int(gate == torch.bfloat16), torch.get_num_threads())  # fmt: skip
     return True
 
 
@@ -240,15 +263,19 @@ def backward(
     kind: int,
     dh_more: torch.Tensor | None,
     dz_out: torch.Tensor | None = None,
+    peep: torch.Tensor | None = None,
+    d_peep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """One step backward (``fast.gates._step_backward``): ``z`` ``(R, 4, K)``
     (bfloat16 or float32), ``dh`` ``(R, K)`` and ``dh_more`` (``None``, or a ``(B,
     ...)`` tensor of ``R`` rows of ``K``) of ``z``'s dtype, ``dc_out``, ``c`` and
-    ``c_prev`` ``(R, K)`` float32. Returns ``(dz, dc_prev)`` (``(R, 4, K)`` of ``z``'s
-    dtype, written into ``dz_out`` when given, and float32 ``(R, K)``), or ``None``
-    where not applicable."""
+    ``c_prev`` ``(R, K)`` float32; with peepholes ``peep`` as in ``forward``, and
+    ``d_peep`` of its shape, into which their gradient is added. Returns ``(dz,
+    dc_prev)`` (``(R, 4, K)`` of ``z``'s dtype, written into ``dz_out`` when given, and
+    float32 ``(R, K)``), or ``None`` where not applicable."""
     rows, width = c.shape if c.dim() == 2 else (0, 0)
     gate, f32 = z.dtype, torch.float32
+    weight_rows = _peephole_rows(peep, rows, width)
     if not (
         _applies(dh, dc_out, z, c, c_prev, dtypes=(gate, f32, gate, f32, f32))
         and _lanes(width)
@@ -257,6 +284,9 @@ def backward(
         and all(t.is_contiguous() for t in (dh, dc_out, z, c, c_prev))
         and (dz_out is None or (dz_out.shape == z.shape and dz_out.dtype == gate
                                 and dz_out.is_contiguous()))
+        and weight_rows is not None
+        and (peep is None or (d_peep is not None and d_peep.shape == peep.shape
+                              and d_peep.dtype == f32 and d_peep.is_contiguous()))
     ):  # fmt: skip
         return None
     groups: tuple[int, int] | None = (rows, 0)
@@ -268,16 +298,18 @@ def backward(
     dz = torch.empty_like(z) if dz_out is None else dz_out
     dc_prev = torch.empty_like(c)
     more = dh if dh_more is None else dh_more
+    if peep is None:  # 0 weight rows: the loop reads and writes no weights
+        peep = d_peep = c_prev
     kernel(
-        dh, dc_out, z, c, c_prev, more, dz, dc_prev, rows, width, *groups,
-        int(dh_more is not None), int(kind), int(gate == torch.bfloat16),
+        dh, dc_out, z, c, c_prev, peep, more, dz, dc_prev, d_peep, rows, width, weight_rows,
+        *groups, int(dh_more is not None), int(kind), int(gate == torch.bfloat16),
         torch.get_num_threads(),
     )  # fmt: skip
     return dz, dc_prev
 
 
 def step_forward(
-    z: torch.Tensor, c_prev: torch.Tensor, kind: int
+    z: torch.Tensor, c_prev: torch.Tensor, kind: int, peep: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``forward`` into new ``(R, K)`` tensors: ``(h, c)``, or ``None`` where not
     applicable."""
@@ -287,7 +319,7 @@ def step_forward(
         return None
     h = torch.empty(c_prev.shape, dtype=z.dtype)
     c = torch.empty_like(c_prev, memory_format=torch.contiguous_format)
-    return (h, c) if forward(z, c_prev, kind, h, c) else None
+    return (h, c) if forward(z, c_prev, kind, h, c, peep) else None
 
 
 def channels_last_copy(source: torch.Tensor, out: torch.Tensor) -> bool:
