@@ -19,13 +19,14 @@ def perturb(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
 GATES = ["sigmoid", "hard_sigmoid", "hard_sigmoid_keras2"]
 
 
-def gate_kind(name: str):
-    """The fused kernels' gate kind for the recurrent activation ``name``."""
+def gate_kind(name: str, activation: str = "tanh"):
+    """The fused kernels' gate kind for the recurrent activation ``name`` (and the cell's
+    ``activation``)."""
     from convlstm.nn.activations import ACTIVATIONS
     from convlstm.nn.fast.gates import gate_kind as kind_of
 
-    kind = kind_of(torch.tanh, ACTIVATIONS[name])
-    assert kind is not None, f"{name} is not a gate kind of the hand-written kernels"
+    kind = kind_of(ACTIVATIONS[activation], ACTIVATIONS[name])
+    assert kind is not None, f"{name}, {activation}: not a kind of the hand-written kernels"
     return kind
 
 

@@ -84,8 +84,9 @@ def test_the_lstm_cell_declares_its_fast_path_only_for_the_plain_cell():
     assert path() is not None and path(recurrent_activation="hard_sigmoid") is not None
     assert path(peephole="channel") is not None
     assert path(peephole="pixel", spatial_size=(8, 8)) is not None
+    assert path(activation="relu") is not None
     others = [{"layer_norm": True}, {"attention": "sam"}, {"stride": 2},
-              {"activation": "relu"}, {"recurrent_activation": "relu"}]  # fmt: skip
+              {"activation": "elu"}, {"recurrent_activation": "relu"}]  # fmt: skip
     for options in others:
         assert path(**options) is None, options
 

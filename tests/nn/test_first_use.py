@@ -40,11 +40,11 @@ def fresh_kernels(monkeypatch):
     monkeypatch.setattr(simd, "_kernels", {})
 
 
-# One training step of four layers at the fast path's size (2 x 16 x 48 x 48 state
+# One training step of five layers at the fast path's size (2 x 16 x 48 x 48 state
 # elements per step, above backend.min_fast_elements): W1's kind (valid padding, hard
-# sigmoid, no bias), W2's (same padding, sigmoid, bias) and Shi et al.'s, with
-# peepholes per channel and per pixel, with fusion "auto" and with the reference
-# ("never"), in a fresh process with an empty compile cache.
+# sigmoid, no bias), W2's (same padding, sigmoid, bias), Shi et al.'s, with peepholes
+# per channel and per pixel, and one with relu as its activation, with fusion "auto"
+# and with the reference ("never"), in a fresh process with an empty compile cache.
 _FIRST_STEP = textwrap.dedent(
     """
     import json, sys, torch, convlstm
@@ -65,7 +65,8 @@ _FIRST_STEP = textwrap.dedent(
     configs = [dict(padding="valid", bias=False, recurrent_activation="hard_sigmoid"),
                dict(padding="same", bias=True, recurrent_activation="sigmoid"),
                dict(peephole="channel"),
-               dict(peephole="pixel", spatial_size=(50, 50), padding="valid")]
+               dict(peephole="pixel", spatial_size=(50, 50), padding="valid"),
+               dict(activation="relu")]
     assert 2 * 16 * 48 * 48 >= backend.min_fast_elements
     fast = [step(**c) for c in configs]
     compiler = [m for m in ("torch._dynamo", "torch._inductor.codecache") if m in sys.modules]

@@ -50,19 +50,28 @@ def test_values_and_gradients_equal_the_plain_equations(layout, gate):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("gate", GATES)
-@pytest.mark.parametrize("peephole", ["channel", "pixel"])
-def test_peepholes_equal_the_plain_equations(layout, gate, peephole):
-    """Shi et al.'s peepholes, one weight per channel or per pixel, in every layout (the
-    generated loops in float64): values and the gradients of gates, cell and weights."""
+@pytest.mark.parametrize(
+    ("activation", "peephole"),
+    [("tanh", "channel"), ("tanh", "pixel"), ("relu", None), ("relu", "pixel")],
+)
+def test_peepholes_and_relu_equal_the_plain_equations(layout, gate, activation, peephole):
+    """Shi et al.'s peepholes, one weight per channel or per pixel, and relu as the
+    cell's activation, in every layout (the generated loops in float64): values and the
+    gradients of gates, cell and weights."""
     gates, c_prev = _inputs(layout)
-    spatial = c_prev.shape[2:] if peephole == "pixel" else (1,) * (c_prev.dim() - 2)
-    weights = torch.randn(3, c_prev.shape[1], *spatial, dtype=torch.float64, requires_grad=True)
-    h, c = fused_gates(gates, c_prev, gate_kind(gate), weights)
-    values = lstm_gate_values(gates, c_prev, weights, None, None, torch.tanh, ACTIVATIONS[gate])
+    weights = None
+    if peephole:
+        spatial = c_prev.shape[2:] if peephole == "pixel" else (1,) * (c_prev.dim() - 2)
+        weights = torch.randn(3, c_prev.shape[1], *spatial, dtype=torch.float64,
+                              requires_grad=True)  # fmt: skip
+    h, c = fused_gates(gates, c_prev, gate_kind(gate, activation), weights)
+    values = lstm_gate_values(
+        gates, c_prev, weights, None, None, ACTIVATIONS[activation], ACTIVATIONS[gate]
+    )
     torch.testing.assert_close(h, values["h"], atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(c, values["c"], atol=1e-12, rtol=1e-12)
     scale = torch.randn_like(h), torch.randn_like(c)
-    inputs = (gates, c_prev, weights)
+    inputs = (gates, c_prev) if weights is None else (gates, c_prev, weights)
     ours = torch.autograd.grad((h * scale[0]).sum() + (c * scale[1]).sum(), inputs)
     loss = (values["h"] * scale[0]).sum() + (values["c"] * scale[1]).sum()
     for a, b in zip(ours, torch.autograd.grad(loss, inputs)):

@@ -85,10 +85,11 @@ def _compare(fusion, layer, x, state=None, mode="always", **forward):
         {"peephole": "channel"},
         {"peephole": "pixel", "spatial_size": (6, 7), "padding": "valid",
          "recurrent_activation": "hard_sigmoid"},
+        {"activation": "relu"},
     ],
     ids=[
         "same", "valid-hard-nobias", "valid-keras2-nobias", "int-padding", "even-kernel",
-        "stacked", "wide", "peephole-channel", "peephole-pixel",
+        "stacked", "wide", "peephole-channel", "peephole-pixel", "relu",
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("reverse", [False, True])
@@ -330,7 +331,7 @@ def test_bfloat16_weight_gradient_in_two_parts_equals_the_joint_one(fusion, monk
 
 @pytest.mark.parametrize(
     "setting",
-    ["lengths", "layer_norm", "stride", "relu"],
+    ["lengths", "layer_norm", "stride", "elu"],
 )
 def test_other_cases_take_the_step_path(fusion, setting, monkeypatch):
     """The choice of path alone: the step path's compiled loop for norms and other
@@ -340,7 +341,7 @@ def test_other_cases_take_the_step_path(fusion, setting, monkeypatch):
     options = {
         "layer_norm": {"layer_norm": True},
         "stride": {"stride": 2},
-        "relu": {"activation": "relu"},
+        "elu": {"activation": "elu"},
     }.get(setting, {})
     layer = _layer(**options)
     x = torch.randn(2, 4, 2, 6, 7, dtype=torch.float64, requires_grad=True)

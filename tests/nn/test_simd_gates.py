@@ -68,8 +68,9 @@ def _close(actual, expected):
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("width", [16, 48, 24])
-def test_forward_equals_the_generated_loop(dtype, gate, width, isa):
-    hard = gate_kind(gate)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_forward_equals_the_generated_loop(dtype, gate, width, activation, isa):
+    hard = gate_kind(gate, activation)
     z, c_prev = _step_inputs(width=width, dtype=dtype)
     h = _sequence_step(3, (5, 7), width, dtype=dtype)
     c = torch.empty_like(c_prev)
@@ -89,17 +90,20 @@ def test_forward_equals_the_generated_loop(dtype, gate, width, isa):
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("more", [False, True])
 @pytest.mark.parametrize("kinks", [False, True])
-def test_backward_equals_the_generated_loop(dtype, gate, more, kinks, isa):
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_backward_equals_the_generated_loop(dtype, gate, more, kinks, activation, isa):
     """Also with pre-activations at and next to the hard sigmoids' kinks, where the
     loops' slopes must be zero at the same places (one gate at a kink per row: with
     every gate near 0, the cell is, and so tanh(c) = 2σ(2c) - 1 within float32 rounding
-    of 0, which may round to 0 in one loop and not in the other)."""
-    hard = gate_kind(gate)
+    of 0, which may round to 0 in one loop and not in the other), and candidates at
+    relu's kink, 0."""
+    hard = gate_kind(gate, activation)
     z, c_prev = _step_inputs(dtype=dtype)
     if kinks:
         for n, value in enumerate(kink_values(dtype)):
             for m, gate_index in enumerate((0, 1, 3)):  # i, f, o
                 z[3 * n + m, gate_index, :16] = value
+        z[::2, 2, 16:] = 0
     c = _compiled("forward", _step_forward)(z, c_prev, hard)[1]
     dh = torch.randn(c.shape).to(dtype)
     dc_out = torch.randn(c.shape)
@@ -121,12 +125,13 @@ def test_backward_equals_the_generated_loop(dtype, gate, more, kinks, isa):
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("weight_rows", [1, 35])
 @pytest.mark.parametrize("more", [False, True])
-def test_peephole_loops_equal_the_generated_ones(dtype, gate, weight_rows, more, isa):
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_peephole_loops_equal_the_generated_ones(dtype, gate, weight_rows, more, activation, isa):
     """With peepholes, rows taking weight row ``r % P``: one row for all (channels-first
     rows) or the 35 pixels of a sample (channels-last). Forward, backward and the
     weights' gradient, which the loop adds into what it is given, summed over the 3
     samples in float32."""
-    kind = gate_kind(gate)
+    kind = gate_kind(gate, activation)
     z, c_prev = _step_inputs(dtype=dtype)
     peep = torch.randn(3, weight_rows, 32)
     h = _sequence_step(3, (5, 7), 32, dtype=dtype)
@@ -365,21 +370,27 @@ def test_a_layer_at_the_fast_path_size_runs_them(
 
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("autocast", [False, True])
-@pytest.mark.parametrize("peephole", ["channel", "pixel"])
+@pytest.mark.parametrize(
+    ("activation", "peephole"),
+    [("tanh", "channel"), ("tanh", "pixel"), ("relu", False), ("relu", "pixel")],
+)
 @pytest.mark.parametrize("checkpoint", [False, True])
-def test_a_peephole_layer_at_the_fast_path_size_runs_them(
-    fused_cells, calls, generated_loops, auto_fusion, gate, autocast, peephole, checkpoint
-):
-    """Shi et al.'s cell, with peepholes per channel or per pixel, at the fast path's size:
-    it trains through ``FusedSequence`` on the hand-written loops alone (no loop is
-    generated, so a first step compiles nothing), and equals the eager reference; the
+def test_shi_and_relu_cells_at_the_fast_path_size_run_them(
+    fused_cells, calls, generated_loops, auto_fusion, gate, autocast, activation, peephole,
+    checkpoint,
+):  # fmt: skip
+    """Shi et al.'s cell, with peepholes per channel or per pixel, and cells with relu as
+    their activation (as in Keras's next-frame example), at the fast path's size: they
+    train through ``FusedSequence`` on the hand-written loops alone (no loop is
+    generated, so a first step compiles nothing), and equal the eager reference; the
     peepholes' gradient included."""
     steps = 4
     options = {"spatial_size": (SIZE, SIZE)} if peephole == "pixel" else {}
     layer = ConvLSTMNd(1, CHANNELS, 3, ndim=2, recurrent_activation=gate, peephole=peephole,
-                       checkpoint=checkpoint, **options)  # fmt: skip
-    with torch.no_grad():
-        layer.cell(0).peephole_weight.normal_(0, 0.5)
+                       activation=activation, checkpoint=checkpoint, **options)  # fmt: skip
+    if peephole:
+        with torch.no_grad():
+            layer.cell(0).peephole_weight.normal_(0, 0.5)
     x = torch.randn(BATCH, steps, 1, SIZE, SIZE, requires_grad=True)
 
     def run():
@@ -397,16 +408,19 @@ def test_a_peephole_layer_at_the_fast_path_size_runs_them(
 
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("autocast", [False, True])
-@pytest.mark.parametrize("peephole", [False, "channel", "pixel"])
+@pytest.mark.parametrize(
+    ("activation", "peephole"),
+    [("tanh", False), ("tanh", "channel"), ("tanh", "pixel"), ("relu", "channel")],
+)
 def test_a_cell_step_at_the_fast_path_size_runs_them(
-    calls, generated_loops, auto_fusion, gate, autocast, peephole
+    calls, generated_loops, auto_fusion, gate, autocast, activation, peephole
 ):
     """A cell stepped on its own at the fast path's size (``FusedGates``), with or
-    without peepholes: forward and backward run the hand-written loops and equal the
-    eager reference."""
+    without peepholes, tanh or relu: forward and backward run the hand-written loops and
+    equal the eager reference."""
     options = {"spatial_size": (SIZE, SIZE)} if peephole == "pixel" else {}
     cell = ConvLSTMCell2d(1, CHANNELS, 3, recurrent_activation=gate, peephole=peephole,
-                          **options)  # fmt: skip
+                          activation=activation, **options)  # fmt: skip
     if peephole:
         with torch.no_grad():
             cell.peephole_weight.normal_(0, 0.5)

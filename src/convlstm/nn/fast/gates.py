@@ -1,7 +1,8 @@
 """The common ConvLSTM gate step as one autograd function with hand-written derivatives.
 
-For the usual cell (``tanh`` activation, gates of a ``GateKind``: the sigmoid, Keras 3's
-or Keras 2's hard sigmoid; no layer norm) one step's gate arithmetic is
+For the usual cell (``tanh`` or ``relu`` activation, gates of a ``GateKind``: the
+sigmoid, Keras 3's or Keras 2's hard sigmoid; no layer norm) one step's gate arithmetic
+is, written for ``tanh``,
 
     i, f, o = σ(z_i), σ(z_f), σ(z_o);   g = tanh(z_g)
     c = f ∘ c_prev + i ∘ g;             h = o ∘ tanh(c)
@@ -13,16 +14,20 @@ and its derivatives, with ``dc`` the total gradient reaching ``c``::
     dz_g   = dc ∘ i ∘ (1 - g²)   dz_o = dh ∘ tanh(c) ∘ σ'(z_o)
     dc_prev = dc ∘ f
 
+where ``σ'`` is ``σ (1 - σ)`` for the sigmoid, and a hard sigmoid's slope (``1/6`` for
+Keras 3's, ``0.2`` for Keras 2's) on its linear part, else 0, its ends included or not
+as autograd differentiates the reference functions (``activations``).
+
 With peepholes (Shi et al. 2015) ``z_i``, ``z_f`` and ``z_o`` stand for ``z_i + w_i ∘
 c_prev``, ``z_f + w_f ∘ c_prev`` and ``z_o + w_o ∘ c``, and their paths add to the
 derivatives: ``dc += dz_o ∘ w_o``, ``dc_prev += dz_i ∘ w_i + dz_f ∘ w_f``, and ``dw_i``,
 ``dw_f``, ``dw_o`` are the sums of ``dz_i ∘ c_prev``, ``dz_f ∘ c_prev`` and ``dz_o ∘ c``.
 
-where ``σ'`` is ``σ (1 - σ)`` for the sigmoid, and a hard sigmoid's slope (``1/6`` for
-Keras 3's, ``0.2`` for Keras 2's) on its linear part, else 0, its ends included or not
-as autograd differentiates the reference functions (``activations``). The forward
-saves only the pre-activations ``z`` (``c`` and ``c_prev`` are kept anyway as
-neighbouring steps' states) and the backward recomputes the activations from them,
+With ``relu`` as the activation, ``relu`` takes the place of ``tanh``, and its slope
+(1 above 0, else 0, as autograd's) that of ``1 - g²`` and ``1 - tanh(c)²``.
+
+The forward saves only the pre-activations ``z`` (``c`` and ``c_prev`` are kept anyway
+as neighbouring steps' states) and the backward recomputes the activations from them,
 exactly as the forward computed them: writing the four activations out in the forward
 costs more than recomputing them (``docs/performance.md``), and float16/bfloat16
 pre-activations are half the size of float32 activations. Each direction is one
@@ -53,30 +58,36 @@ from ._torch import compile_kernel
 _kernels: dict[str, Callable] = {}  # compiled once per process, by name
 
 
-class GateKind(enum.IntEnum):
-    """The recurrent activation ``σ`` of the gates, as the kernels (also the C++ loops of
-    ``fast.simd``) take it. ``False``/``True`` stand for the first two."""
+class GateKind(enum.IntFlag):
+    """The activations of a cell, as the kernels (also the C++ loops of ``fast.simd``)
+    take them: the recurrent activation ``σ`` of the gates (one of the first three;
+    ``False``/``True`` stand for the first two), with ``RELU`` added where the cell's
+    activation (of the candidate and of the cell state) is ``relu`` instead of ``tanh``."""
 
     SIGMOID = 0
     HARD_SIGMOID = 1  # Keras 3: relu6(x + 3) / 6
     HARD_SIGMOID_KERAS2 = 2  # Keras 2: clip(0.2 x + 0.5, 0, 1)
+    RELU = 4
 
 
-# The recurrent activations the kernels know, and their gate kinds.
+_GATES = 3  # the bits of σ in a GateKind
+
+# The activations the kernels know, and their kinds.
 _GATE_KINDS = {
     torch.sigmoid: GateKind.SIGMOID,
     F.hardsigmoid: GateKind.HARD_SIGMOID,
     hard_sigmoid: GateKind.HARD_SIGMOID,
     hard_sigmoid_keras2: GateKind.HARD_SIGMOID_KERAS2,
 }
+_CELL_KINDS = {torch.tanh: GateKind(0), torch.relu: GateKind.RELU, F.relu: GateKind.RELU}
 
 
 def gate_kind(activation: Callable, recurrent_activation: Callable) -> GateKind | None:
-    """For the gates these kernels know (``tanh`` with the sigmoid, Keras 3's or Keras 2's
-    hard sigmoid), their ``GateKind``; ``None`` for any other pair."""
-    if activation is not torch.tanh:
-        return None
-    return _GATE_KINDS.get(recurrent_activation)
+    """For the activations these kernels know (``tanh`` or ``relu`` with the sigmoid,
+    Keras 3's or Keras 2's hard sigmoid gates), their ``GateKind``; ``None`` for any
+    other pair."""
+    cell, gates = _CELL_KINDS.get(activation), _GATE_KINDS.get(recurrent_activation)
+    return None if cell is None or gates is None else gates | cell
 
 
 HIGHER_ORDER_ERROR = (
@@ -140,9 +151,9 @@ def _keras2_linear(x: torch.Tensor) -> torch.Tensor:
 
 def _gate(x: torch.Tensor, kind: int) -> torch.Tensor:
     """``σ(x)``, computed as ``activations`` computes it."""
-    if kind == GateKind.HARD_SIGMOID:
+    if kind & _GATES == GateKind.HARD_SIGMOID:
         return torch.nn.functional.hardsigmoid(x)
-    if kind == GateKind.HARD_SIGMOID_KERAS2:
+    if kind & _GATES == GateKind.HARD_SIGMOID_KERAS2:
         return torch.clamp(_keras2_linear(x), 0.0, 1.0)
     return torch.sigmoid(x)
 
@@ -151,26 +162,36 @@ def _slope(x: torch.Tensor, a: torch.Tensor, kind: int) -> torch.Tensor:
     """``σ'(x)`` from ``x`` and ``a = σ(x)``, as autograd differentiates the reference:
     Keras 3's hard sigmoid (``hardsigmoid``) has its slope for ``-3 < x < 3`` only, Keras
     2's (``clamp``) also where ``0.2 x + 0.5`` is exactly 0 or 1."""
-    if kind == GateKind.HARD_SIGMOID:
+    if kind & _GATES == GateKind.HARD_SIGMOID:
         return ((x > -3) & (x < 3)).to(a.dtype) * (1.0 / 6.0)
-    if kind == GateKind.HARD_SIGMOID_KERAS2:
+    if kind & _GATES == GateKind.HARD_SIGMOID_KERAS2:
         linear = _keras2_linear(x)
         return ((linear >= 0) & (linear <= 1)).to(a.dtype) * 0.2
     return a * (1 - a)
 
 
+def _act(x: torch.Tensor, kind: int) -> torch.Tensor:
+    """The cell's activation ``φ(x)``: ``tanh``, or ``relu`` for a ``RELU`` kind."""
+    return torch.relu(x) if kind & GateKind.RELU else _tanh(x)
+
+
+def _act_slope(x: torch.Tensor, a: torch.Tensor, kind: int) -> torch.Tensor:
+    """``φ'(x)`` from ``x`` and ``a = φ(x)``; ``relu``'s is 0 at 0, as autograd's."""
+    return (x > 0).to(a.dtype) if kind & GateKind.RELU else 1 - a * a
+
+
 def _activations(z: torch.Tensor, kind: int) -> tuple[tuple[torch.Tensor, ...], ...]:
-    """``(z_i, z_f, z_o)`` in the compute dtype and ``(i, f, g, o)``."""
+    """``(z_i, z_f, z_g, z_o)`` in the compute dtype and ``(i, f, g, o)``."""
     z = z.to(_compute_dtype(z.dtype))
     z_i, z_f, z_g, z_o = z.unbind(-2)  # (..., 4, K)
-    gates = (_gate(z_i, kind), _gate(z_f, kind), _tanh(z_g), _gate(z_o, kind))
-    return (z_i, z_f, z_o), gates
+    gates = (_gate(z_i, kind), _gate(z_f, kind), _act(z_g, kind), _gate(z_o, kind))
+    return (z_i, z_f, z_g, z_o), gates
 
 
 def _step_forward(z: torch.Tensor, c_prev: torch.Tensor, kind: int):
     i, f, g, o = _activations(z, kind)[1]
     c = f * c_prev + i * g
-    return (o * _tanh(c)).to(z.dtype), c
+    return (o * _act(c, kind)).to(z.dtype), c
 
 
 def _step_backward(
@@ -186,17 +207,17 @@ def _step_backward(
     # The activations go to the loop unstacked, and the gradients are cast before they
     # are stacked: otherwise the generated code writes either to memory and reads it back
     # in a second pass.
-    (z_i, z_f, z_o), (i, f, g, o) = _activations(z, kind)
+    (z_i, z_f, z_g, z_o), (i, f, g, o) = _activations(z, kind)
     dh = dh.to(i.dtype)
     if dh_more is not None:  # a second gradient reaching h (the sequence's output)
         dh = dh + dh_more.reshape(dh.shape).to(i.dtype)
-    tanh_c = _tanh(c)
-    dc = dc_out + dh * o * (1 - tanh_c * tanh_c)
+    act_c = _act(c, kind)
+    dc = dc_out + dh * o * _act_slope(c, act_c, kind)
     dz = (
         dc * g * _slope(z_i, i, kind),
         dc * c_prev * _slope(z_f, f, kind),
-        dc * i * (1 - g * g),
-        dh * tanh_c * _slope(z_o, o, kind),
+        dc * i * _act_slope(z_g, g, kind),
+        dh * act_c * _slope(z_o, o, kind),
     )
     return torch.stack([d.to(dtype) for d in dz], dim=-2), dc * f
 
@@ -204,7 +225,8 @@ def _step_backward(
 def _peephole_values(z, c_prev, kind: int, peep, c=None):
     """A step with peepholes ``peep`` ``(3, P, K)`` (``w_i, w_f, w_o``; row ``r`` of ``z``
     ``(R, 4, K)`` and ``c_prev`` ``(R, K)`` takes their row ``r % P``), each result
-    ``(R / P, P, K)``: the pre-activations with the peepholes' terms ``(z_i, z_f, z_o)``,
+    ``(R / P, P, K)``: the pre-activations with the peepholes' terms ``(z_i, z_f, z_g,
+    z_o)``,
     the gates ``(i, f, g, o)``, ``c_prev`` and ``c`` (computed, or the given one)."""
     weight_rows, width = peep.shape[1:]
     z = z.to(_compute_dtype(z.dtype)).reshape(-1, weight_rows, 4, width)
@@ -212,32 +234,32 @@ def _peephole_values(z, c_prev, kind: int, peep, c=None):
     w_i, w_f, w_o = peep.unbind(0)
     z_i, z_f, z_g, z_o = z.unbind(-2)
     z_i, z_f = z_i + w_i * c_prev, z_f + w_f * c_prev
-    i, f, g = _gate(z_i, kind), _gate(z_f, kind), _tanh(z_g)
+    i, f, g = _gate(z_i, kind), _gate(z_f, kind), _act(z_g, kind)
     c = f * c_prev + i * g if c is None else c.reshape(c_prev.shape)
     z_o = z_o + w_o * c
-    return (z_i, z_f, z_o), (i, f, g, _gate(z_o, kind)), c_prev, c
+    return (z_i, z_f, z_g, z_o), (i, f, g, _gate(z_o, kind)), c_prev, c
 
 
 def _peephole_forward(z: torch.Tensor, c_prev: torch.Tensor, kind: int, peep: torch.Tensor):
     """``_step_forward`` with peepholes (``_peephole_values``)."""
     _, (_, _, _, o), _, c = _peephole_values(z, c_prev, kind, peep)
     rows = c_prev.shape
-    return (o * _tanh(c)).reshape(rows).to(z.dtype), c.reshape(rows)
+    return (o * _act(c, kind)).reshape(rows).to(z.dtype), c.reshape(rows)
 
 
 def _peephole_backward(dh, dc_out, z, c, c_prev, kind: int, dtype, peep, dh_more=None):
     """``_step_backward`` with peepholes: also the step's gradient of ``peep``."""
-    (z_i, z_f, z_o), (i, f, g, o), c_prev, c = _peephole_values(z, c_prev, kind, peep, c)
+    (z_i, z_f, z_g, z_o), (i, f, g, o), c_prev, c = _peephole_values(z, c_prev, kind, peep, c)
     w_i, w_f, w_o = peep.unbind(0)
     dh = dh.reshape(c.shape).to(i.dtype)
     if dh_more is not None:
         dh = dh + dh_more.reshape(c.shape).to(i.dtype)
-    tanh_c = _tanh(c)
-    d_o = dh * tanh_c * _slope(z_o, o, kind)
-    dc = dc_out.reshape(c.shape) + dh * o * (1 - tanh_c * tanh_c) + d_o * w_o
+    act_c = _act(c, kind)
+    d_o = dh * act_c * _slope(z_o, o, kind)
+    dc = dc_out.reshape(c.shape) + dh * o * _act_slope(c, act_c, kind) + d_o * w_o
     d_i = dc * g * _slope(z_i, i, kind)
     d_f = dc * c_prev * _slope(z_f, f, kind)
-    dz = (d_i, d_f, dc * i * (1 - g * g), d_o)
+    dz = (d_i, d_f, dc * i * _act_slope(z_g, g, kind), d_o)
     dz = torch.stack([d.to(dtype) for d in dz], dim=-2).reshape(z.shape)
     dc_prev = (dc * f + d_i * w_i + d_f * w_f).reshape(-1, c.shape[-1])
     d_peep = torch.stack([(d_i * c_prev).sum(0), (d_f * c_prev).sum(0), (d_o * c).sum(0)])

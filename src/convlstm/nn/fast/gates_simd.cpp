@@ -15,13 +15,17 @@
 //             dz_f = dc c_prev s'(z_f);  dz_g = dc i (1 - g^2);  dz_o = dh tanh(c) s'(z_o);
 //             dc_prev = dc f
 //
-// With peepholes (Shi et al.'s cell; `peep_rows` P > 0, else `peep` is not read) z_i, z_f and z_o above stand for
-// z_i + w_i c_prev, z_f + w_f c_prev and z_o + w_o c, and the backward adds their paths:
-// dc += dz_o w_o, dc_prev += dz_i w_i + dz_f w_f, and it adds dz_i c_prev, dz_f c_prev and
-// dz_o c (float32, before any rounding of dz) into their weights' gradient `dpeep`. The
-// weights and their gradient are float32 (3, P, K) in order w_i, w_f, w_o: row r takes row
-// r % P of each (per pixel: P the rows of a sample; the caller spreads per-channel
-// weights over the pixels and sums their gradient back).
+// With peepholes (Shi et al.'s cell; `peep_rows` P > 0, else `peep` is not read) z_i, z_f
+// and z_o above stand for z_i + w_i c_prev, z_f + w_f c_prev and z_o + w_o c, and the
+// backward adds their paths: dc += dz_o w_o, dc_prev += dz_i w_i + dz_f w_f, and it adds
+// dz_i c_prev, dz_f c_prev and dz_o c (float32, before any rounding of dz) into their
+// weights' gradient `dpeep`. The weights and their gradient are float32 (3, P, K) in order
+// w_i, w_f, w_o: row r takes row r % P of each (per pixel: P the rows of a sample; the
+// caller spreads per-channel weights over the pixels and sums their gradient back).
+//
+// tanh above is the cell's activation phi: tanh, or relu (phi' = 1 for x > 0, else 0, as
+// autograd differentiates it) where the kind has kRelu; 1 - g^2 and 1 - tanh(c)^2 are then
+// phi'(z_g) and phi'(c).
 //
 // s is one of the gate kinds of gates.GateKind: the sigmoid, Keras 3's hard sigmoid
 // relu6(x + 3) / 6 (s' = 1/6 for -3 < x < 3, else 0) or Keras 2's clip(0.2 x + 0.5, 0, 1)
@@ -262,8 +266,8 @@ inline vec tanh_ps(vec x) {  // 2 s(2x) - 1
   return sub(add(s, s), set1(1.0f));
 }
 
-// The gate kinds (fused_gates.GateKind).
-constexpr int kSigmoid = 0, kHardSigmoid = 1, kHardSigmoidKeras2 = 2;
+// The kinds (gates.GateKind): the gates' s in the low two bits, kRelu for phi = relu.
+constexpr int kSigmoid = 0, kHardSigmoid = 1, kHardSigmoidKeras2 = 2, kGates = 3, kRelu = 4;
 
 inline vec hard_sigmoid_ps(vec x) {
   vec v = add(x, set1(3.0f));
@@ -280,21 +284,35 @@ inline vec hard_sigmoid_keras2_ps(vec x) {
 
 template <int kind>
 inline vec gate_ps(vec x) {
-  if (kind == kHardSigmoid) return hard_sigmoid_ps(x);
-  if (kind == kHardSigmoidKeras2) return hard_sigmoid_keras2_ps(x);
+  if ((kind & kGates) == kHardSigmoid) return hard_sigmoid_ps(x);
+  if ((kind & kGates) == kHardSigmoidKeras2) return hard_sigmoid_keras2_ps(x);
   return sigmoid_ps(x);
 }
 
 // s'(x) from x and a = s(x).
 template <int kind>
 inline vec slope_ps(vec x, vec a) {
-  if (kind == kHardSigmoid)
+  if ((kind & kGates) == kHardSigmoid)
     return where(both(greater(x, set1(-3.0f)), less(x, set1(3.0f))), set1(1.0f / 6.0f));
-  if (kind == kHardSigmoidKeras2) {
+  if ((kind & kGates) == kHardSigmoidKeras2) {
     vec v = keras2_linear_ps(x);
     return where(both(greater_equal(v, zero()), less_equal(v, set1(1.0f))), set1(0.2f));
   }
   return mul(a, sub(set1(1.0f), a));
+}
+
+// phi(x); the constant first in max, so that a NaN stays NaN.
+template <int kind>
+inline vec act_ps(vec x) {
+  if (kind & kRelu) return max(zero(), x);
+  return tanh_ps(x);
+}
+
+// phi'(x) from x and a = phi(x).
+template <int kind>
+inline vec act_slope_ps(vec x, vec a) {
+  if (kind & kRelu) return where(greater(x, zero()), set1(1.0f));
+  return fnmadd(a, a, set1(1.0f));
 }
 
 inline int64_t strided_row(int64_t r, int64_t rows_per_batch, int64_t batch_stride, int64_t K) {
@@ -320,12 +338,12 @@ void forward_rows(const T* z, const float* c_prev, const float* w, T* h, float* 
       }
       vec i = gate_ps<kind>(z_i);
       vec f = gate_ps<kind>(z_f);
-      vec g = tanh_ps(load(zr + 2 * K + k));
+      vec g = act_ps<kind>(load(zr + 2 * K + k));
       vec cell = fmadd(f, cp, mul(i, g));
       if (peep) z_o = fmadd(load(wr + 2 * P * K), cell, z_o);
       vec o = gate_ps<kind>(z_o);
       store(c + r * K + k, cell);
-      store(hr + k, mul(o, tanh_ps(cell)));
+      store(hr + k, mul(o, act_ps<kind>(cell)));
     }
   }
 }
@@ -349,23 +367,24 @@ inline void backward_vector(const T* dh, const float* dc_out, const T* z, const 
     z_f = fmadd(load(wr + P * K), cp, z_f);
     z_o = fmadd(load(wr + 2 * P * K), cell, z_o);
   }
+  vec z_g = load(zr + 2 * K + k);
   vec i = gate_ps<kind>(z_i);
   vec f = gate_ps<kind>(z_f);
-  vec g = tanh_ps(load(zr + 2 * K + k));
+  vec g = act_ps<kind>(z_g);
   vec o = gate_ps<kind>(z_o);
   vec grad_h = load(dh + at);
   if (more) {
     grad_h = add(grad_h, load(dh_more + strided_row(r, rows_per_batch, batch_stride, K) + k));
   }
-  vec tanh_c = tanh_ps(cell);
-  vec d_o = mul(mul(grad_h, tanh_c), slope_ps<kind>(z_o, o));
-  vec dc = fmadd(mul(grad_h, o), fnmadd(tanh_c, tanh_c, one), load(dc_out + at));
+  vec act_c = act_ps<kind>(cell);
+  vec d_o = mul(mul(grad_h, act_c), slope_ps<kind>(z_o, o));
+  vec dc = fmadd(mul(grad_h, o), act_slope_ps<kind>(cell, act_c), load(dc_out + at));
   if (peep) dc = fmadd(d_o, load(wr + 2 * P * K), dc);
   vec d_i = mul(mul(dc, g), slope_ps<kind>(z_i, i));
   vec d_f = mul(mul(dc, cp), slope_ps<kind>(z_f, f));
   store(dzr + k, d_i);
   store(dzr + K + k, d_f);
-  store(dzr + 2 * K + k, mul(mul(dc, i), fnmadd(g, g, one)));
+  store(dzr + 2 * K + k, mul(mul(dc, i), act_slope_ps<kind>(z_g, g)));
   store(dzr + 3 * K + k, d_o);
   vec d_prev = mul(dc, f);
   if (peep) {
@@ -415,27 +434,39 @@ void backward_rows(const T* dh, const float* dc_out, const T* z, const float* c,
   }
 }
 
-template <typename T, int kind>
-auto forward_for(bool peep) {
-  return peep ? forward_rows<T, kind, true> : forward_rows<T, kind, false>;
+// The loops for a kind known at run time (one of the six).
+template <typename T, bool peep>
+auto forward_for(int64_t kind) {
+  switch (kind) {
+    case kHardSigmoid: return forward_rows<T, kHardSigmoid, peep>;
+    case kHardSigmoidKeras2: return forward_rows<T, kHardSigmoidKeras2, peep>;
+    case kRelu | kSigmoid: return forward_rows<T, kRelu | kSigmoid, peep>;
+    case kRelu | kHardSigmoid: return forward_rows<T, kRelu | kHardSigmoid, peep>;
+    case kRelu | kHardSigmoidKeras2: return forward_rows<T, kRelu | kHardSigmoidKeras2, peep>;
+    default: return forward_rows<T, kSigmoid, peep>;
+  }
 }
 
 template <typename T>
 void forward(const void* z, const float* c_prev, const float* w, void* h, float* c,
              int64_t rows, int64_t K, int64_t P, int64_t rows_per_batch, int64_t batch_stride,
              int64_t kind, int threads) {
-  const bool peep = P > 0;
-  auto run = kind == kHardSigmoidKeras2 ? forward_for<T, kHardSigmoidKeras2>(peep)
-             : kind == kHardSigmoid     ? forward_for<T, kHardSigmoid>(peep)
-                                        : forward_for<T, kSigmoid>(peep);
+  auto run = P > 0 ? forward_for<T, true>(kind) : forward_for<T, false>(kind);
   run(static_cast<const T*>(z), c_prev, w, static_cast<T*>(h), c, rows, K, P, rows_per_batch,
       batch_stride, threads);
 }
 
-template <typename T, int kind>
-auto backward_for(bool more, bool peep) {
-  if (peep) return more ? backward_rows<T, kind, true, true> : backward_rows<T, kind, false, true>;
-  return more ? backward_rows<T, kind, true, false> : backward_rows<T, kind, false, false>;
+template <typename T, bool more, bool peep>
+auto backward_for(int64_t kind) {
+  switch (kind) {
+    case kHardSigmoid: return backward_rows<T, kHardSigmoid, more, peep>;
+    case kHardSigmoidKeras2: return backward_rows<T, kHardSigmoidKeras2, more, peep>;
+    case kRelu | kSigmoid: return backward_rows<T, kRelu | kSigmoid, more, peep>;
+    case kRelu | kHardSigmoid: return backward_rows<T, kRelu | kHardSigmoid, more, peep>;
+    case kRelu | kHardSigmoidKeras2:
+      return backward_rows<T, kRelu | kHardSigmoidKeras2, more, peep>;
+    default: return backward_rows<T, kSigmoid, more, peep>;
+  }
 }
 
 template <typename T>
@@ -445,9 +476,9 @@ void backward(const void* dh, const float* dc_out, const void* z, const float* c
               int64_t rows_per_batch, int64_t batch_stride, bool more, int64_t kind,
               int threads) {
   const bool peep = P > 0;
-  auto run = kind == kHardSigmoidKeras2 ? backward_for<T, kHardSigmoidKeras2>(more, peep)
-             : kind == kHardSigmoid     ? backward_for<T, kHardSigmoid>(more, peep)
-                                        : backward_for<T, kSigmoid>(more, peep);
+  auto run = more ? (peep ? backward_for<T, true, true>(kind) : backward_for<T, true, false>(kind))
+                  : (peep ? backward_for<T, false, true>(kind)
+                          : backward_for<T, false, false>(kind));
   run(static_cast<const T*>(dh), dc_out, static_cast<const T*>(z), c, c_prev, w,
       static_cast<const T*>(dh_more), static_cast<T*>(dz), dc_prev, dw, rows, K, P,
       rows_per_batch, batch_stride, threads);
@@ -571,7 +602,7 @@ void weight_grad(const T* dz, const float* x, float* dw, int64_t B, int64_t H, i
 }  // namespace
 
 // The entry points. `bfloat16`: the gates, h and their gradients are bfloat16 (else
-// float32); `kind`: the gate kind; `threads`: OpenMP threads.
+// float32); `kind`: the gate kind (kRelu added for relu cells); `threads`: OpenMP threads.
 #if defined(CONVLSTM_LIBRARY) || \
     (!defined(CONVLSTM_BACKWARD) && !defined(CONVLSTM_WEIGHT_GRAD) && !defined(CONVLSTM_TRANSPOSE))
 extern "C" void ENTRY(forward)(const void* z, const float* c_prev, const float* peep, void* h,
