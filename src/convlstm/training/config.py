@@ -119,6 +119,9 @@ class TrainerConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    #: Lightning's (``32-true``, ``bf16-mixed``, ...), or ``auto``: ``bf16-mixed`` where
+    #: the device computes bfloat16 natively (a CUDA device, a CPU with AVX-512 BF16),
+    #: else ``32-true`` (``trainer.resolve_precision``).
     precision: str = "32-true"
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 
+from ..nn.fast._torch import cpu_vector_isa
 from .callbacks import (
     AtomicCheckpointIO,
     LossExplosionGuard,
@@ -18,6 +21,27 @@ from .callbacks import (
 from .config import RunConfig
 from .datamodule import ResumeMidEpoch
 from .run_folder import HistoryCSVLogger, RunCheckpoint
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``trainer.precision`` as Lightning takes it. ``"auto"`` is ``"bf16-mixed"`` where
+    the run's device computes bfloat16 natively (a CUDA device that supports it, an x86
+    CPU with AVX-512 BF16, whose loops ``convlstm.nn.fast.simd`` runs), else
+    ``"32-true"``. An explicit bfloat16 precision is kept, with a warning on a CPU
+    without AVX-512 BF16, where oneDNN emulates it."""
+    cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    cpu = accelerator == "cpu" or (accelerator == "auto" and not cuda)
+    native = torch.cuda.is_bf16_supported() if cuda else cpu and cpu_vector_isa() == "avx512"
+    if precision == "auto":
+        return "bf16-mixed" if native else "32-true"
+    if cpu and not native and str(precision).startswith("bf16"):
+        warnings.warn(
+            f"trainer.precision {precision!r} on a CPU without AVX-512 BF16: bfloat16 is "
+            "emulated there, and a training step ran 4-5x slower than '32-true' in the "
+            "benchmarks (docs/performance.md); set trainer.precision to '32-true' or 'auto'",
+            stacklevel=3,
+        )
+    return precision
 
 
 def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
@@ -64,7 +88,7 @@ def build_trainer(config: RunConfig, run_dir: Path, **overrides) -> pl.Trainer:
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=t.precision,
+        precision=resolve_precision(t.precision, t.accelerator),
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
