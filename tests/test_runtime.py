@@ -25,3 +25,22 @@ def test_configure_malloc_can_be_switched_off(monkeypatch):
     monkeypatch.setattr(backend, "fresh_gate_bytes", 32 << 20)
     assert configure_malloc() is False
     assert backend.fresh_gate_bytes == 32 << 20
+
+
+def test_the_command_writes_convlstm_warnings_on_one_line(monkeypatch):
+    import warnings
+    from pathlib import Path
+
+    import convlstm
+    from convlstm import runtime
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
+    runtime.quiet_libraries()
+    ours = str(Path(convlstm.__file__).parent / "training" / "run.py")
+    assert warnings.formatwarning("slow", UserWarning, ours, 426, "x = y()") == (
+        "convlstm: warning: slow\n"
+    )
+    prefixed = warnings.formatwarning("convlstm: the loop", RuntimeWarning, ours, 1, "x")
+    assert prefixed == "convlstm: warning: the loop\n"
+    other = warnings.formatwarning("note", UserWarning, "/site-packages/lightning/a.py", 7, "x")
+    assert other.startswith("/site-packages/lightning/a.py:7: UserWarning: note")

@@ -50,7 +50,8 @@ def quiet_libraries() -> None:
     """Keep the command's output to what it says itself: Lightning's start-up notes (the
     accelerator lines, the logger advert), a deprecation warning Lightning triggers
     inside PyTorch, and the ONNX exporter's note that torchvision (which no model here
-    uses) is not installed are left out (``--debug`` shows them)."""
+    uses) is not installed are left out (``--debug`` shows them); convlstm's own
+    warnings are one line each, without Python's file, line and source."""
     import logging
     import warnings
 
@@ -59,6 +60,23 @@ def quiet_libraries() -> None:
     _after_import("lightning", _quiet_lightning)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    warnings.formatwarning = _one_line(warnings.formatwarning)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _one_line(default: Callable[..., str]) -> Callable[..., str]:
+    """``warnings.formatwarning`` that writes a warning raised in this package as
+    ``convlstm: warning: <message>``, and any other as ``default`` does."""
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if not os.path.abspath(filename).startswith(_PACKAGE + os.sep):
+            return default(message, category, filename, lineno, line)
+        text = str(message).removeprefix("convlstm: ")
+        return f"convlstm: warning: {text}\n"
+
+    return format_warning
 
 
 def _quiet_lightning() -> None:

@@ -165,3 +165,27 @@ def test_first_compilation_says_so(monkeypatch, capsys):
     monkeypatch.setattr(fused_gates, "_kernels", {})
     fused_gates._compiled("quick", lambda x: x)(1)
     assert capsys.readouterr().err == ""  # served quickly (a warm cache): silent
+
+
+def test_an_explicit_bfloat16_on_a_cpu_without_it_is_one_warning_line(config, tmp_path):
+    """``trainer.precision bf16-mixed`` held to AVX2 (as on most CPUs, where bfloat16 is
+    emulated): the run trains as asked, and says once, on one line, that it is slow."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["ATEN_CPU_CAPABILITY"] = "avx2"
+    result = subprocess.run(
+        [sys.executable, "-m", "convlstm.cli", "train", str(config), "--trainer.max_epochs", "1",
+         "--trainer.precision", "bf16-mixed", "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    warned = [line for line in result.stderr.splitlines() if "trainer.precision" in line]
+    assert warned == [
+        "convlstm: warning: trainer.precision 'bf16-mixed' on a CPU without AVX-512 BF16: "
+        "bfloat16 is emulated there, and a training step ran 4-5x slower than '32-true' in "
+        "the benchmarks (docs/performance.md); set trainer.precision to '32-true' or 'auto'"
+    ]
+    assert "build_trainer(" not in result.stderr  # no source line
