@@ -27,20 +27,21 @@ def test_configure_malloc_can_be_switched_off(monkeypatch):
     assert backend.fresh_gate_bytes == 32 << 20
 
 
-def test_the_command_writes_convlstm_warnings_on_one_line(monkeypatch):
-    import warnings
-    from pathlib import Path
-
+def test_the_command_writes_convlstm_warnings_on_one_line():
+    """``ConvLSTMWarning``s on one line; any other warning, also one raised from this
+    package's code (a tracer's, say), as Python writes it."""
     import convlstm
-    from convlstm import runtime
+    from convlstm.runtime import _one_line
 
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
-    runtime.quiet_libraries()
-    ours = str(Path(convlstm.__file__).parent / "training" / "run.py")
-    assert warnings.formatwarning("slow", UserWarning, ours, 426, "x = y()") == (
-        "convlstm: warning: slow\n"
-    )
-    prefixed = warnings.formatwarning("convlstm: the loop", RuntimeWarning, ours, 1, "x")
+    def default(message, category, filename, lineno, line=None):
+        return f"{filename}:{lineno}: {category.__name__}: {message}\n  {line}\n"
+
+    format_warning = _one_line(default)
+    ours = "/site-packages/convlstm/training/run.py"
+    slow = format_warning("slow", convlstm.ConvLSTMWarning, ours, 426, "x = y()")
+    assert slow == "convlstm: warning: slow\n"
+    prefixed = format_warning("convlstm: the loop", convlstm.ConvLSTMWarning, ours, 1, "x")
     assert prefixed == "convlstm: warning: the loop\n"
-    other = warnings.formatwarning("note", UserWarning, "/site-packages/lightning/a.py", 7, "x")
-    assert other.startswith("/site-packages/lightning/a.py:7: UserWarning: note")
+    for category in (UserWarning, RuntimeWarning, torch.jit.TracerWarning):
+        other = format_warning("note", category, ours, 7, "x")
+        assert other == f"{ours}:7: {category.__name__}: note\n  x\n"

@@ -13,6 +13,7 @@ from .nn import (
     ConvLSTMCell3d,
     set_fusion,
 )
+from .runtime import ConvLSTMWarning
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "ConvLSTMCell1d",
     "ConvLSTMCell2d",
     "ConvLSTMCell3d",
+    "ConvLSTMWarning",
     "Run",
     "__version__",
     "load",

@@ -51,7 +51,8 @@ def quiet_libraries() -> None:
     accelerator lines, the logger advert), a deprecation warning Lightning triggers
     inside PyTorch, and the ONNX exporter's note that torchvision (which no model here
     uses) is not installed are left out (``--debug`` shows them); convlstm's own
-    warnings are one line each, without Python's file, line and source."""
+    warnings (``ConvLSTMWarning``) are one line each, without Python's file, line and
+    source."""
     import logging
     import warnings
 
@@ -63,15 +64,18 @@ def quiet_libraries() -> None:
     warnings.formatwarning = _one_line(warnings.formatwarning)
 
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+class ConvLSTMWarning(UserWarning):
+    """A warning of this package about the user's data, config or machine (the
+    ``convlstm`` command prints these on one line)."""
 
 
 def _one_line(default: Callable[..., str]) -> Callable[..., str]:
-    """``warnings.formatwarning`` that writes a warning raised in this package as
-    ``convlstm: warning: <message>``, and any other as ``default`` does."""
+    """``warnings.formatwarning`` that writes a ``ConvLSTMWarning`` as ``convlstm:
+    warning: <message>``, and any other warning as ``default`` does (a library's
+    warning raised from this package's code stays the library's)."""
 
     def format_warning(message, category, filename, lineno, line=None) -> str:
-        if not os.path.abspath(filename).startswith(_PACKAGE + os.sep):
+        if not issubclass(category, ConvLSTMWarning):
             return default(message, category, filename, lineno, line)
         text = str(message).removeprefix("convlstm: ")
         return f"convlstm: warning: {text}\n"

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..checks import check_choice, check_int
+from ..runtime import ConvLSTMWarning
 from ._utils import SPLIT_CODES, natural_key, sample_rng
 from .preprocessing import Preprocessing
 from .registry import register_dataset
@@ -896,6 +897,7 @@ class RadarFiles(Dataset):
             warnings.warn(
                 f"{len(dry)} window(s) without rain >= {self.threshold} mm/h left out "
                 f"(first: event {dry[0][0].name!r} from {_when(*dry[0])})",
+                ConvLSTMWarning,
                 stacklevel=3,
             )
         if not windows:

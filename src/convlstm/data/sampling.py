@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, WeightedRandomSampler
 
+from ..runtime import ConvLSTMWarning
 from .augment import Augmented
 from .normalization import Normalized
 
@@ -83,6 +84,7 @@ def class_weights(
     if len(missing):
         warnings.warn(
             f"classes {missing.tolist()} have no training samples; their weight is 0",
+            ConvLSTMWarning,
             stacklevel=2,
         )
     weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..checks import as_size, check_choice, check_int
+from ..runtime import ConvLSTMWarning
 from ._utils import SPLITS
 from .arrays import open_array, parse_axes
 from .preprocessing import Preprocessing
@@ -237,6 +238,7 @@ class TimeChannelClips(Dataset):
             warnings.warn(
                 f"split {split!r} of {self.source} (frames [{lo}, {hi})) is too short for a "
                 f"clip of {self.clip_length} frames plus a horizon of {self.horizon}: no samples",
+                ConvLSTMWarning,
                 stacklevel=2,
             )
 

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..checks import as_size, check_choice, check_int
+from ..runtime import ConvLSTMWarning
 from ._utils import SPLITS, natural_key, optional_import
 from .augment import jitter_start
 from .preprocessing import Preprocessing
@@ -33,7 +34,9 @@ def _warn_list(what: str, items: list[tuple[str, str]], root: Path, verb: str = 
     shown = "; ".join(f"{Path(p).relative_to(root)}: {r}" for p, r in items[:5])
     more = f"; and {len(items) - 5} more" if len(items) > 5 else ""
     # stacklevel 5: _warn_list <- _scan/_build_index <- _ClipFolder <- subclass <- caller
-    warnings.warn(f"{verb} {len(items)} {what} under {root}: {shown}{more}", stacklevel=5)
+    warnings.warn(
+        f"{verb} {len(items)} {what} under {root}: {shown}{more}", ConvLSTMWarning, stacklevel=5
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -257,6 +260,7 @@ class _ClipFolder(Dataset, ABC):
                 warnings.warn(
                     f"skipping unreadable {self.kind} {path} ({err}); "
                     f"{len(self.failed)} failed so far, see summary()",
+                    ConvLSTMWarning,
                     stacklevel=2,
                 )
         raise RuntimeError(f"every {self.kind} under {self.root} failed to read: {self.failed}")
@@ -367,6 +371,7 @@ class VideoFolder(_ClipFolder):
         # stacklevel 5: _load_index <- _scan <- _ClipFolder <- VideoFolder <- caller
         warnings.warn(
             f"ignoring the video index {path}: {problem}; re-probing every video and rewriting it",
+            ConvLSTMWarning,
             stacklevel=5,
         )
         return {}
@@ -417,7 +422,9 @@ class VideoFolder(_ClipFolder):
             tmp.write_text(json.dumps(data, indent=1))
             os.replace(tmp, path)
         except OSError as err:
-            warnings.warn(f"could not write the video index {path}: {err}", stacklevel=3)
+            warnings.warn(
+                f"could not write the video index {path}: {err}", ConvLSTMWarning, stacklevel=3
+            )
 
     def _read(self, path: str, indices: list[int]) -> np.ndarray:
         from ._av import read_frames

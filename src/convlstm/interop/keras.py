@@ -40,6 +40,7 @@ from torch import nn
 from ..nn.activations import ACTIVATIONS
 from ..nn.cell import ConvLSTMCellNd
 from ..nn.layer import ConvLSTMNd
+from ..runtime import ConvLSTMWarning
 
 __all__ = [
     "CONVLSTM_CLASSES",
@@ -234,7 +235,7 @@ def warn_version_guess(config: Any, source: str) -> None:
         warnings.warn(
             f"{source}: 'hard_sigmoid' read as Keras 3's relu6(x + 3) / 6; a model written by "
             "Keras 2 meant clip(0.2 x + 0.5, 0, 1): pass keras_version='2' if it was",
-            UserWarning,
+            ConvLSTMWarning,
             stacklevel=3,
         )
 
@@ -913,7 +914,7 @@ def import_keras_run(
         warnings.warn(
             f"{path}: the output layer has no sigmoid/softmax; its outputs are taken as "
             f"logits ({'sigmoid' if k == 1 else 'softmax'} gives the probabilities)",
-            UserWarning,
+            ConvLSTMWarning,
             stacklevel=2,
         )
     if classes is not None and len(classes) != max(k, 2):

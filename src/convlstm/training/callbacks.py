@@ -20,6 +20,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from ..runtime import ConvLSTMWarning
 from .errors import NonFiniteLossError
 
 
@@ -84,7 +85,7 @@ class NonFiniteLossGuard(pl.Callback):
         )
 
 
-class LossExplosionWarning(UserWarning):
+class LossExplosionWarning(ConvLSTMWarning):
     """The training loss grew by orders of magnitude (see :class:`LossExplosionGuard`)."""
 
 

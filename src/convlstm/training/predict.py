@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..runtime import ConvLSTMWarning
 from .run_folder import ModelSpec
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
@@ -100,6 +101,7 @@ def _read_video(path: Path, spec: ModelSpec, channels: int) -> np.ndarray:
         warnings.warn(
             f"{path}: the header promises {promised} frames but {len(frames)} decode; "
             "predicting on the decoded ones",
+            ConvLSTMWarning,
             stacklevel=3,
         )
     if not frames:
@@ -129,6 +131,7 @@ def _read_gridded(
                 warnings.warn(
                     f"{path} has no variable {variable!r}, which the run was trained on; "
                     f"using its only variable {names[0]!r}",
+                    ConvLSTMWarning,
                     stacklevel=3,
                 )
             variable = names[0]

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..runtime import ConvLSTMWarning
 from .callbacks import atomic_write_bytes, finite_or_none
 from .config import (
     ConfigError,
@@ -312,6 +313,7 @@ def _warn_if_inexact(config: RunConfig) -> None:
     if reasons:
         warnings.warn(
             "this resumed run may differ from an uninterrupted one: " + "; ".join(reasons),
+            ConvLSTMWarning,
             stacklevel=3,
         )
 

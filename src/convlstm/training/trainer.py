@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 
 from ..nn.fast._torch import cpu_vector_isa
+from ..runtime import ConvLSTMWarning
 from .callbacks import (
     AtomicCheckpointIO,
     LossExplosionGuard,
@@ -39,6 +40,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
             f"trainer.precision {precision!r} on a CPU without AVX-512 BF16: bfloat16 is "
             "emulated there, and a training step ran 4-5x slower than '32-true' in the "
             "benchmarks (docs/performance.md); set trainer.precision to '32-true' or 'auto'",
+            ConvLSTMWarning,
             stacklevel=3,
         )
     return precision
