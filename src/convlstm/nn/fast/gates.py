@@ -226,8 +226,8 @@ def _peephole_values(z, c_prev, kind: int, peep, c=None):
     """A step with peepholes ``peep`` ``(3, P, K)`` (``w_i, w_f, w_o``; row ``r`` of ``z``
     ``(R, 4, K)`` and ``c_prev`` ``(R, K)`` takes their row ``r % P``), each result
     ``(R / P, P, K)``: the pre-activations with the peepholes' terms ``(z_i, z_f, z_g,
-    z_o)``,
-    the gates ``(i, f, g, o)``, ``c_prev`` and ``c`` (computed, or the given one)."""
+    z_o)``, the gates ``(i, f, g, o)``, ``c_prev`` and ``c`` (computed, or the given
+    one)."""
     weight_rows, width = peep.shape[1:]
     z = z.to(_compute_dtype(z.dtype)).reshape(-1, weight_rows, 4, width)
     c_prev = c_prev.reshape(-1, weight_rows, width)
@@ -425,7 +425,8 @@ class FusedGates(torch.autograd.Function):
         h, c = _forward_rows(z, c0, kind, peep)
         # c is kept anyway (the next step's c_prev, or c_n), so tanh(c) is recomputed
         # in the backward instead of stored, as are the activations.
-        ctx.save_for_backward(z, c, c0, peep, peephole)
+        ctx.save_for_backward(z, c, c0, peep)
+        ctx.peephole = None if peephole is None else (peephole.shape, peephole.dtype)
         ctx.view, ctx.kind, ctx.dtype = view, kind, gates.dtype
         ctx.c_dtype = c_prev.dtype
         return view.unrows(h), view.unrows(c)
@@ -433,7 +434,7 @@ class FusedGates(torch.autograd.Function):
     @staticmethod
     @first_derivatives_only
     def backward(ctx, dh: torch.Tensor, dc: torch.Tensor):
-        z, c, c0, peep, peephole = ctx.saved_tensors
+        z, c, c0, peep = ctx.saved_tensors
         view = ctx.view
         d_peep = None if peep is None else torch.zeros_like(peep)
         dz, dc_prev = _backward_rows(
@@ -441,8 +442,8 @@ class FusedGates(torch.autograd.Function):
             peep=peep, d_peep=d_peep,
         )  # fmt: skip
         d_peephole = None
-        if peephole is not None and ctx.needs_input_grad[2]:
-            d_peephole = view.peephole_grad(d_peep, peephole.shape, peephole.dtype)
+        if peep is not None and ctx.needs_input_grad[2]:
+            d_peephole = view.peephole_grad(d_peep, *ctx.peephole)
         return view.ungates(dz), view.unrows(dc_prev).to(ctx.c_dtype), d_peephole, None
 
 
