@@ -381,6 +381,31 @@ def test_a_layer_at_the_fast_path_size_runs_them(
     assert generated_loops == []
 
 
+@pytest.mark.parametrize(("ndim", "size"), [(1, (4096,)), (3, (8, 24, 24))])
+@pytest.mark.parametrize("peephole", ["channel", "pixel"])
+def test_1d_and_3d_peephole_relu_layers_run_them(
+    calls, generated_loops, auto_fusion, ndim, size, peephole
+):
+    """The peepholes' rows in the other layouts: contiguous 1-D steps (one weight row of
+    ``F·N``) and channels-last 3-D ones (a row per voxel), relu cells, on the loops and
+    equal to the eager reference."""
+    options = {"spatial_size": size} if peephole == "pixel" else {}
+    layer = ConvLSTMNd(1, CHANNELS, 3, ndim=ndim, peephole=peephole, activation="relu",
+                       **options)  # fmt: skip
+    with torch.no_grad():
+        layer.cell(0).peephole_weight.normal_(0, 0.5)
+    x = torch.randn(BATCH, 3, 1, *size, requires_grad=True)
+
+    def run():
+        out, (h_n, c_n) = layer(x)
+        loss = (out.square().sum() + c_n.square().sum()) / out.numel()
+        return (out, h_n, c_n), torch.autograd.grad(loss, [x, *layer.parameters()])
+
+    _against_the_reference(run, 2e-5)
+    assert calls == {"forward": 3, "backward": 3}
+    assert generated_loops == []
+
+
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize(
