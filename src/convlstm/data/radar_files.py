@@ -625,6 +625,7 @@ def _regular_steps(
         warnings.warn(
             f"event {label!r}: {len(gaps)} gap(s) longer than {step:g} minutes ({listed}"
             f"{more}); the event is cut there and no window crosses a gap",
+            ConvLSTMWarning,
             stacklevel=3,
         )
     return rain[keep], [times[i] for i in keep], [files[i] for i in keep], step, segments
