@@ -207,19 +207,31 @@ def _step_backward(
     # The activations go to the loop unstacked, and the gradients are cast before they
     # are stacked: otherwise the generated code writes either to memory and reads it back
     # in a second pass.
-    (z_i, z_f, z_g, z_o), (i, f, g, o) = _activations(z, kind)
-    dh = dh.to(i.dtype)
+    pre, gates = _activations(z, kind)
+    dh = dh.to(gates[0].dtype)
     if dh_more is not None:  # a second gradient reaching h (the sequence's output)
-        dh = dh + dh_more.reshape(dh.shape).to(i.dtype)
+        dh = dh + dh_more.reshape(dh.shape).to(gates[0].dtype)
+    dz, dc = _gate_grads(dh, dc_out, pre, gates, c, c_prev, kind)
+    return torch.stack([d.to(dtype) for d in dz], dim=-2), dc * gates[1]
+
+
+def _gate_grads(dh, dc_out, pre, gates, c, c_prev, kind: int, w_o=None):
+    """The gradients ``(dz_i, dz_f, dz_g, dz_o)`` of one step's pre-activations ``pre``
+    (with ``gates`` their activations) and the total ``dc`` reaching ``c``, in the
+    compute dtype; ``w_o``: the output gate's peephole, whose path adds to ``dc``."""
+    (z_i, z_f, z_g, z_o), (i, f, g, o) = pre, gates
     act_c = _act(c, kind)
+    d_o = dh * act_c * _slope(z_o, o, kind)
     dc = dc_out + dh * o * _act_slope(c, act_c, kind)
+    if w_o is not None:
+        dc = dc + d_o * w_o
     dz = (
         dc * g * _slope(z_i, i, kind),
         dc * c_prev * _slope(z_f, f, kind),
         dc * i * _act_slope(z_g, g, kind),
-        dh * act_c * _slope(z_o, o, kind),
+        d_o,
     )
-    return torch.stack([d.to(dtype) for d in dz], dim=-2), dc * f
+    return dz, dc
 
 
 def _peephole_values(z, c_prev, kind: int, peep, c=None):
@@ -249,20 +261,16 @@ def _peephole_forward(z: torch.Tensor, c_prev: torch.Tensor, kind: int, peep: to
 
 def _peephole_backward(dh, dc_out, z, c, c_prev, kind: int, dtype, peep, dh_more=None):
     """``_step_backward`` with peepholes: also the step's gradient of ``peep``."""
-    (z_i, z_f, z_g, z_o), (i, f, g, o), c_prev, c = _peephole_values(z, c_prev, kind, peep, c)
+    pre, gates, c_prev, c = _peephole_values(z, c_prev, kind, peep, c)
     w_i, w_f, w_o = peep.unbind(0)
-    dh = dh.reshape(c.shape).to(i.dtype)
+    dh = dh.reshape(c.shape).to(c.dtype)
     if dh_more is not None:
-        dh = dh + dh_more.reshape(c.shape).to(i.dtype)
-    act_c = _act(c, kind)
-    d_o = dh * act_c * _slope(z_o, o, kind)
-    dc = dc_out.reshape(c.shape) + dh * o * _act_slope(c, act_c, kind) + d_o * w_o
-    d_i = dc * g * _slope(z_i, i, kind)
-    d_f = dc * c_prev * _slope(z_f, f, kind)
-    dz = (d_i, d_f, dc * i * _act_slope(z_g, g, kind), d_o)
-    dz = torch.stack([d.to(dtype) for d in dz], dim=-2).reshape(z.shape)
-    dc_prev = (dc * f + d_i * w_i + d_f * w_f).reshape(-1, c.shape[-1])
+        dh = dh + dh_more.reshape(c.shape).to(c.dtype)
+    dz, dc = _gate_grads(dh, dc_out.reshape(c.shape), pre, gates, c, c_prev, kind, w_o)
+    d_i, d_f, _, d_o = dz
+    dc_prev = (dc * gates[1] + d_i * w_i + d_f * w_f).reshape(-1, c.shape[-1])
     d_peep = torch.stack([(d_i * c_prev).sum(0), (d_f * c_prev).sum(0), (d_o * c).sum(0)])
+    dz = torch.stack([d.to(dtype) for d in dz], dim=-2).reshape(z.shape)
     return dz, dc_prev, d_peep
 
 
@@ -380,11 +388,16 @@ def _forward_rows(z: torch.Tensor, c_prev: torch.Tensor, kind: int, peep=None):
     gives them, or ``None``): the hand-written loop where it applies, else the generated
     one."""
     result = simd.step_forward(z, c_prev, kind, peep)
-    if result is not None:
-        return result
+    return result if result is not None else _generated_forward(peep)(z, c_prev, kind)
+
+
+def _generated_forward(peep: torch.Tensor | None = None) -> Callable:
+    """The generated forward loop ``(z, c_prev, kind) -> (h, c)`` rows, with the
+    peepholes ``peep`` (``_Rows.peephole_rows``) or without (``None``)."""
     if peep is None:
-        return _compiled("forward", _step_forward)(z, c_prev, kind)
-    return _compiled("peephole forward", _peephole_forward)(z, c_prev, kind, peep)
+        return _compiled("forward", _step_forward)
+    kernel = _compiled("peephole forward", _peephole_forward)
+    return lambda z, c_prev, kind: kernel(z, c_prev, kind, peep)
 
 
 def _backward_rows(

@@ -47,15 +47,7 @@ from .._utils import CONV, conv_dtype, empty_steps, interior, memory_format
 from ..settings import backend
 from . import simd
 from ._torch import convolution_add_
-from .gates import (
-    GateKind,
-    _backward_rows,
-    _compiled,
-    _peephole_forward,
-    _Rows,
-    _step_forward,
-    first_derivatives_only,
-)
+from .gates import GateKind, _backward_rows, _generated_forward, _Rows, first_derivatives_only
 from .pool import _empty, _step_block
 
 if TYPE_CHECKING:
@@ -104,15 +96,6 @@ def _add_conv_(out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, bi
         and convolution_add_(out, inputs, weight, bias)
     ):
         out.add_(CONV[ndim](inputs, weight, bias))
-
-
-def _generated_forward(peep: torch.Tensor | None):
-    """The generated forward loop ``(z, c_prev, kind) -> (h, c)`` rows, with the
-    peepholes ``peep`` (``_Rows.peephole_rows``) or without (``None``)."""
-    if peep is None:
-        return _compiled("forward", _step_forward)
-    kernel = _compiled("peephole forward", _peephole_forward)
-    return lambda z, c_prev, kind: kernel(z, c_prev, kind, peep)
 
 
 def _takes_slot(nbytes: int, device: torch.device) -> bool:
@@ -304,7 +287,7 @@ def _forward(
     cells: list[torch.Tensor] = [None] * steps
     saved_gates: list[torch.Tensor] = [None] * steps
     boundaries: list[torch.Tensor] = []
-    view = c_first = output = cell_block = peep = kernel = None
+    view = c_first = output = cell_block = peep = None
     h = h_0
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for index, t in enumerate(order):
@@ -323,7 +306,6 @@ def _forward(
             c_prev = c_first
             if peephole is not None:
                 peep = view.peephole_rows(peephole, c_first.dtype)
-            kernel = _generated_forward(peep)
         else:
             gates = view.rows(z, 4)
         if output is None:
@@ -343,7 +325,7 @@ def _forward(
         # The next step reads h back from the output: each step's h goes straight there.
         h = output[:, t]
         if not simd.forward(gates, c_prev, kind, view.strided_rows(h), c_next, peep):
-            h_rows, c_new = kernel(gates, c_prev, kind)
+            h_rows, c_new = _generated_forward(peep)(gates, c_prev, kind)
             h.copy_(view.unrows(h_rows))
             if train:
                 c_next.copy_(c_new)
@@ -408,7 +390,6 @@ class _Recompute:
         device = weight.device
         self.block = _step_block(c_first.shape, c_first.dtype, device, _DENSE, segment)
         self.h = _empty(c_first.shape, c_first.stride(), dtype, device)  # recomputed, unused
-        self.kernel = _generated_forward(peep)
 
     def cells(self, x, seg: list[int], c_start, h_before, view: _Rows, cells: list) -> None:
         """Fills ``cells[t]`` for every step ``t`` of ``seg`` (in processing order), from
@@ -418,7 +399,7 @@ class _Recompute:
             z = view.rows(self.gates(x, t, h_before(t)), 4)
             c_next = self.block[j]
             if not simd.forward(z, c_prev, self.kind, self.h, c_next, self.peep):
-                c_next.copy_(self.kernel(z, c_prev, self.kind)[1])
+                c_next.copy_(_generated_forward(self.peep)(z, c_prev, self.kind)[1])
             cells[t] = c_prev = c_next
             del z
 
