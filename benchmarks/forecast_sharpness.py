@@ -34,7 +34,9 @@ patches:
 from its likeliest tap instead of the softmax-weighted sum.
 
 ``--multiscale 1,4,8`` adds the MSE of 4x4 and 8x8 average-pooled frames to the loss,
-which reaches further than a bilinear warp's one-pixel gradient.
+which reaches further than a bilinear warp's one-pixel gradient. ``--gdl W`` adds
+Mathieu et al.'s gradient difference (``convlstm.losses.gradient_difference``) with
+weight ``W``, as the ``mse+gdl`` loss does.
 
     OMP_NUM_THREADS=1 python benchmarks/forecast_sharpness.py --model ef --tag ef
 """
@@ -52,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlstm.data.moving_digits import MovingDigits
-from convlstm.losses.forecasting import ssim
+from convlstm.losses.forecasting import gradient_difference, ssim
 from convlstm.models.advection_forecaster import AdvectionForecaster, warp
 from convlstm.models.encoder_forecaster import EncoderForecaster, patchify, unpatchify
 from convlstm.nn.layer import ConvLSTMNd
@@ -254,6 +256,7 @@ def main() -> None:
     p.add_argument("--pixels", action="store_true", help="motion-dna: generate the frames")
     p.add_argument("--kernels", type=int, default=2, help="cdna: kernels per step")
     p.add_argument("--multiscale", default="1", help="pooling factors the loss compares at")
+    p.add_argument("--gdl", type=float, default=0.0, help="weight of the gradient difference")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", required=True, help="name of the result files")
     p.add_argument("--out", type=Path, default=Path("results/forecast_sharpness"))
@@ -264,8 +267,9 @@ def main() -> None:
 
     def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred, target = pred.flatten(0, 1), target.flatten(0, 1)
-        return sum(F.mse_loss(F.avg_pool2d(pred, s), F.avg_pool2d(target, s)) if s > 1
+        loss = sum(F.mse_loss(F.avg_pool2d(pred, s), F.avg_pool2d(target, s)) if s > 1
                    else F.mse_loss(pred, target) for s in scales)  # fmt: skip
+        return loss + args.gdl * gradient_difference(pred, target) if args.gdl else loss
 
     train = MovingDigits("train", num_samples=2000)
     test = MovingDigits("test", num_samples=256)

@@ -12,12 +12,14 @@ from convlstm.losses import (
     FocalLoss,
     FrameBCELoss,
     MAELoss,
+    MSEGDLLoss,
     MSELoss,
     MSEMAELoss,
     SSIMLoss,
     SupConLoss,
     TripletLoss,
     create_loss,
+    gradient_difference,
     list_losses,
     ssim,
 )
@@ -121,6 +123,52 @@ def test_mse_mae_and_their_sum():
     close(MSEMAELoss(mse_weight=1.0, mae_weight=2.0)(prediction, target), 3.5 + 2 * 1.5)
 
 
+def test_gradient_difference_by_hand():
+    # prediction rows [0, 1, 3], [0, 0, 0]; target rows [0, 2, 2], [1, 1, 1]
+    prediction = torch.tensor([[0.0, 1.0, 3.0], [0.0, 0.0, 0.0]]).view(1, 1, 1, 2, 3)
+    target = torch.tensor([[0.0, 2.0, 2.0], [1.0, 1.0, 1.0]]).view(1, 1, 1, 2, 3)
+    # down the rows: |d target| = 1, 1, 1 and |d prediction| = 0, 1, 3 -> (1 + 0 + 4) / 3;
+    # along them: |d target| = 2, 0, 0, 0 and |d prediction| = 1, 2, 0, 0 -> (1 + 4) / 4
+    close(gradient_difference(prediction, target), 5 / 3 + 5 / 4)
+    close(gradient_difference(prediction, target, alpha=1.0), 3 / 3 + 3 / 4)
+    close(gradient_difference(prediction, target, spatial_dims=1), 5 / 4)
+    mse = ((prediction - target) ** 2).mean().item()
+    close(MSEGDLLoss()(prediction, target), mse + 5 / 3 + 5 / 4)
+    close(MSEGDLLoss(mse_weight=0.5, gdl_weight=2.0)(prediction, target),
+          0.5 * mse + 2 * (5 / 3 + 5 / 4))
+
+
+def test_gradient_difference_charges_an_edge_blurred_in_place():
+    """What the term adds to MSE: the true edge costs nothing, the same edge blurred in
+    place costs more than its squared error alone, and the term's gradient sharpens it.
+    (It does not prefer a sharp edge in the wrong place: that misses the truth's edge
+    and makes one where the truth has none.)"""
+    edge = torch.zeros(1, 1, 1, 16, 16)
+    edge[..., 8:] = 1.0  # a vertical edge
+    padded = F.pad(edge.view(1, 1, 16, 16), (1, 1, 0, 0), mode="replicate")
+    blurred = F.conv2d(padded, torch.tensor([[[[0.25, 0.5, 0.25]]]])).view_as(edge)
+    assert gradient_difference(edge, edge).item() == 0.0
+    assert 0 < gradient_difference(blurred, edge) < 1
+    close(MSEGDLLoss(gdl_weight=0.0)(blurred, edge), F.mse_loss(blurred, edge).item())
+    assert MSEGDLLoss()(blurred, edge) > F.mse_loss(blurred, edge) * 1.5
+    blurred.requires_grad_(True)
+    gradient_difference(blurred, edge).backward()
+    step = blurred.detach() - 0.1 * blurred.grad
+    assert gradient_difference(step, edge) < gradient_difference(blurred.detach(), edge)
+    jump = step[..., 8] - step[..., 7]
+    assert (jump > (blurred.detach()[..., 8] - blurred.detach()[..., 7])).all()
+
+
+def test_mse_gdl_as_a_training_config_names_it():
+    from convlstm.training.objectives import build_objective
+
+    objective = build_objective("forecasting", {"name": "mse+gdl", "gdl_weight": 0.5})
+    assert isinstance(objective.loss, MSEGDLLoss) and objective.loss.gdl_weight == 0.5
+    prediction = torch.rand(2, 3, 1, 8, 8, requires_grad=True)
+    objective.loss(prediction, torch.rand(2, 3, 1, 8, 8)).backward()
+    assert prediction.grad is not None and prediction.grad.abs().sum() > 0
+
+
 def test_frame_bce_by_hand_and_bad_targets():
     prediction = torch.tensor([0.9, 0.2, 0.5, 0.0]).view(1, 1, 1, 2, 2)
     target = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 1, 2, 2)
@@ -175,7 +223,7 @@ def test_ssim_matches_torchmetrics_on_the_valid_region():
 def test_create_loss_by_name():
     assert set(list_losses()) == {
         "bce", "cross_entropy", "focal", "supcon", "triplet", "mse", "mae", "mse+mae", "ssim",
-        "frame_bce",
+        "frame_bce", "mse+gdl",
     }
     assert isinstance(create_loss("focal", gamma=1.0), FocalLoss)
     with pytest.raises(KeyError, match="unknown loss 'l3'; known: bce, cross_entropy, focal"):
@@ -241,6 +289,8 @@ def test_every_loss_a_bundled_config_names_is_built():
         (lambda: SupConLoss(temperature=0), "temperature must be > 0"),
         (lambda: TripletLoss(margin=-1), "margin must be >= 0"),
         (lambda: SSIMLoss(data_range=0), "data_range and sigma must be > 0"),
+        (lambda: MSEGDLLoss(gdl_weight=-1), "weights must be >= 0 and alpha > 0"),
+        (lambda: MSEGDLLoss(spatial_dims=4), "spatial_dims must be 1, 2 or 3"),
     ],
 )
 def test_bad_arguments_name_the_argument(build, message):

@@ -10,7 +10,17 @@ Each is an ``nn.Module`` with a registry name for configs (``LOSSES``, a
 from __future__ import annotations
 
 from .classification import BinaryCrossEntropy, CrossEntropy, FocalLoss
-from .forecasting import FrameBCELoss, MAELoss, MSELoss, MSEMAELoss, SSIMLoss, gaussian_window, ssim
+from .forecasting import (
+    FrameBCELoss,
+    MAELoss,
+    MSEGDLLoss,
+    MSELoss,
+    MSEMAELoss,
+    SSIMLoss,
+    gaussian_window,
+    gradient_difference,
+    ssim,
+)
 from .metric import SupConLoss, TripletLoss, pairwise_distances
 from .registry import LOSSES, create_loss, get_loss_class, list_losses, register_loss
 
@@ -21,6 +31,7 @@ __all__ = [
     "FocalLoss",
     "FrameBCELoss",
     "MAELoss",
+    "MSEGDLLoss",
     "MSELoss",
     "MSEMAELoss",
     "SSIMLoss",
@@ -29,6 +40,7 @@ __all__ = [
     "create_loss",
     "gaussian_window",
     "get_loss_class",
+    "gradient_difference",
     "list_losses",
     "pairwise_distances",
     "register_loss",
