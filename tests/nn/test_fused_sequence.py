@@ -2,6 +2,7 @@
 step-by-step path with plain ops (``set_fusion("never")``)."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -455,6 +456,35 @@ def test_training_keeps_its_blocks_in_the_mapped_pool_and_reuses_them(fusion, mo
     del third
     assert pool.empty_cache() == held + out_bytes
     assert pool.held() == 0
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The kernel's flags of the mapping of this process that holds ``address``."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    inside = False
+    for line in lines:
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            start, end = (int(v, 16) for v in head.split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("VmFlags:"):
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's smaps")
+def test_the_pool_maps_ordinary_pages(monkeypatch):
+    """The pool does not ask for transparent huge pages (``MADV_HUGEPAGE``, the ``hg``
+    flag): on the machines measured a huge page's first touch cost 0.1 to 2.1 s per GiB
+    against a steady 0.43 s for ordinary pages, which doubled the first training step
+    of the benchmarks' W1 and made no later step faster (docs/performance.md)."""
+    monkeypatch.setattr(backend, "mapped_min_bytes", 0)
+    pool = pools.mapped_pool
+    block = pool.empty((4 << 20,), (1,), torch.float32)  # 16 MiB: eight huge pages' worth
+    block.fill_(1.0)
+    assert "hg" not in _vm_flags(block.data_ptr())
+    del block
+    pool.empty_cache()
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
