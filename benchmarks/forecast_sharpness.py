@@ -17,6 +17,7 @@ patches:
 * ``flow``: the last input frame moved along a learnt motion (backward warping, one
   bilinear interpolation per lead), the motion per 4x4 cell and interpolated, or per
   pixel (``--pixel-motion``).
+* ``motion-flow``: ``flow`` whose ConvLSTMs also see ``motion-dna``'s cost volume.
 * ``dna``: Finn et al. (2016)'s dynamic neural advection: every pixel a softmax-weighted
   sum of a ``--kernel`` square neighbourhood of the previous frame; ``--generate`` mixes
   in generated pixels through a learnt mask.
@@ -192,6 +193,20 @@ class MotionDNA(DNA):
         return torch.cat([patchify(frame, PATCH, 2), self.cost(frame, previous)], 1)
 
 
+class MotionFlow(Flow):
+    """``Flow`` whose ConvLSTM stacks also see ``MotionDNA``'s cost volume."""
+
+    def __init__(self, width: int, pixel_motion: bool, kernel: int) -> None:
+        _Stacks.__init__(self, width, PATCH**2 + kernel**2)
+        self.pixel_motion, self.kernel, self.temperature = pixel_motion, kernel, 0.02
+        self.motion = nn.Conv2d(self.features, 2 * (PATCH**2 if pixel_motion else 1), 1)
+        nn.init.zeros_(self.motion.weight)
+        nn.init.zeros_(self.motion.bias)
+
+    cost = MotionDNA.cost
+    inputs = MotionDNA.inputs
+
+
 class CDNA(_Stacks):
     """N kernels per step, each moving the whole previous frame, composited per pixel
     (with a black background) by a softmax mask."""
@@ -226,6 +241,8 @@ def build(args: argparse.Namespace) -> nn.Module:
         )  # fmt: skip
     if args.model == "flow":
         return Flow(args.width, args.pixel_motion)
+    if args.model == "motion-flow":
+        return MotionFlow(args.width, args.pixel_motion, args.kernel)
     if args.model == "dna":
         return DNA(args.width, args.kernel, args.generate)
     if args.model == "motion-dna":
@@ -244,7 +261,7 @@ def gradient_energy(frames: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    models = ("ef", "flow", "dna", "motion-dna", "cdna", "advection")
+    models = ("ef", "flow", "motion-flow", "dna", "motion-dna", "cdna", "advection")
     p.add_argument("--model", choices=models, required=True)
     p.add_argument("--steps", type=int, default=1100, help="training steps (the demo's)")
     p.add_argument("--lr", type=float, default=3e-3)
