@@ -473,12 +473,11 @@ def _vm_flags(address: int) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's smaps")
-def test_the_pool_maps_ordinary_pages(monkeypatch):
+def test_the_pool_maps_ordinary_pages():
     """The pool does not ask for transparent huge pages (``MADV_HUGEPAGE``, the ``hg``
-    flag): on the machines measured a huge page's first touch cost 0.1 to 2.1 s per GiB
-    against a steady 0.43 s for ordinary pages, which doubled the first training step
-    of the benchmarks' W1 and made no later step faster (docs/performance.md)."""
-    monkeypatch.setattr(backend, "mapped_min_bytes", 0)
+    flag): on the VM measured a huge page's first touch cost 0.1 to 2.1 s per GiB against
+    a steady 0.43 s for ordinary pages, which doubled the first training step of the
+    benchmarks' W1 and made no later step faster (docs/performance.md)."""
     pool = pools.mapped_pool
     block = pool.empty((4 << 20,), (1,), torch.float32)  # 16 MiB: eight huge pages' worth
     block.fill_(1.0)

@@ -50,8 +50,8 @@ class MappedPool:
             memory = next((m for m in free if len(m) == nbytes), None)
             if memory is None:
                 # Ordinary pages: asked for transparent huge pages, the first touch of
-                # this memory, a first training step's, took up to 5x longer on the
-                # machines measured, and later steps were no faster.
+                # this memory, a first training step's, took up to 5x longer on the VM
+                # measured, and later steps were no faster (docs/performance.md).
                 memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
                 self._maps.append(memory)
                 free_bytes = sum(len(m) for m in free)
