@@ -112,8 +112,8 @@ class _Stacks(nn.Module):
 class Flow(_Stacks):
     """The last input frame warped along the accumulated learnt motion."""
 
-    def __init__(self, width: int, pixel_motion: bool) -> None:
-        super().__init__(width)
+    def __init__(self, width: int, pixel_motion: bool, channels: int = PATCH**2) -> None:
+        super().__init__(width, channels)
         self.pixel_motion = pixel_motion
         self.motion = nn.Conv2d(self.features, 2 * (PATCH**2 if pixel_motion else 1), 1)
         nn.init.zeros_(self.motion.weight)
@@ -197,11 +197,8 @@ class MotionFlow(Flow):
     """``Flow`` whose ConvLSTM stacks also see ``MotionDNA``'s cost volume."""
 
     def __init__(self, width: int, pixel_motion: bool, kernel: int) -> None:
-        _Stacks.__init__(self, width, PATCH**2 + kernel**2)
-        self.pixel_motion, self.kernel, self.temperature = pixel_motion, kernel, 0.02
-        self.motion = nn.Conv2d(self.features, 2 * (PATCH**2 if pixel_motion else 1), 1)
-        nn.init.zeros_(self.motion.weight)
-        nn.init.zeros_(self.motion.bias)
+        super().__init__(width, pixel_motion, PATCH**2 + kernel**2)
+        self.kernel, self.temperature = kernel, 0.02
 
     cost = MotionDNA.cost
     inputs = MotionDNA.inputs
