@@ -150,9 +150,9 @@ class MSEGDLLoss(nn.Module):
         self.alpha, self.spatial_dims = alpha, spatial_dims
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _check_pair(prediction, target)
-        mse = F.mse_loss(prediction, target)
+        # gradient_difference checks the shapes first (F.mse_loss would broadcast them)
         gdl = gradient_difference(prediction, target, self.spatial_dims, self.alpha)
+        mse = F.mse_loss(prediction, target)
         return self.mse_weight * mse + self.gdl_weight * gdl
 
 
